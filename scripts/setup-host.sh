@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs everything vmctl and its test rig need on a Debian 12 host, idempotently.
+# Usage: scripts/setup-host.sh            (packages + deb-src + npm ci + libvirtd)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+log() { printf '[setup-host] %s\n' "$*" >&2; }
+
+[ "$(id -u)" = 0 ] || { echo "setup-host.sh: run as root (it installs Debian packages)" >&2; exit 1; }
+
+PKGS=(
+  qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
+  genisoimage xorriso dnsmasq-base debootstrap openssh-server openssh-client
+  python3-libvirt iproute2 iptables busybox-static cpio gzip gnutls-bin
+  libxml2-utils dpkg-dev util-linux procps curl ca-certificates
+  e2fsprogs virtinst
+)
+
+# deb-src for `apt-get source libvirt` (the protocol generator's input)
+src_list=/etc/apt/sources.list.d/debian.sources
+if [ -f "$src_list" ] && ! grep -q '^Types:.*deb-src' "$src_list"; then
+  log "enabling deb-src in $src_list"
+  sed -i 's/^Types: deb$/Types: deb deb-src/' "$src_list"
+  stamp=stale
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ] || [ "${stamp:-}" = stale ]; then
+  log "apt-get update"
+  apt-get update -qq
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  # policy-rc.d keeps package scripts from trying to start services (no systemd here)
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -n "${created_policy:-}" ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+if [ -f "$root/package-lock.json" ]; then
+  if [ ! -d "$root/node_modules" ] || [ "$root/package-lock.json" -nt "$root/node_modules/.package-lock.json" ]; then
+    log "npm ci"
+    (cd "$root" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+
+"$here/libvirtd.sh" start
