@@ -1,0 +1,68 @@
+/** What every command handler gets: parsed global options, a logger, output, a connection factory. */
+import type { Logger } from 'pino';
+import { createLogger, type LogFormat } from '../core/log.js';
+import { Connection } from '../libvirt/connection.js';
+import { resolveDefaultUri } from '../libvirt/uri.js';
+
+export interface GlobalArgs {
+  connect?: string;
+  json?: boolean;
+  'log-level'?: string;
+  'log-format'?: string;
+  'accept-host-key'?: boolean;
+}
+
+export interface Output {
+  /** a result line for humans (stdout) */
+  line(text: string): void;
+  /** a machine-readable result (stdout), used with --json */
+  json(value: unknown): void;
+}
+
+export interface Context {
+  readonly json: boolean;
+  readonly uri: string;
+  readonly log: Logger;
+  readonly out: Output;
+  /** open the connection named by --connect / LIBVIRT_DEFAULT_URI, run fn, always close */
+  withConnection<T>(fn: (conn: Connection) => Promise<T>): Promise<T>;
+}
+
+/** JSON with bigint as decimal strings and Buffers as hex. */
+export function toJson(value: unknown): string {
+  return JSON.stringify(
+    value,
+    (_k, v: unknown) => {
+      if (typeof v === 'bigint') return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= -BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString();
+      if (v && typeof v === 'object' && (v as { type?: unknown }).type === 'Buffer' && Array.isArray((v as { data?: unknown }).data)) {
+        return Buffer.from((v as { data: number[] }).data).toString('hex');
+      }
+      return v;
+    },
+    2,
+  );
+}
+
+export const stdout: Output = {
+  line: (text) => process.stdout.write(text + '\n'),
+  json: (value) => process.stdout.write(toJson(value) + '\n'),
+};
+
+export function makeContext(argv: GlobalArgs, out: Output = stdout): Context {
+  const log = createLogger((argv['log-level'] ?? 'warn') as 'warn', (argv['log-format'] ?? 'text') as LogFormat);
+  const uri = resolveDefaultUri(argv.connect);
+  return {
+    json: argv.json === true,
+    uri,
+    log,
+    out,
+    async withConnection(fn) {
+      const conn = await Connection.open(uri, { logger: log, acceptUnknownHostKey: argv['accept-host-key'] === true });
+      try {
+        return await fn(conn);
+      } finally {
+        await conn.close();
+      }
+    },
+  };
+}

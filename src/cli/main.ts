@@ -1,0 +1,56 @@
+/** vmctl entry: parse → call core → render. Never throws; returns the exit status. */
+import yargs, { type Argv } from 'yargs';
+import { VmctlError, toVmctlError } from '../core/errors.js';
+import { LOG_LEVELS } from '../core/log.js';
+import { exitCodeFor, EXIT_OK } from './exit.js';
+import { toJson, type GlobalArgs } from './context.js';
+import { commands } from './commands/index.js';
+
+export function buildParser(args: string[]): Argv<GlobalArgs> {
+  let parser = yargs(args)
+    .scriptName('vmctl')
+    .usage('$0 <command> [options]\n\nKVM/QEMU virtual machines through libvirt.')
+    .option('connect', {
+      alias: 'c',
+      type: 'string',
+      description: 'libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)',
+    })
+    .option('json', { type: 'boolean', default: false, description: 'print results as JSON' })
+    .option('log-level', { choices: LOG_LEVELS, default: 'warn', description: 'log verbosity (logs go to stderr)' })
+    .option('log-format', { choices: ['text', 'json'] as const, default: 'text', description: 'log line format' })
+    .option('accept-host-key', {
+      type: 'boolean',
+      default: false,
+      description: 'ssh: accept and record an UNKNOWN host key (a changed key is always refused)',
+    })
+    .strict()
+    .demandCommand(1, 'name a command; see vmctl --help')
+    .recommendCommands()
+    .help()
+    .alias('help', 'h')
+    .version(false)
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .exitProcess(false)
+    .fail((msg, err) => {
+      if (err) throw err;
+      throw new VmctlError('USAGE', msg);
+    }) as unknown as Argv<GlobalArgs>;
+  for (const cmd of commands) parser = parser.command(cmd as never);
+  return parser;
+}
+
+export async function main(args: string[]): Promise<number> {
+  const wantsJson = args.includes('--json');
+  try {
+    await buildParser(args).parseAsync();
+    return process.exitCode === undefined ? EXIT_OK : Number(process.exitCode);
+  } catch (raw) {
+    const err = toVmctlError(raw);
+    if (wantsJson) {
+      process.stdout.write(toJson({ error: { code: err.code, message: err.message, hint: err.hint, ...err.details } }) + '\n');
+    }
+    process.stderr.write(`vmctl: ${err.oneLine()}\n`);
+    if (err.code === 'INTERNAL' && process.env.VMCTL_DEBUG) process.stderr.write(`${(raw as Error)?.stack ?? ''}\n`);
+    return exitCodeFor(err.code);
+  }
+}

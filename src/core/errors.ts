@@ -1,0 +1,98 @@
+/**
+ * The one error type of vmctl. Core code throws VmctlError (or lets a
+ * LibvirtError through, which toVmctlError() maps); the CLI maps codes to exit
+ * statuses in exactly one place (src/cli/exit.ts).
+ */
+import { LibvirtError } from '../libvirt/errors.js';
+
+export const ERROR_CODES = [
+  'USAGE', // bad flags or arguments
+  'INVALID_INPUT', // a value that fails validation (name, path, size...)
+  'INVALID_TEMPLATE', // a template that fails the schema
+  'NOT_FOUND', // domain, image, pool, volume... does not exist
+  'ALREADY_EXISTS', // name taken
+  'CONFLICT', // state does not allow the operation (running, in use...)
+  'CONNECTION', // cannot reach libvirtd / host, connection lost
+  'AUTH', // authentication refused or unsupported
+  'HOST_KEY', // ssh host key unknown or mismatched
+  'TIMEOUT', // waited too long
+  'RESOURCE', // out of disk, memory...
+  'UNSUPPORTED', // host or daemon cannot do it
+  'LIBVIRT', // any other error reported by libvirt
+  'INTERNAL', // a bug in vmctl
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export interface VmctlErrorOptions {
+  /** what the user should do about it; shown after the message */
+  readonly hint?: string;
+  readonly cause?: unknown;
+  /** extra machine-readable details for --json output */
+  readonly details?: Record<string, unknown>;
+}
+
+export class VmctlError extends Error {
+  override readonly name = 'VmctlError';
+  readonly hint: string | undefined;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    opts: VmctlErrorOptions = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.hint = opts.hint;
+    this.details = opts.details;
+  }
+
+  /** One line for humans: message, then the fix. */
+  oneLine(): string {
+    return this.hint ? `${this.message} (${this.hint})` : this.message;
+  }
+}
+
+/** Map anything thrown to a VmctlError, keeping the original as cause. */
+export function toVmctlError(err: unknown): VmctlError {
+  if (err instanceof VmctlError) return err;
+  if (err instanceof LibvirtError) return fromLibvirtError(err);
+  if (err instanceof Error) {
+    const e = err as NodeJS.ErrnoException & { hint?: unknown; code?: unknown };
+    const hint = typeof e.hint === 'string' ? e.hint : undefined;
+    switch (e.code) {
+      case 'ENOSPC':
+        return new VmctlError('RESOURCE', e.message, { hint: hint ?? 'free some disk space and retry', cause: err });
+      case 'ENOENT':
+        return new VmctlError('NOT_FOUND', e.message, { hint, cause: err });
+      case 'EACCES':
+      case 'EPERM':
+        return new VmctlError('AUTH', e.message, { hint: hint ?? 'run as root or fix the permissions', cause: err });
+      case 'ECONNREFUSED':
+      case 'ECONNRESET':
+      case 'EHOSTUNREACH':
+      case 'ENETUNREACH':
+      case 'ETIMEDOUT':
+        return new VmctlError('CONNECTION', e.message, { hint, cause: err });
+      default:
+        break;
+    }
+    // transports throw errors that carry a hint and a known kind name
+    if (/HostKey/i.test(err.name)) return new VmctlError('HOST_KEY', err.message, { hint, cause: err });
+    if (/Transport|Uri/i.test(err.name)) return new VmctlError('CONNECTION', err.message, { hint, cause: err });
+    return new VmctlError('INTERNAL', err.message, { hint, cause: err });
+  }
+  return new VmctlError('INTERNAL', String(err));
+}
+
+function fromLibvirtError(err: LibvirtError): VmctlError {
+  const opts = { cause: err, details: { libvirtCode: err.code, libvirtDomain: err.domain } };
+  if (err.kind === 'transport') return new VmctlError('CONNECTION', err.message, opts);
+  if (err.kind === 'auth') return new VmctlError('AUTH', err.message, opts);
+  if (err.kind === 'timeout') return new VmctlError('TIMEOUT', err.message, opts);
+  if (err.isNotFound()) return new VmctlError('NOT_FOUND', err.message, opts);
+  if (err.isAlreadyExists()) return new VmctlError('ALREADY_EXISTS', err.message, opts);
+  if (err.isConnectionLost()) return new VmctlError('CONNECTION', err.message, opts);
+  if (err.isOperationInvalid()) return new VmctlError('CONFLICT', err.message, opts);
+  return new VmctlError('LIBVIRT', err.message, opts);
+}
