@@ -4,6 +4,7 @@
  * statuses in exactly one place (src/cli/exit.ts).
  */
 import { LibvirtError } from '../libvirt/errors.js';
+import { TransportError, type TransportErrorCode } from '../libvirt/transport/errors.js';
 
 export const ERROR_CODES = [
   'USAGE', // bad flags or arguments
@@ -57,6 +58,9 @@ export class VmctlError extends Error {
 export function toVmctlError(err: unknown): VmctlError {
   if (err instanceof VmctlError) return err;
   if (err instanceof LibvirtError) return fromLibvirtError(err);
+  if (err instanceof TransportError) {
+    return new VmctlError(TRANSPORT_CODES[err.code], err.message, { hint: err.hint, cause: err, details: { transportCode: err.code } });
+  }
   if (err instanceof Error) {
     const e = err as NodeJS.ErrnoException & { hint?: unknown; code?: unknown };
     const hint = typeof e.hint === 'string' ? e.hint : undefined;
@@ -77,13 +81,25 @@ export function toVmctlError(err: unknown): VmctlError {
       default:
         break;
     }
-    // transports throw errors that carry a hint and a known kind name
-    if (/HostKey/i.test(err.name)) return new VmctlError('HOST_KEY', err.message, { hint, cause: err });
-    if (/Transport|Uri/i.test(err.name)) return new VmctlError('CONNECTION', err.message, { hint, cause: err });
     return new VmctlError('INTERNAL', err.message, { hint, cause: err });
   }
   return new VmctlError('INTERNAL', String(err));
 }
+
+const TRANSPORT_CODES: Record<TransportErrorCode, ErrorCode> = {
+  INVALID_URI: 'USAGE',
+  CONNECT_FAILED: 'CONNECTION',
+  PERMISSION_DENIED: 'AUTH',
+  TIMEOUT: 'TIMEOUT',
+  ABORTED: 'CONNECTION',
+  TLS_CREDENTIALS: 'AUTH',
+  TLS_VERIFY: 'AUTH',
+  SSH_HOSTKEY_UNKNOWN: 'HOST_KEY',
+  SSH_HOSTKEY_MISMATCH: 'HOST_KEY',
+  SSH_AUTH: 'AUTH',
+  SSH_CHANNEL: 'CONNECTION',
+  TRANSPORT: 'CONNECTION',
+};
 
 function fromLibvirtError(err: LibvirtError): VmctlError {
   const opts = { cause: err, details: { libvirtCode: err.code, libvirtDomain: err.domain } };

@@ -108,7 +108,9 @@ export class Connection extends EventEmitter<{
     const transport = await connectTransport(uri, {
       acceptUnknownHostKey: opts.acceptUnknownHostKey,
       timeoutMs: opts.timeoutMs,
+      readOnly: opts.readonly,
     });
+    for (const notice of transport.notices ?? []) log.warn(notice);
     log.debug({ endpoint: transport.description }, 'transport connected');
     const rpc = new RpcClient(transport.stream, { description: transport.description, logger: log });
     const remote = new RemoteProcedures(rpc);
@@ -116,7 +118,7 @@ export class Connection extends EventEmitter<{
       await authenticate(remote);
       await openConnection(remote, uri.remoteName, opts.readonly ? 1 : 0);
       if (opts.keepalive !== false) {
-        const { supported } = await remote.connectSupportsFeature({ feature: VirDrvFeature.VIR_DRV_FEATURE_PROGRAM_KEEPALIVE, flags: 0 });
+        const { supported } = await remote.connectSupportsFeature({ feature: VirDrvFeature.VIR_DRV_FEATURE_PROGRAM_KEEPALIVE });
         if (supported) rpc.startKeepalive();
       }
     } catch (err) {

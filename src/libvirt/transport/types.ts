@@ -38,6 +38,11 @@ export interface TransportOptions {
    * A key that CONFLICTS with a known one is refused regardless.
    */
   readonly acceptUnknownHostKey?: boolean;
+  /**
+   * Use the daemon's read-only socket (libvirt-sock-ro / virtqemud-sock-ro),
+   * as `virsh --readonly` does. unix and ssh transports only.
+   */
+  readonly readOnly?: boolean;
 }
 
 export interface ConnectedTransport {
@@ -46,4 +51,9 @@ export interface ConnectedTransport {
   readonly description: string;
   /** tear down the stream and anything under it (ssh session, tls socket) */
   close(): void;
+  /**
+   * Things worth telling the user that are not errors, e.g. ssh: "Permanently
+   * added [host]:2222 (ssh-ed25519 SHA256:...) to ~/.ssh/known_hosts".
+   */
+  readonly notices?: readonly string[];
 }

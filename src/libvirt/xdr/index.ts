@@ -17,6 +17,9 @@ export type Decoder<T> = (r: XdrReader) => T;
 /** XDR's implicit limit for unbounded (`<>`) arrays, opaques and strings. */
 export const XDR_UNBOUNDED = 0xffffffff;
 
+/** How deeply present optionals (`T *x`) may nest while decoding (libvirt's types never nest them). */
+export const XDR_MAX_OPTIONAL_DEPTH = 1000;
+
 const pad4 = (n: number): number => (4 - (n & 3)) & 3;
 
 const INT_MIN = -0x80000000;
@@ -66,6 +69,30 @@ export class XdrWriter {
 
   writeEnum(v: number): void {
     this.writeInt(v);
+  }
+
+  /** XDR `char`: sign-extended into a 4-byte int. */
+  writeChar(v: number): void {
+    if (!Number.isInteger(v) || v < -0x80 || v > 0x7f) throw new XdrError(`char out of range: ${v}`);
+    this.writeInt(v);
+  }
+
+  /** XDR `unsigned char`: a 4-byte unsigned int holding 0..255. */
+  writeUchar(v: number): void {
+    if (!Number.isInteger(v) || v < 0 || v > 0xff) throw new XdrError(`unsigned char out of range: ${v}`);
+    this.writeUint(v);
+  }
+
+  /** XDR `short`: sign-extended into a 4-byte int. */
+  writeShort(v: number): void {
+    if (!Number.isInteger(v) || v < -0x8000 || v > 0x7fff) throw new XdrError(`short out of range: ${v}`);
+    this.writeInt(v);
+  }
+
+  /** XDR `unsigned short`: a 4-byte unsigned int holding 0..65535. */
+  writeUshort(v: number): void {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw new XdrError(`unsigned short out of range: ${v}`);
+    this.writeUint(v);
   }
 
   writeBool(v: boolean): void {
@@ -167,6 +194,7 @@ export class XdrWriter {
 
 export class XdrReader {
   private pos: number;
+  private optionalDepth = 0;
 
   constructor(
     private readonly buf: Buffer,
@@ -211,6 +239,30 @@ export class XdrReader {
 
   readEnum(): number {
     return this.readInt();
+  }
+
+  readChar(): number {
+    const v = this.readInt();
+    if (v < -0x80 || v > 0x7f) throw new XdrError(`char value ${v} out of range`);
+    return v;
+  }
+
+  readUchar(): number {
+    const v = this.readUint();
+    if (v > 0xff) throw new XdrError(`unsigned char value ${v} out of range`);
+    return v;
+  }
+
+  readShort(): number {
+    const v = this.readInt();
+    if (v < -0x8000 || v > 0x7fff) throw new XdrError(`short value ${v} out of range`);
+    return v;
+  }
+
+  readUshort(): number {
+    const v = this.readUint();
+    if (v > 0xffff) throw new XdrError(`unsigned short value ${v} out of range`);
+    return v;
   }
 
   readBool(): boolean {
@@ -305,7 +357,17 @@ export class XdrReader {
     const present = this.readUint();
     if (present === 0) return null;
     if (present !== 1) throw new XdrError(`invalid optional discriminant ${present}`);
-    return dec(this);
+    // optionals are the only way XDR types recurse (linked lists): bound the
+    // nesting so hostile input gets an XdrError, not a stack overflow
+    if (this.optionalDepth >= XDR_MAX_OPTIONAL_DEPTH) {
+      throw new XdrError(`optional data nested deeper than ${XDR_MAX_OPTIONAL_DEPTH} levels`);
+    }
+    this.optionalDepth++;
+    try {
+      return dec(this);
+    } finally {
+      this.optionalDepth--;
+    }
   }
 
   /** The rest of the window, raw (stream payloads). */
@@ -352,4 +414,12 @@ export const xdr = {
   decFloat: (r: XdrReader) => r.readFloat(),
   encDouble: (w: XdrWriter, v: number) => w.writeDouble(v),
   decDouble: (r: XdrReader) => r.readDouble(),
+  encChar: (w: XdrWriter, v: number) => w.writeChar(v),
+  decChar: (r: XdrReader) => r.readChar(),
+  encUchar: (w: XdrWriter, v: number) => w.writeUchar(v),
+  decUchar: (r: XdrReader) => r.readUchar(),
+  encShort: (w: XdrWriter, v: number) => w.writeShort(v),
+  decShort: (r: XdrReader) => r.readShort(),
+  encUshort: (w: XdrWriter, v: number) => w.writeUshort(v),
+  decUshort: (r: XdrReader) => r.readUshort(),
 } as const;
