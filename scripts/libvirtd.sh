@@ -7,8 +7,22 @@ log() { printf '[libvirtd] %s\n' "$*" >&2; }
 
 running() { [ -f "/run/$1.pid" ] && kill -0 "$(cat "/run/$1.pid")" 2>/dev/null; }
 
+# /dev/kvm as udev sets it on a normal Debian host (root:kvm 0660). Without it
+# libvirt sees KVM as unusable for the qemu user and throws its cached QEMU
+# capabilities away on every call (~4-6 s per `virsh start` here). vmctl probes
+# whether KVM really works on its own; this only restores the usual permissions.
+fix_kvm_node() {
+  if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
+    if [ "$(stat -c '%G %a' /dev/kvm)" != "kvm 660" ]; then
+      log "setting /dev/kvm to root:kvm 0660 (udev's default)"
+      chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+    fi
+  fi
+}
+
 start() {
   mkdir -p /run/libvirt /var/log/libvirt
+  fix_kvm_node
   if ! running virtlogd; then
     log "starting virtlogd"
     virtlogd -d -p /run/virtlogd.pid

@@ -13,7 +13,7 @@ import { parseLibvirtUri } from './uri.js';
 import { connectTransport } from './transport/index.js';
 import type { ConnectedTransport, LibvirtUri } from './transport/types.js';
 import { RpcClient } from './rpc/client.js';
-import { authenticate, openConnection } from './rpc/auth.js';
+import { authenticate, openConnection, startKeepaliveIfSupported } from './rpc/auth.js';
 import type { RpcStream } from './rpc/caller.js';
 import {
   RemoteProcedures,
@@ -34,7 +34,6 @@ import {
   VirDomainEventID,
   VirDomainEventType,
   VirDomainState,
-  VirDrvFeature,
 } from './generated/constants.gen.js';
 import { XdrReader } from './xdr/index.js';
 
@@ -117,10 +116,7 @@ export class Connection extends EventEmitter<{
     try {
       await authenticate(remote);
       await openConnection(remote, uri.remoteName, opts.readonly ? 1 : 0);
-      if (opts.keepalive !== false) {
-        const { supported } = await remote.connectSupportsFeature({ feature: VirDrvFeature.VIR_DRV_FEATURE_PROGRAM_KEEPALIVE });
-        if (supported) rpc.startKeepalive();
-      }
+      if (opts.keepalive !== false) await startKeepaliveIfSupported(rpc, remote);
     } catch (err) {
       rpc.destroy();
       transport.close();

@@ -7,6 +7,8 @@ export interface TinyDomainOptions {
   name: string;
   kernel: string;
   initrd: string;
+  /** kernel command line (the rig's tinyCmdline); default: serial console, quiet */
+  cmdline?: string;
   memoryMiB?: number;
 }
 
@@ -21,7 +23,7 @@ export function tinyDomainXml(o: TinyDomainOptions): string {
         type: { '@_arch': 'x86_64', '@_machine': 'pc', '#text': 'hvm' },
         kernel: o.kernel,
         initrd: o.initrd,
-        cmdline: 'console=ttyS0 panic=-1',
+        cmdline: o.cmdline ?? 'console=ttyS0 quiet panic=-1',
       },
       features: { acpi: '' },
       on_poweroff: 'destroy',

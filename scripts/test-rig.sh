@@ -1,0 +1,492 @@
+#!/usr/bin/env bash
+# The vmctl integration-test rig: a throwaway PKI and extra libvirtd "hosts", each in a private
+# mount namespace (own /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/cache/libvirt,
+# /var/log/libvirt bind-mounted from .cache/rig/hosts/NAME) and a private cgroup namespace, so the
+# main libvirtd (/run/libvirt/libvirt-sock) is neither reconfigured nor disturbed.
+#
+# Usage: scripts/test-rig.sh up|down|status|env|clean
+#   up      create the PKI (once) and start the rig host(s); idempotent, fast when already up
+#   down    destroy the rig hosts' running guests, stop their daemons; keeps .cache/rig
+#   status  print the state of each rig host; exit 1 if any is not running
+#   env     print KEY='value' lines (shell-style, single-quoted) describing the rig
+#   clean   down, then delete .cache/rig (PKI, host state, defined domains)
+#
+# Rig hosts (see start_libvirt_host):
+#   host1   root network namespace; listens on TCP 127.0.0.1:16509 (auth none) and
+#           TLS 127.0.0.1:16514 (client certificate from the rig CA required), plus its unix
+#           socket .cache/rig/hosts/host1/run/libvirt/libvirt-sock (qemu+unix:///system?socket=…).
+# Inside a host's namespace: scripts/test-rig.sh exec NAME CMD...   (e.g. exec host1 virsh list)
+#
+# Environment: VMCTL_RIG_DIR (default: <repo>/.cache/rig), VMCTL_TINY_DIR (default:
+# <repo>/.cache/images/tiny; only reported by `env`), VMCTL_RIG_HOSTS (default "host1"; more
+# hosts as NAME:NETNS, see RIG_HOSTS below), VMCTL_RIG_KVM=hide|keep (default hide, see host_init).
+# Guests on rig hosts must be <domain type='qemu'> (TCG); the hosts report no 'kvm' domain type.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+self="$here/$(basename "$0")"
+
+RIG_DIR=${VMCTL_RIG_DIR:-$root/.cache/rig}
+TINY_DIR=${VMCTL_TINY_DIR:-$root/.cache/images/tiny}
+PKI=$RIG_DIR/pki                 # pkipath-style: cacert.pem clientcert.pem clientkey.pem (+ server*)
+PKI_CA=$RIG_DIR/pki-ca           # the CA's private key (not part of any pkipath)
+PKI_UNTRUSTED=$RIG_DIR/pki-untrusted   # a client cert/key from an unrelated CA (negative tests)
+LISTEN_ADDR=127.0.0.1
+TCP_PORT=16509
+TLS_PORT=16514
+CGROUP_PREFIX=vmctl-rig          # cgroups are <caller's placement>/vmctl-rig-NAME per hierarchy
+
+trap 'echo "test-rig.sh: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
+log() { printf '[test-rig] %s\n' "$*" >&2; }
+die() { printf 'test-rig.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# PKI (certtool)
+# ---------------------------------------------------------------------------------------------
+certtool_q() { certtool "$@" >/dev/null 2>&1 || { certtool "$@" >&2 || true; die "certtool $* failed"; }; }
+
+make_ca() { # DIR_FOR_KEY CERT_OUT CN
+  local keydir=$1 cert=$2 cn=$3 tmpl
+  mkdir -p "$keydir"; chmod 700 "$keydir"
+  tmpl=$(mktemp)
+  printf 'cn = "%s"\norganization = "vmctl test rig"\nca\ncert_signing_key\nexpiration_days = 3650\n' "$cn" > "$tmpl"
+  certtool_q --generate-privkey --key-type=rsa --bits=2048 --outfile "$keydir/cakey.pem"
+  certtool_q --generate-self-signed --load-privkey "$keydir/cakey.pem" --template "$tmpl" --outfile "$cert"
+  rm -f "$tmpl"
+  chmod 600 "$keydir/cakey.pem"
+}
+
+make_cert() { # CA_CERT CA_KEY OUT_CERT OUT_KEY server|client CN
+  local cacert=$1 cakey=$2 cert=$3 key=$4 kind=$5 cn=$6 tmpl
+  tmpl=$(mktemp)
+  {
+    printf 'cn = "%s"\norganization = "vmctl test rig"\nexpiration_days = 3650\n' "$cn"
+    printf 'signing_key\nencryption_key\n'
+    if [ "$kind" = server ]; then
+      printf 'tls_www_server\ndns_name = "localhost"\nip_address = "127.0.0.1"\n'
+    else
+      printf 'tls_www_client\n'
+    fi
+  } > "$tmpl"
+  certtool_q --generate-privkey --key-type=rsa --bits=2048 --outfile "$key"
+  chmod 600 "$key"
+  certtool_q --generate-certificate --load-privkey "$key" --load-ca-certificate "$cacert" \
+    --load-ca-privkey "$cakey" --template "$tmpl" --outfile "$cert"
+  rm -f "$tmpl"
+}
+
+ensure_pki() {
+  command -v certtool >/dev/null || die "certtool not found (apt-get install gnutls-bin)"
+  local f ok=1
+  for f in "$PKI/cacert.pem" "$PKI_CA/cakey.pem" "$PKI/servercert.pem" "$PKI/serverkey.pem" \
+           "$PKI/clientcert.pem" "$PKI/clientkey.pem"; do
+    [ -s "$f" ] || ok=0
+  done
+  if [ "$ok" = 0 ]; then
+    log "creating throwaway PKI in $PKI"
+    rm -rf "$PKI" "$PKI_CA" "$PKI_UNTRUSTED"
+    mkdir -p "$PKI"
+    make_ca "$PKI_CA" "$PKI/cacert.pem" "vmctl test rig CA"
+    make_cert "$PKI/cacert.pem" "$PKI_CA/cakey.pem" "$PKI/servercert.pem" "$PKI/serverkey.pem" server 127.0.0.1
+    make_cert "$PKI/cacert.pem" "$PKI_CA/cakey.pem" "$PKI/clientcert.pem" "$PKI/clientkey.pem" client vmctl-test-client
+  fi
+  ok=1
+  for f in cacert.pem clientcert.pem clientkey.pem; do [ -s "$PKI_UNTRUSTED/$f" ] || ok=0; done
+  if [ "$ok" = 0 ]; then
+    # a client cert from an unrelated CA, for "server rejects the client" tests. Its cacert.pem
+    # holds both CAs: the client still trusts the rig's server cert (and libvirt's client-side
+    # self-check of its own cert passes), so the failure is the server refusing the client.
+    rm -rf "$PKI_UNTRUSTED"; mkdir -p "$PKI_UNTRUSTED"
+    make_ca "$PKI_UNTRUSTED/ca" "$PKI_UNTRUSTED/ca/cacert.pem" "vmctl untrusted CA"
+    make_cert "$PKI_UNTRUSTED/ca/cacert.pem" "$PKI_UNTRUSTED/ca/cakey.pem" \
+      "$PKI_UNTRUSTED/clientcert.pem" "$PKI_UNTRUSTED/clientkey.pem" client vmctl-untrusted-client
+    cat "$PKI/cacert.pem" "$PKI_UNTRUSTED/ca/cacert.pem" > "$PKI_UNTRUSTED/cacert.pem"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# cgroups: each host gets <placement>/vmctl-rig-NAME in every hierarchy and its own cgroup
+# namespace rooted there. libvirt (no systemd) puts guests in /machine/qemu-ID-NAME.libvirt-qemu,
+# an absolute path in each hierarchy; both daemons number domains from 1, so without this a rig
+# guest and a main-libvirtd guest with the same name would share (and tear down) one cgroup.
+# ---------------------------------------------------------------------------------------------
+
+# Lines "MOUNTPOINT<TAB>FSTYPE<TAB>MOUNTOPTS<TAB>CGROUPDIR" for the caller's hierarchies.
+cgroup_plan() { # NAME
+  local name=$1
+  awk -v leaf="$CGROUP_PREFIX-$name" '
+    FNR == NR {                      # /proc/self/cgroup: ID:CONTROLLERS:PATH
+      i = index($0, ":"); rest = substr($0, i + 1); j = index(rest, ":")
+      ctl[++n] = substr(rest, 1, j - 1); path[n] = substr(rest, j + 1); next
+    }
+    {                                 # /proc/self/mountinfo
+      sep = 0; for (k = 7; k <= NF; k++) if ($k == "-") { sep = k; break }
+      if (!sep) next
+      fstype = $(sep + 1); sopts = $(sep + 3)
+      if (fstype != "cgroup" && fstype != "cgroup2") next
+      if (seen[$5]++) next
+      opts = ""; m = split(sopts, o, ",")
+      for (k = 1; k <= m; k++) if (o[k] != "rw" && o[k] != "ro") opts = opts (opts == "" ? "" : ",") o[k]
+      for (c = 1; c <= n; c++) {
+        if (done[c]) continue
+        if (fstype == "cgroup2") { if (ctl[c] != "") continue }
+        else {
+          if (ctl[c] == "") continue
+          q = split(ctl[c], want, ","); okc = 1
+          for (w = 1; w <= q; w++) { f = 0; for (k = 1; k <= m; k++) if (o[k] == want[w]) f = 1; if (!f) okc = 0 }
+          if (!okc) continue
+        }
+        done[c] = 1
+        mroot = $4; p = path[c]
+        if (mroot != "/") { if (index(p, mroot) != 1) next; p = substr(p, length(mroot) + 1) }
+        sub(/\/$/, "", p)
+        printf "%s\t%s\t%s\t%s%s/%s\n", $5, fstype, (opts == "" ? "-" : opts), $5, p, leaf
+        break
+      }
+    }' /proc/self/cgroup /proc/self/mountinfo
+}
+
+cgroup_prepare() { # NAME -> writes $hostdir/cgroups
+  local name=$1 d; d=$(host_dir "$name")
+  cgroup_plan "$name" > "$d/cgroups.new"
+  [ -s "$d/cgroups.new" ] || die "no cgroup hierarchies found in /proc/self/mountinfo"
+  local mp fstype opts dir
+  while IFS=$'\t' read -r mp fstype opts dir; do
+    mkdir -p "$dir"
+    if [ -f "$dir/cpuset.cpus" ] && [ -z "$(cat "$dir/cpuset.cpus")" ]; then
+      cat "$(dirname "$dir")/cpuset.cpus" > "$dir/cpuset.cpus"
+      cat "$(dirname "$dir")/cpuset.mems" > "$dir/cpuset.mems"
+    fi
+  done < "$d/cgroups.new"
+  mv "$d/cgroups.new" "$d/cgroups"
+}
+
+cgroup_enter() { # NAME PID
+  local d; d=$(host_dir "$1")
+  local mp fstype opts dir
+  while IFS=$'\t' read -r mp fstype opts dir; do
+    echo "$2" > "$dir/cgroup.procs" || die "cannot move pid $2 into $dir"
+  done < "$d/cgroups"
+}
+
+cgroup_pids() { # NAME -> all pids in the host's cgroup trees
+  local d; d=$(host_dir "$1")
+  [ -f "$d/cgroups" ] || return 0
+  local mp fstype opts dir
+  while IFS=$'\t' read -r mp fstype opts dir; do
+    if [ -d "$dir" ]; then find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null || true; fi
+  done < "$d/cgroups" | sort -un
+}
+
+cgroup_remove() { # NAME: rmdir the (empty) trees, deepest first
+  local d; d=$(host_dir "$1")
+  [ -f "$d/cgroups" ] || return 0
+  local mp fstype opts dir
+  while IFS=$'\t' read -r mp fstype opts dir; do
+    if [ -d "$dir" ]; then find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
+  done < "$d/cgroups"
+}
+
+# ---------------------------------------------------------------------------------------------
+# libvirt hosts
+# ---------------------------------------------------------------------------------------------
+host_dir() { printf '%s/hosts/%s' "$RIG_DIR" "$1"; }
+host_sock() { printf '%s/run/libvirt/libvirt-sock' "$(host_dir "$1")"; }
+host_unix_uri() { printf 'qemu+unix:///system?socket=%s' "$(host_sock "$1")"; }
+read_pid() { local p; p=$(cat "$1" 2>/dev/null) || true; printf '%s' "$p"; }
+# pid_alive PIDFILE: the pid in it is running *and* is the daemon the file is named after
+# (a stale pidfile after a reboot may name an unrelated process; never signal that one)
+pid_alive() {
+  local p comm; p=$(read_pid "$1")
+  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 1
+  comm=$(cat "/proc/$p/comm" 2>/dev/null) || return 1
+  [ "$comm" = "$(basename "$1" .pid)" ]
+}
+host_running() { local d; d=$(host_dir "$1"); pid_alive "$d/libvirtd.pid" && pid_alive "$d/virtlogd.pid"; }
+host_ready() { host_running "$1" && virsh -q -c "$(host_unix_uri "$1")" version >/dev/null 2>&1; }
+
+# write the host's private /etc/libvirt (regenerated on every start; host_uuid kept)
+host_write_config() { # NAME LISTEN_ADDR
+  local name=$1 listen_addr=$2 d; d=$(host_dir "$name")
+  mkdir -p "$d/etc/qemu" "$d/run" "$d/cache" "$d/log/qemu" "$d/lib"
+  [ -s "$d/host_uuid" ] || cat /proc/sys/kernel/random/uuid > "$d/host_uuid"
+  # the qemu driver expects these owned by its user, like the Debian package creates them
+  local qowner; qowner=$(stat -c %U:%G /var/lib/libvirt/qemu 2>/dev/null || echo root:root)
+  if [ ! -d "$d/lib/qemu" ]; then
+    mkdir -p "$d/lib/qemu" "$d/lib/images" "$d/lib/boot"
+    chown "$qowner" "$d/lib/qemu"; chmod 750 "$d/lib/qemu"
+  fi
+  {
+    echo "# generated by scripts/test-rig.sh for rig host $name"
+    echo "host_uuid = \"$(cat "$d/host_uuid")\""
+    echo "listen_tcp = 1"
+    echo "listen_tls = 1"
+    echo "listen_addr = \"$listen_addr\""
+    echo "tcp_port = \"$TCP_PORT\""
+    echo "tls_port = \"$TLS_PORT\""
+    echo "auth_tcp = \"none\""
+    echo "auth_tls = \"none\""
+    echo "ca_file = \"$PKI/cacert.pem\""
+    echo "cert_file = \"$PKI/servercert.pem\""
+    echo "key_file = \"$PKI/serverkey.pem\""
+    echo "tls_no_verify_certificate = 0"
+    echo "log_outputs = \"3:file:/var/log/libvirt/libvirtd.log\""
+  } > "$d/etc/libvirtd.conf"
+  {
+    echo "# generated by scripts/test-rig.sh for rig host $name"
+    # stdio goes through this host's own virtlogd (started in the same namespace)
+    echo 'stdio_handler = "logd"'
+    # libvirt 9.0 cannot carry a file bind mount under /dev (our hidden /dev/kvm, see host_init)
+    # into a guest's private /dev ("Unable to move ... mount to /dev/kvm"); guests share ours
+    if [ "${VMCTL_RIG_KVM:-hide}" = hide ]; then echo 'namespaces = [ ]'; fi
+  } > "$d/etc/qemu.conf"
+  echo 'log_outputs = "3:file:/var/log/libvirt/virtlogd.log"' > "$d/etc/virtlogd.conf"
+}
+
+# start_libvirt_host NAME [NETNS]
+#   NAME   rig host name; state in .cache/rig/hosts/NAME
+#   NETNS  optional network namespace (ip netns name, created by ensure_netns) to run it in.
+#          Without it the host stays in the root netns and listens on 127.0.0.1:16509 (tcp) and
+#          127.0.0.1:16514 (tls). In a netns it listens on all of that netns's addresses (only its
+#          own loopback + whatever veths the rig adds), same ports; from the root netns reach it
+#          through its unix socket (qemu+unix:///system?socket=.cache/rig/hosts/NAME/run/...).
+start_libvirt_host() {
+  local name=$1 netns=${2:-} d listen_addr=0.0.0.0
+  d=$(host_dir "$name")
+  if host_ready "$name"; then return 0; fi
+  if host_running "$name"; then
+    wait_host_ready "$name" && return 0
+    die "rig host $name: daemons running but not answering; run '$self down' first"
+  fi
+  stop_libvirt_host "$name" quiet   # leftovers of a half-dead host (e.g. only virtlogd alive)
+  if [ -z "$netns" ]; then
+    listen_addr=$LISTEN_ADDR
+    local p
+    for p in "$TCP_PORT" "$TLS_PORT"; do
+      if ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then
+        die "port $p is already in use (not by a rig host); cannot start rig host $name"
+      fi
+    done
+  fi
+  host_write_config "$name" "$listen_addr"
+  cgroup_prepare "$name"
+  rm -f "$d/libvirtd.pid" "$d/virtlogd.pid" "$d/run/libvirt/libvirt-sock"
+  log "starting rig host $name${netns:+ in netns $netns}"
+  (
+    cgroup_enter "$name" "$BASHPID"
+    if [ -n "$netns" ]; then
+      exec setsid ip netns exec "$netns" unshare --mount --cgroup --propagation private -- "$self" __host-init "$name"
+    else
+      exec setsid unshare --mount --cgroup --propagation private -- "$self" __host-init "$name"
+    fi
+  ) </dev/null >>"$d/log/launch.log" 2>&1 9>&- || die "rig host $name failed to start; see $d/log/launch.log"
+  wait_host_ready "$name" || die "rig host $name did not come up; see $d/log/libvirtd.log and $d/log/launch.log"
+}
+
+wait_host_ready() { # NAME
+  local i
+  for i in $(seq 1 150); do
+    host_ready "$1" && return 0
+    host_running "$1" || { [ "$i" -gt 10 ] && return 1; }
+    sleep 0.2
+  done
+  return 1
+}
+
+# Runs inside the new mount + cgroup namespace (and netns, if any); starts the daemons.
+host_init() { # NAME
+  local name=$1 d; d=$(host_dir "$name")
+  echo "--- $(date -Is) host_init $name (pid $$)"
+  # cgroupfs mounts that show this cgroup namespace (ip netns exec also remounts /sys)
+  mount -t tmpfs -o mode=755 cgroup-root /sys/fs/cgroup
+  local mp fstype opts dir
+  while IFS=$'\t' read -r mp fstype opts dir; do
+    mkdir -p "$mp"
+    if [ "$opts" = - ]; then mount -t "$fstype" "$fstype" "$mp"
+    else mount -t "$fstype" -o "$opts" "$fstype" "$mp"; fi
+  done < "$d/cgroups"
+  mkdir -p "$d/run/libvirt"
+  local pair
+  for pair in etc:/etc/libvirt run/libvirt:/run/libvirt lib:/var/lib/libvirt \
+              cache:/var/cache/libvirt log:/var/log/libvirt; do
+    mkdir -p "${pair#*:}"
+    mount --bind "$d/${pair%%:*}" "${pair#*:}"
+  done
+  # KVM is not usable on this machine, yet /dev/kvm exists and qemu (probing as root) can open
+  # it: libvirt then caches "KVM enabled" caps but judges /dev/kvm unusable for the qemu user, so
+  # it re-probes qemu (~4 s) on every caps lookup (domain start, virConnectGetVersion, ...).
+  # Hide /dev/kvm in this namespace: probing and the usability check then agree on "TCG only".
+  if [ "${VMCTL_RIG_KVM:-hide}" = hide ] && [ -e /dev/kvm ]; then
+    : > "$d/run/no-kvm"; chmod 000 "$d/run/no-kvm"
+    mount --bind "$d/run/no-kvm" /dev/kvm
+  fi
+  virtlogd -d -p "$d/virtlogd.pid"
+  libvirtd -d --listen -p "$d/libvirtd.pid"
+  echo "started virtlogd $(cat "$d/virtlogd.pid" 2>/dev/null) libvirtd $(cat "$d/libvirtd.pid" 2>/dev/null)"
+}
+
+stop_libvirt_host() { # NAME [quiet]
+  local name=$1 quiet=${2:-} d dom pids i
+  d=$(host_dir "$name")
+  [ -d "$d" ] || return 0
+  if host_ready "$name"; then
+    for dom in $(virsh -q -c "$(host_unix_uri "$name")" list --name 2>/dev/null); do
+      [ -n "$quiet" ] || log "host $name: destroying guest $dom"
+      virsh -q -c "$(host_unix_uri "$name")" destroy "$dom" >/dev/null 2>&1 || true
+    done
+  fi
+  local f
+  local pid
+  for f in libvirtd virtlogd; do
+    pid=$(read_pid "$d/$f.pid")
+    if pid_alive "$d/$f.pid"; then
+      [ -n "$quiet" ] || log "host $name: stopping $f ($pid)"
+      kill "$pid" 2>/dev/null || true
+      for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+  done
+  # anything left in the host's cgroups was started by it (qemu, dnsmasq, ...)
+  pids=$(cgroup_pids "$name" | tr '\n' ' ')
+  if [ -n "${pids// /}" ]; then
+    [ -n "$quiet" ] || log "host $name: terminating leftover processes: $pids"
+    kill $pids 2>/dev/null || true
+    for i in $(seq 1 30); do [ -z "$(cgroup_pids "$name")" ] && break; sleep 0.1; done
+    pids=$(cgroup_pids "$name" | tr '\n' ' ')
+    [ -n "${pids// /}" ] && kill -9 $pids 2>/dev/null || true
+    sleep 0.2
+  fi
+  rm -f "$d/libvirtd.pid" "$d/virtlogd.pid"
+  cgroup_remove "$name"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Rig hosts: NAME or NAME:NETNS (see start_libvirt_host). VMCTL_RIG_HOSTS overrides, e.g.
+#   VMCTL_RIG_HOSTS="host1 mig1:vmctl-rig-mig1 mig2:vmctl-rig-mig2" scripts/test-rig.sh up
+# (the future live-migration hosts: each in its own netns; connect the netns with veth pairs in
+# ensure_netns so migration traffic never leaves namespaces the rig created).
+read -r -a RIG_HOSTS <<< "${VMCTL_RIG_HOSTS:-host1}"
+host_name() { printf '%s' "${1%%:*}"; }
+host_netns() { case "$1" in *:*) printf '%s' "${1#*:}" ;; esac; }
+
+# ensure_netns NAME: a network namespace with only loopback up; recorded for `clean`.
+ensure_netns() {
+  local ns=$1
+  if ! ip netns list | awk '{print $1}' | grep -qx "$ns"; then
+    log "creating network namespace $ns"
+    ip netns add "$ns"
+    grep -qx "$ns" "$RIG_DIR/netns.created" 2>/dev/null || echo "$ns" >> "$RIG_DIR/netns.created"
+  fi
+  ip -n "$ns" link set lo up
+}
+
+rig_up() {
+  [ "$(id -u)" = 0 ] || die "must run as root (starts libvirtd, creates namespaces and cgroups)"
+  local t
+  for t in libvirtd virtlogd virsh unshare nsenter ss ip flock; do
+    command -v "$t" >/dev/null || die "$t not found (run scripts/setup-host.sh)"
+  done
+  ensure_pki
+  local h ns
+  for h in "${RIG_HOSTS[@]}"; do
+    ns=$(host_netns "$h")
+    [ -z "$ns" ] || ensure_netns "$ns"
+    start_libvirt_host "$(host_name "$h")" "$ns"
+  done
+}
+
+# down stops every host that has state under .cache/rig/hosts, whatever VMCTL_RIG_HOSTS says
+rig_down() {
+  local d
+  for d in "$RIG_DIR"/hosts/*/; do
+    [ -d "$d" ] && stop_libvirt_host "$(basename "$d")"
+  done
+  return 0
+}
+
+rig_clean() {
+  rig_down
+  local ns
+  if [ -f "$RIG_DIR/netns.created" ]; then
+    while read -r ns; do
+      [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null && log "deleted network namespace $ns"
+    done < "$RIG_DIR/netns.created"
+  fi
+  rm -rf "$RIG_DIR"
+  log "removed $RIG_DIR"
+}
+
+rig_status() {
+  local h name rc=0 d
+  for h in "${RIG_HOSTS[@]}"; do
+    name=$(host_name "$h"); d=$(host_dir "$name")
+    if host_ready "$name"; then
+      echo "$name: running (libvirtd $(read_pid "$d/libvirtd.pid"), virtlogd $(read_pid "$d/virtlogd.pid"), socket $(host_sock "$name"))"
+    elif host_running "$name"; then
+      echo "$name: daemons running but not answering"; rc=1
+    else
+      echo "$name: stopped"; rc=1
+    fi
+  done
+  return $rc
+}
+
+q() { local v=${2//\'/\'\\\'\'}; printf "%s='%s'\n" "$1" "$v"; }
+
+rig_env() {
+  local d; d=$(host_dir host1)
+  q RIG_DIR "$RIG_DIR"
+  local h n
+  q RIG_HOSTS "${RIG_HOSTS[*]%%:*}"
+  for h in "${RIG_HOSTS[@]}"; do
+    n=$(host_name "$h" | tr 'a-z-' 'A-Z_')
+    q "RIG_HOST_${n}_UNIX_URI" "$(host_unix_uri "$(host_name "$h")")"
+    q "RIG_HOST_${n}_DIR" "$(host_dir "$(host_name "$h")")"
+    q "RIG_HOST_${n}_NETNS" "$(host_netns "$h")"
+  done
+  q RIG_TCP_URI "qemu+tcp://$LISTEN_ADDR:$TCP_PORT/system"
+  q RIG_TLS_URI "qemu+tls://$LISTEN_ADDR:$TLS_PORT/system?pkipath=$PKI"
+  q RIG_UNIX_URI "$(host_unix_uri host1)"
+  q RIG_UNIX_SOCKET "$(host_sock host1)"
+  q RIG_LISTEN_ADDR "$LISTEN_ADDR"
+  q RIG_TCP_PORT "$TCP_PORT"
+  q RIG_TLS_PORT "$TLS_PORT"
+  q RIG_PKI_PATH "$PKI"
+  q RIG_CA_CERT "$PKI/cacert.pem"
+  q RIG_CLIENT_CERT "$PKI/clientcert.pem"
+  q RIG_CLIENT_KEY "$PKI/clientkey.pem"
+  q RIG_UNTRUSTED_PKI_PATH "$PKI_UNTRUSTED"
+  q RIG_HOST_UUID "$(cat "$d/host_uuid" 2>/dev/null || true)"
+  q RIG_HOST_DIR "$d"
+  q RIG_LIBVIRTD_LOG "$d/log/libvirtd.log"
+  q RIG_QEMU_LOG_DIR "$d/log/qemu"
+  q TINY_DIR "$TINY_DIR"
+  q TINY_KERNEL "$TINY_DIR/vmlinuz"
+  q TINY_INITRD "$TINY_DIR/initrd.img"
+  q TINY_MANIFEST "$TINY_DIR/manifest.json"
+  q TINY_CMDLINE "console=ttyS0 quiet"
+  q TINY_READY_MARKER "VMCTL-TINY-READY"
+  q TINY_POWEROFF_MARKER "VMCTL-TINY-POWEROFF"
+}
+
+with_lock() {
+  mkdir -p "$RIG_DIR"
+  exec 9>"$RIG_DIR/.lock"
+  flock -w 300 9 || die "timed out waiting for $RIG_DIR/.lock"
+  "$@"
+}
+
+case "${1:-}" in
+  up) with_lock rig_up ;;
+  down) [ -d "$RIG_DIR" ] || exit 0; with_lock rig_down ;;
+  status) rc=0; rig_status || rc=$?; exit "$rc" ;;
+  env) rig_env ;;
+  clean) [ -d "$RIG_DIR" ] || exit 0; with_lock rig_clean ;;
+  exec)
+    [ $# -ge 3 ] || die "usage: $0 exec NAME CMD..."
+    name=$2; shift 2
+    pid_alive "$(host_dir "$name")/libvirtd.pid" || die "rig host $name is not running"
+    exec nsenter -t "$(cat "$(host_dir "$name")/libvirtd.pid")" -m -C -n -- "$@" ;;
+  __host-init) host_init "$2" ;;
+  *) sed -n '2,/^set -euo/p' "$self" | sed '$d' >&2; exit 2 ;;
+esac
