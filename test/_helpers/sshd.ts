@@ -36,6 +36,8 @@ export interface StartSshdOptions {
   readonly extraConfig?: readonly string[];
   /** default 'VERBOSE' */
   readonly logLevel?: string;
+  /** listen on this port (e.g. 22 for URIs without a port); default: a free random one */
+  readonly port?: number;
 }
 
 function keygen(args: string[]): void {
@@ -112,7 +114,7 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<SshdInstan
 
   let lastErr: unknown;
   for (let tries = 0; tries < 5; tries++) {
-    const port = await freePort();
+    const port = opts.port ?? (await freePort());
     writeFileSync(
       config,
       [
@@ -153,11 +155,11 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<SshdInstan
     } catch (err) {
       lastErr = err;
       child.kill('SIGKILL');
-      if (/Address already in use/i.test(stderr)) continue;
+      if (/Address already in use/i.test(stderr) && opts.port === undefined) continue;
       rmSync(dir, { recursive: true, force: true });
       throw err;
     }
-    writeFileSync(knownHosts, `[127.0.0.1]:${port} ${hostKeyPub}\n`, { mode: 0o600 });
+    writeFileSync(knownHosts, `${port === 22 ? '127.0.0.1' : `[127.0.0.1]:${port}`} ${hostKeyPub}\n`, { mode: 0o600 });
 
     const stop = async (): Promise<void> => {
       if (child.exitCode === null && child.signalCode === null) {

@@ -71,6 +71,17 @@ describe.each(TRANSPORTS)('Connection over %s', (kind: Kind) => {
   });
 
   afterAll(async () => {
+    // sweep what an interrupted test may have left behind (only names this file made)
+    for (const d of (await conn?.listDomains({ inactive: true })) ?? []) {
+      if (!d.name.endsWith(tag)) continue;
+      await d.destroy().catch(() => undefined);
+      await d.undefine().catch(() => undefined);
+    }
+    for (const p of (await conn?.listStoragePools()) ?? []) {
+      if (!p.name.endsWith(tag)) continue;
+      await p.destroy().catch(() => undefined);
+      await p.undefine().catch(() => undefined);
+    }
     await conn?.close();
     await sshd?.stop();
   });
