@@ -11,6 +11,10 @@ export default tseslint.config(
     },
   },
   {
+    files: ['bin/**/*.js'],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
+  },
+  {
     // generated code: only checked for syntax, never hand-edited
     files: ['src/libvirt/generated/**'],
     rules: { '@typescript-eslint/no-unused-vars': 'off', 'no-unused-vars': 'off' },

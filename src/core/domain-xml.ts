@@ -19,7 +19,8 @@
  *   `<backend type='passt'/>` is rejected by the XML parser), and
  *   `<portForward>` is only valid with passt. So forwards go through the QEMU
  *   namespace: `<qemu:commandline>` with `-netdev user,id=vmctlnetN,hostfwd=…`
- *   and `-device <model>,netdev=vmctlnetN`. Host addresses are loopback only
+ *   and `-device <model>,netdev=vmctlnetN,bus=…,addr=…` (a fixed slot libvirt
+ *   does not use, see commandlineNicAddress). Host addresses are loopback only
  *   (checked here again). Every option value is checked against a strict
  *   pattern, so no ',' can smuggle extra QEMU options. User NICs without
  *   forwards are plain `<interface type='user'>`.
@@ -108,12 +109,30 @@ function interfaceElement(nic: NicSpec): XmlNode {
   }
 }
 
+/**
+ * Where a commandline NIC sits on the root bus. QEMU creates plain `-device`
+ * options before libvirt's JSON ones, so an unaddressed NIC would take the
+ * first free slot and collide with what libvirt placed there (seen: "slot 1
+ * function 0 not available for pcie-root-port, in use by virtio-net-pci").
+ * libvirt fills slots from the bottom: on q35 it packs 8 root ports per slot
+ * from 0x1 (0x1f is the LPC/SATA), on pc it gives each device a slot from
+ * 0x3. With at most 16 disks and 8 NICs (schema limits) libvirt stays below
+ * 0x08 on q35 and below 0x18 on pc, so vmctl uses 0x10+n on q35 and 0x1f-n
+ * on pc (n = NIC index, < 8).
+ */
+export function commandlineNicAddress(machine: VmSpec['machine'], index: number): { bus: string; addr: string } {
+  if (!Number.isInteger(index) || index < 0 || index > 7) throw internal(`NIC index ${index} out of range`);
+  const slot = machine === 'q35' ? 0x10 + index : 0x1f - index;
+  return { bus: machine === 'q35' ? 'pcie.0' : 'pci.0', addr: `0x${slot.toString(16)}` };
+}
+
 /** `-netdev`/`-device` pairs for user NICs with forwards (see the header comment). */
-function qemuNetArgs(nic: NicSpec & { type: 'user' }, index: number): string[] {
+function qemuNetArgs(nic: NicSpec & { type: 'user' }, index: number, machine: VmSpec['machine']): string[] {
   const id = `vmctlnet${index}`;
   const netdev = ['user', `id=${id}`, ...nic.forwards.map(hostfwd)].join(',');
   const mac = macOf(nic);
-  const device = [QEMU_NIC_DEVICE[nic.model], `netdev=${id}`, ...(mac ? [`mac=${mac}`] : [])].join(',');
+  const { bus, addr } = commandlineNicAddress(machine, index);
+  const device = [QEMU_NIC_DEVICE[nic.model], `netdev=${id}`, `bus=${bus}`, `addr=${addr}`, ...(mac ? [`mac=${mac}`] : [])].join(',');
   for (const opt of [netdev, device]) {
     // defence in depth: only the characters the pieces above can produce
     if (!/^[a-z0-9-]+(,[a-z]+=[a-z0-9.:-]+)*$/.test(opt)) throw internal(`unsafe QEMU option ${JSON.stringify(opt)}`);
@@ -190,7 +209,7 @@ export function buildDomainXml(spec: VmSpec): string {
   const qemuArgs: string[] = [];
   const interfaces: XmlNode[] = [];
   spec.nics.forEach((nic, i) => {
-    if (nic.type === 'user' && nic.forwards.length > 0) qemuArgs.push(...qemuNetArgs(nic, i));
+    if (nic.type === 'user' && nic.forwards.length > 0) qemuArgs.push(...qemuNetArgs(nic, i, spec.machine));
     else interfaces.push(interfaceElement(nic));
   });
   if (interfaces.length > 0) devices.interface = interfaces;

@@ -36,7 +36,6 @@ import {
   MIN_DISK_BYTES,
   MIN_MEMORY_MIB,
   SIZE_RE,
-  TEMPLATE_FIELDS,
   templateSchema,
 } from './schema.js';
 import type { NicTemplate, ResolvedTemplate, TemplateSpec } from './model.js';
@@ -869,4 +868,3 @@ export function validateTemplateText(text: string, source: string): ValidationRe
   return validateTemplate(data, { blame: (p) => ({ source, ...parsed.file.position(p) }) });
 }
 
-export { TEMPLATE_FIELDS };
