@@ -10,7 +10,8 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Connection } from '../src/libvirt/connection.js';
+// the compiled library, as the vmctl binary runs it (npm run bench:rpc builds first)
+import { Connection } from '../dist/libvirt/connection.js';
 
 const { values } = parseArgs({
   options: {
