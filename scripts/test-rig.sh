@@ -209,7 +209,7 @@ host_ready() { host_running "$1" && virsh -q -c "$(host_unix_uri "$1")" version 
 # write the host's private /etc/libvirt (regenerated on every start; host_uuid kept)
 host_write_config() { # NAME LISTEN_ADDR
   local name=$1 listen_addr=$2 d; d=$(host_dir "$name")
-  mkdir -p "$d/etc/qemu" "$d/run" "$d/cache" "$d/log/qemu" "$d/lib"
+  mkdir -p "$d/etc/qemu" "$d/run" "$d/cache" "$d/log/qemu" "$d/lib" "$d/vmctl/images"
   [ -s "$d/host_uuid" ] || cat /proc/sys/kernel/random/uuid > "$d/host_uuid"
   # the qemu driver expects these owned by its user, like the Debian package creates them
   local qowner; qowner=$(stat -c %U:%G /var/lib/libvirt/qemu 2>/dev/null || echo root:root)
@@ -308,8 +308,9 @@ host_init() { # NAME
   done < "$d/cgroups"
   mkdir -p "$d/run/libvirt"
   local pair
+  # /var/lib/vmctl too: vmctl's pool lives there, and each host has its own
   for pair in etc:/etc/libvirt run/libvirt:/run/libvirt lib:/var/lib/libvirt \
-              cache:/var/cache/libvirt log:/var/log/libvirt; do
+              cache:/var/cache/libvirt log:/var/log/libvirt vmctl:/var/lib/vmctl; do
     mkdir -p "${pair#*:}"
     mount --bind "$d/${pair%%:*}" "${pair#*:}"
   done

@@ -24,6 +24,10 @@ export interface Context {
   readonly uri: string;
   readonly log: Logger;
   readonly out: Output;
+  /** a loud warning on stderr (never on stdout, so --json stays clean) */
+  warn(message: string): void;
+  /** a human progress/status line on stderr */
+  err(line: string): void;
   /** open the connection named by --connect / LIBVIRT_DEFAULT_URI, run fn, always close */
   withConnection<T>(fn: (conn: Connection) => Promise<T>): Promise<T>;
 }
@@ -56,6 +60,13 @@ export function makeContext(argv: GlobalArgs, out: Output = stdout): Context {
     uri,
     log,
     out,
+    warn(message) {
+      const tty = process.stderr.isTTY;
+      process.stderr.write(`${tty ? '\x1b[1;33m' : ''}vmctl: WARNING: ${message}${tty ? '\x1b[0m' : ''}\n`);
+    },
+    err(line) {
+      process.stderr.write(line + '\n');
+    },
     async withConnection(fn) {
       const conn = await Connection.open(uri, { logger: log, acceptUnknownHostKey: argv['accept-host-key'] === true });
       try {

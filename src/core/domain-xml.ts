@@ -13,7 +13,8 @@
  *   OVMF_VARS_4M.fd) and keeps the NVRAM in
  *   /var/lib/libvirt/qemu/nvram/<name>_VARS.fd (undefine needs the NVRAM flag).
  *   With an explicit `loader` in the spec, `<loader>`/`<nvram>` name the files.
- * - The cloud-init seed is a read-only cdrom on sata (q35) or ide (pc).
+ * - The cloud-init seed is a read-only cdrom on a virtio-scsi controller (any machine type;
+ *   kernels without AHCI, like Debian's cloud kernel, still see it).
  * - User-mode NICs with port forwards: Debian 12's libvirt 9.0 is built with
  *   passt support disabled (debian/patches/debian/Disable-passt-support.patch:
  *   `<backend type='passt'/>` is rejected by the XML parser), and
@@ -202,7 +203,7 @@ export function buildDomainXml(spec: VmSpec): string {
   if (disks.length > 0) devices.disk = disks;
 
   const controllers: XmlNode[] = [];
-  if (spec.disks.some((d) => d.bus === 'scsi')) controllers.push({ '@_type': 'scsi', '@_index': 0, '@_model': 'virtio-scsi' });
+  if (spec.seed || spec.disks.some((d) => d.bus === 'scsi')) controllers.push({ '@_type': 'scsi', '@_index': 0, '@_model': 'virtio-scsi' });
   if (spec.graphics === 'none') controllers.push({ '@_type': 'usb', '@_model': 'none' });
   if (controllers.length > 0) devices.controller = controllers;
 

@@ -106,7 +106,7 @@ export interface DiskSpec {
 }
 
 export interface SeedSpec {
-  bus: 'sata' | 'ide';
+  bus: 'scsi';
   target: string;
   volume: VolumeRef;
   createdByVmctl: boolean;
@@ -266,8 +266,10 @@ export function buildVmSpec(input: BuildVmSpecInput): VmSpec {
   let seed: SeedSpec | undefined;
   if (t.cloudInit) {
     if (!input.seed) throw new VmctlError('INTERNAL', 'buildVmSpec: the template has cloud-init but no seed volume was given');
-    const bus = t.machine === 'q35' ? 'sata' : 'ide';
-    const prefix = bus === 'sata' ? 'sd' : 'hd';
+    // a cdrom on virtio-scsi: works on q35 and pc alike, and with kernels that
+    // have no AHCI (Debian's cloud kernel has virtio_scsi + sr_mod, not ahci)
+    const bus = 'scsi' as const;
+    const prefix = 'sd';
     seed = {
       bus,
       target: targetName(prefix, counters[prefix]++),

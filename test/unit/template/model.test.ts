@@ -52,7 +52,7 @@ describe('planDiskVolumes', () => {
 });
 
 describe('buildVmSpec', () => {
-  it('assigns targets per bus and puts the seed on sata for q35', () => {
+  it('assigns targets per bus and puts the seed on virtio-scsi', () => {
     const t = template({
       cloudInit: {},
       disks: [
@@ -72,18 +72,18 @@ describe('buildVmSpec', () => {
       vmctlVersion: '1.2.3',
     });
     expect(spec.disks.map((d) => d.target)).toEqual(['vda', 'sda', 'sdb', 'vdb']);
-    expect(spec.seed).toEqual({ bus: 'sata', target: 'sdc', volume: seed, createdByVmctl: true });
+    expect(spec.seed).toEqual({ bus: 'scsi', target: 'sdc', volume: seed, createdByVmctl: true });
     expect(spec.cloudInit?.hostname).toBe('web');
     expect(spec.metadata).toEqual({ template: 't', createdBy: 'vmctl 1.2.3', sshUser: 'vmctl' });
     expect(spec.nics).toEqual([{ type: 'user', model: 'virtio', forwards: [{ host: '127.0.0.1', hostPort: 40022, guestPort: 22, proto: 'tcp' }] }]);
   });
 
-  it('machine pc: the seed is an ide cdrom after the ide disks', () => {
+  it('machine pc: the seed is a virtio-scsi cdrom too (kernels without AHCI/IDE still see it)', () => {
     const t = template({ machine: 'pc', cloudInit: {}, disks: [{ name: 'root', size: 4, bus: 'ide' }] });
     const spec = buildVmSpec({ name: 'web', template: t, domainType: 'qemu', volumes: [vol('root')], seed, hostPort: () => 2000, vmctlVersion: 'x' });
     expect(spec.disks[0]!.target).toBe('hda');
-    expect(spec.seed?.target).toBe('hdb');
-    expect(spec.seed?.bus).toBe('ide');
+    expect(spec.seed?.target).toBe('sda');
+    expect(spec.seed?.bus).toBe('scsi');
   });
 
   it('caller mistakes are INTERNAL errors', () => {

@@ -1,0 +1,185 @@
+/** `vmctl image …`: base images in vmctl's storage pool (src/core/images.ts). */
+import type { Argv, CommandModule } from 'yargs';
+import { makeContext, toJson, type Context, type GlobalArgs } from '../context.js';
+import { VmctlError } from '../../core/errors.js';
+import { buildImage, DEFAULT_IMAGE, importImage, listImages, removeImage, type ImageInfo } from '../../core/images.js';
+import { createProgressRenderer } from '../progress.js';
+import { formatBytes, formatTable } from '../render.js';
+
+type Cmd<A> = CommandModule<GlobalArgs, GlobalArgs & A>;
+
+export const EXIT_INTERRUPTED = 130;
+
+/**
+ * Runs an operation that Ctrl-C (SIGINT) or SIGTERM should abort: the first
+ * signal aborts it (the core rolls back what it created), a second one quits
+ * at once. An aborted run prints one line and exits 130.
+ */
+async function interruptible<T>(ctx: Context, what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T | undefined> {
+  const ac = new AbortController();
+  let count = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    count++;
+    if (count === 1) {
+      process.stderr.write(`\nvmctl: ${sig === 'SIGINT' ? 'interrupted' : 'terminated'}: stopping ${what} and removing what it created (again to quit at once)\n`);
+      ac.abort(new VmctlError('CONFLICT', `${what} interrupted`, { details: { aborted: true } }));
+    } else {
+      process.exit(EXIT_INTERRUPTED);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await fn(ac.signal);
+  } catch (e) {
+    if (!ac.signal.aborted) throw e;
+    const message = `${what} interrupted; nothing was left behind`;
+    const left = e instanceof VmctlError ? (e.details?.leftVolumes as string[] | undefined) : undefined;
+    const text = left?.length ? `${what} interrupted; could not remove volumes ${left.join(', ')}` : message;
+    if (ctx.json) process.stdout.write(toJson({ error: { code: 'INTERRUPTED', message: text, ...(left ? { leftVolumes: left } : {}) } }) + '\n');
+    process.stderr.write(`vmctl: ${text}\n`);
+    process.exitCode = EXIT_INTERRUPTED;
+    return undefined;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function bootText(i: ImageInfo): string {
+  return i.boot.method === 'direct-kernel' ? 'kernel' : 'disk';
+}
+
+function usedText(i: ImageInfo): string {
+  const all = [...i.inUseBy, ...i.usedByDomains.map((d) => `vm:${d}`)];
+  if (all.length === 0) return i.complete ? '-' : '(incomplete)';
+  return all.length > 3 ? `${all.slice(0, 3).join(',')},+${all.length - 3}` : all.join(',');
+}
+
+function summary(i: ImageInfo): string {
+  return `${i.name} (${i.format}, ${formatBytes(i.sizeBytes)}, virtual ${formatBytes(i.virtualSizeBytes)}, ${
+    i.boot.method === 'direct-kernel' ? 'direct kernel boot' : 'boots from its disk'
+  })`;
+}
+
+interface ImportArgs {
+  source: string;
+  name: string;
+  sha256?: string;
+  force: boolean;
+}
+
+const importCommand: Cmd<ImportArgs> = {
+  command: 'import <source>',
+  describe: 'import a qcow2/raw disk image (file or http(s) URL; FILE.json next to it brings kernel/initrd along)',
+  builder: (y) =>
+    y
+      .positional('source', { type: 'string', demandOption: true, describe: 'image file or http(s) URL' })
+      .option('name', { alias: 'n', type: 'string', demandOption: true, requiresArg: true, describe: 'image name' })
+      .option('sha256', { type: 'string', requiresArg: true, describe: 'expected sha256 of the image file; a mismatch imports nothing' })
+      .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'replace an existing image of that name (never one in use)' }) as never,
+  handler: async (argv) => {
+    const ctx = makeContext(argv);
+    const progress = createProgressRenderer({ log: ctx.log, logFormat: argv['log-format'] });
+    try {
+      const info = await ctx.withConnection((conn) =>
+        interruptible(ctx, `import of image ${argv.name}`, (signal) =>
+          importImage(conn, {
+            source: argv.source,
+            name: argv.name,
+            ...(argv.sha256 !== undefined ? { sha256: argv.sha256 } : {}),
+            force: argv.force,
+            signal,
+            onProgress: (p) => progress.onProgress(p),
+            onLog: (m) => ctx.log.info(m),
+          }),
+        ),
+      );
+      progress.stop();
+      if (!info) return;
+      if (ctx.json) return ctx.out.json(info);
+      ctx.out.line(`imported image ${summary(info)}`);
+    } finally {
+      progress.stop();
+    }
+  },
+};
+
+const listCommand: Cmd<object> = {
+  command: 'list',
+  aliases: ['ls'],
+  describe: 'list images in vmctl\'s storage pool',
+  handler: async (argv) => {
+    const ctx = makeContext(argv);
+    const images = await ctx.withConnection((conn) => listImages(conn, { onLog: (m) => ctx.log.warn(m) }));
+    if (ctx.json) return ctx.out.json(images);
+    if (images.length === 0) {
+      ctx.out.line(`no images (vmctl image build ${DEFAULT_IMAGE}, or vmctl image import FILE|URL --name NAME)`);
+      return;
+    }
+    ctx.out.line(
+      formatTable(
+        ['NAME', 'FORMAT', 'SIZE', 'VIRTUAL', 'BOOT', 'USED BY'],
+        images.map((i) => [i.name, i.format, formatBytes(i.sizeBytes), formatBytes(i.virtualSizeBytes), bootText(i), usedText(i)]),
+      ),
+    );
+  },
+};
+
+const rmCommand: Cmd<{ name: string }> = {
+  command: 'rm <name>',
+  aliases: ['remove', 'delete'],
+  describe: 'remove an image (refused while VM disks are based on it)',
+  builder: (y) => y.positional('name', { type: 'string', demandOption: true, describe: 'image name' }) as never,
+  handler: async (argv) => {
+    const ctx = makeContext(argv);
+    const r = await ctx.withConnection((conn) => removeImage(conn, argv.name, { onLog: (m) => ctx.log.warn(m) }));
+    if (ctx.json) return ctx.out.json(r);
+    ctx.out.line(`removed image ${r.name} (${r.removedVolumes.length} volume${r.removedVolumes.length === 1 ? '' : 's'})`);
+  },
+};
+
+const buildCommand: Cmd<{ name: string; force: boolean }> = {
+  command: 'build [name]',
+  describe: `build an image offline with debootstrap and import it (known: ${DEFAULT_IMAGE})`,
+  builder: (y) =>
+    y
+      .positional('name', { type: 'string', default: DEFAULT_IMAGE, describe: 'image to build' })
+      .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'replace the image if it is already in the pool' }) as never,
+  handler: async (argv) => {
+    const ctx = makeContext(argv);
+    const progress = createProgressRenderer({ log: ctx.log, logFormat: argv['log-format'] });
+    try {
+      const info = await ctx.withConnection((conn) =>
+        interruptible(ctx, `build of image ${argv.name}`, (signal) =>
+          buildImage(conn, argv.name, {
+            force: argv.force,
+            signal,
+            onProgress: (p) => progress.onProgress(p),
+            onLog: (m) => ctx.log.info(m),
+          }),
+        ),
+      );
+      progress.stop();
+      if (!info) return;
+      if (ctx.json) return ctx.out.json(info);
+      ctx.out.line(`built and imported image ${summary(info)}`);
+    } finally {
+      progress.stop();
+    }
+  },
+};
+
+export const imageCommand: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: 'image <command>',
+  aliases: ['images'],
+  describe: 'base images: import, list, rm, build',
+  builder: (y: Argv<GlobalArgs>) =>
+    y
+      .command(importCommand as never)
+      .command(listCommand as never)
+      .command(rmCommand as never)
+      .command(buildCommand as never)
+      .demandCommand(1, 'name an image command: import, list, rm, build') as never,
+  handler: () => undefined,
+};
