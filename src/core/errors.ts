@@ -5,6 +5,7 @@
  */
 import { LibvirtError } from '../libvirt/errors.js';
 import { TransportError, type TransportErrorCode } from '../libvirt/transport/errors.js';
+import { VirErrorNumber } from '../libvirt/generated/constants.gen.js';
 
 export const ERROR_CODES = [
   'USAGE', // bad flags or arguments
@@ -101,8 +102,17 @@ const TRANSPORT_CODES: Record<TransportErrorCode, ErrorCode> = {
   TRANSPORT: 'CONNECTION',
 };
 
+/** fixes for libvirt errors users commonly meet, by virErrorNumber */
+const LIBVIRT_HINTS: Partial<Record<number, string>> = {
+  [VirErrorNumber.VIR_ERR_NO_NETWORK]: 'list networks with virsh net-list --all, or use --network user',
+  [VirErrorNumber.VIR_ERR_NO_STORAGE_POOL]: 'list pools with virsh pool-list --all',
+  [VirErrorNumber.VIR_ERR_NO_DOMAIN]: 'see vmctl list --all',
+  [VirErrorNumber.VIR_ERR_NO_STORAGE_VOL]: 'see vmctl image list, or virsh vol-list vmctl',
+};
+
 function fromLibvirtError(err: LibvirtError): VmctlError {
-  const opts = { cause: err, details: { libvirtCode: err.code, libvirtDomain: err.domain } };
+  const hint = LIBVIRT_HINTS[err.code];
+  const opts = { cause: err, details: { libvirtCode: err.code, libvirtDomain: err.domain }, ...(hint ? { hint } : {}) };
   if (err.kind === 'transport') return new VmctlError('CONNECTION', err.message, opts);
   if (err.kind === 'auth') return new VmctlError('AUTH', err.message, opts);
   if (err.kind === 'timeout') return new VmctlError('TIMEOUT', err.message, opts);

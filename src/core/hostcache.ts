@@ -149,7 +149,11 @@ export function writeHostCache<T>(kind: CacheKind, identity: HostIdentity, value
     renameSync(tmp, path);
     return path;
   } catch {
-    rmSync(tmp, { force: true });
+    try {
+      rmSync(tmp, { force: true });
+    } catch {
+      /* nothing was written */
+    }
     return undefined;
   }
 }

@@ -440,10 +440,36 @@ export async function findVm(conn: Connection, name: string): Promise<Domain> {
   }
 }
 
-export async function startVm(conn: Connection, name: string): Promise<void> {
+export async function startVm(
+  conn: Connection,
+  name: string,
+  opts: { wait?: WaitTarget; timeoutMs?: number } = {},
+  hooks: Pick<CreateHooks, 'log' | 'onPhase' | 'signal'> = {},
+): Promise<{ phases: PhaseEvent[]; ip?: string }> {
+  const t0 = performance.now();
+  const phases: PhaseEvent[] = [];
+  const phase = (p: Phase, detail?: string) => {
+    const e = { phase: p, atMs: Math.round(performance.now() - t0), ...(detail ? { detail } : {}) };
+    phases.push(e);
+    hooks.onPhase?.(e);
+  };
   const dom = await findVm(conn, name);
   if ((await dom.state()).state === 'running') throw new VmctlError('CONFLICT', `VM ${name} is already running`);
   await dom.start();
+  phase('started');
+  const wait = opts.wait ?? 'none';
+  if (wait === 'none') return { phases };
+  const ssh = wait === 'ssh' ? await vmSshTarget(conn, name) : undefined;
+  const r = await waitReady(dom, {
+    target: wait,
+    ...(ssh ? { ssh } : {}),
+    timeoutMs: opts.timeoutMs ?? 15 * 60_000,
+    phase,
+    ...(hooks.signal ? { signal: hooks.signal } : {}),
+    log: hooks.log ?? silentLogger,
+    t0,
+  });
+  return { phases, ...(r.ip ? { ip: r.ip } : {}) };
 }
 
 /** Wait until the domain is shut off (events would be nicer; polling is robust across reconnects). */

@@ -42,6 +42,11 @@ function simpleVerb(verb: string, describe: string, run: (conn: Connection, name
   };
 }
 
+/** one readiness phase with its time since the command started, on stderr */
+function showPhase(ctx: Context, e: PhaseEvent): void {
+  if (!ctx.json) ctx.err(`  ${e.phase.padEnd(10)} ${(e.atMs / 1000).toFixed(1).padStart(6)} s${e.detail ? `  ${e.detail}` : ''}`);
+}
+
 function readKeyFiles(files: string[] | undefined): string[] | undefined {
   if (!files?.length) return undefined;
   return files.map((f) => {
@@ -118,7 +123,7 @@ const createCommand: Cmd<CreateArgs> = {
             onProgress: (p) => progress.onProgress(p),
             onPhase: (e: PhaseEvent) => {
               progress.stop();
-              if (!ctx.json) ctx.err(`  ${e.phase.padEnd(10)} ${(e.atMs / 1000).toFixed(1).padStart(6)} s${e.detail ? `  ${e.detail}` : ''}`);
+              showPhase(ctx, e);
             },
           },
         ),
@@ -130,6 +135,26 @@ const createCommand: Cmd<CreateArgs> = {
       progress.stop();
       process.off('SIGINT', onSigint);
     }
+  },
+};
+
+const startCommand: Cmd<{ name: string; wait: 'ssh' | 'ip' | 'none'; timeout: number }> = {
+  command: 'start <name>',
+  describe: 'start a stopped VM (--wait ssh|ip to wait until it is ready)',
+  builder: (y) =>
+    nameArg(y)
+      .option('wait', { choices: ['ssh', 'ip', 'none'] as const, default: 'none' as const, describe: 'what to wait for' })
+      .option('timeout', { type: 'number', default: 900, describe: 'seconds to wait for readiness' }) as never,
+  handler: async (argv) => {
+    const ctx = makeContext(argv);
+    const r = await ctx.withConnection((conn) =>
+      startVm(conn, argv.name, { wait: argv.wait, timeoutMs: argv.timeout * 1000 }, {
+        log: ctx.log,
+        onPhase: (e) => showPhase(ctx, e),
+      }),
+    );
+    if (ctx.json) return ctx.out.json({ name: argv.name, result: 'started', ...r });
+    ctx.out.line(`${argv.name}: started`);
   },
 };
 
@@ -286,7 +311,7 @@ const eventsCommand: Cmd<{ name?: string }> = {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const vmCommands: CommandModule<any, any>[] = [
   createCommand,
-  simpleVerb('start', 'start a stopped VM', startVm, 'started'),
+  startCommand,
   stopCommand,
   simpleVerb('reboot', 'reboot a VM (ACPI)', rebootVm, 'rebooting'),
   simpleVerb('suspend', 'pause a running VM', suspendVm, 'suspended'),
