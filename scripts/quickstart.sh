@@ -22,7 +22,7 @@ step "host check"
 vmctl host check || true   # informative: on this kind of host KVM is not usable and TCG is used
 
 step "default VM '$name'"
-state=$(virsh -c qemu:///system domstate "$name" 2>/dev/null || echo missing)
+state=$(vmctl info "$name" --json 2>/dev/null | node -e 'let s="";process.stdin.on("data",(d)=>(s+=d)).on("end",()=>{let v;try{v=JSON.parse(s).state}catch{}console.log(v??"missing")})' || true)
 case "$state" in
   missing)   vmctl create "$name" --wait ssh ;;
   running)   echo "$name is already running" ;;

@@ -101,10 +101,20 @@ function publicBlob(line: string): { type: string; blob: Buffer } | undefined {
 
 function generateEd25519(comment: string): SshKeyPair {
   checkComment(comment);
-  const k = utils.generateKeyPairSync('ed25519', comment === '' ? {} : { comment });
-  const priv = k.private.endsWith('\n') ? k.private : `${k.private}\n`;
-  const pub = k.public.trim();
-  return keyPair(priv, pub, fingerprintSha256(publicBlob(pub)!.blob));
+  // ssh2 (1.17) writes an ed25519 public key whose first byte is 0 as 31 bytes
+  // (leading zero dropped): about 1 key in 200 is malformed and unusable by
+  // OpenSSH and by ssh2 itself. Check every key by parsing it back; draw again.
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const k = utils.generateKeyPairSync('ed25519', comment === '' ? {} : { comment });
+    const priv = k.private.endsWith('\n') ? k.private : `${k.private}\n`;
+    const pub = k.public.trim();
+    const parsed = utils.parseKey(priv);
+    if (parsed instanceof Error || Array.isArray(parsed)) continue;
+    const blob = publicBlob(pub)?.blob;
+    if (!blob || !blob.equals(parsed.getPublicSSH())) continue;
+    return keyPair(priv, pub, fingerprintSha256(blob));
+  }
+  throw new VmctlError('INTERNAL', 'could not generate a well-formed ed25519 key');
 }
 
 /** A fresh ed25519 key pair for a guest's sshd (OpenSSH format, as cloud-init's ssh_keys.ed25519_private wants). */

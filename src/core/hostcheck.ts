@@ -18,7 +18,7 @@ import { toVmctlError } from './errors.js';
 import { hostCapabilities, hostIdentity, type CacheOptions } from './hostcache.js';
 import { hvmGuest, offersKvm, parseCapabilities, virtFlags, type HostCapabilities } from './capabilities.js';
 import { probeAccelerators, type AccelProbeResult } from './accel.js';
-import { findPool, poolSpace, poolTargetPath, VMCTL_POOL } from './pool.js';
+import { findPool, localAvailableBytes, poolSpace, poolTargetPath, VMCTL_POOL } from './pool.js';
 
 export type CheckStatus = 'PASS' | 'WARN' | 'FAIL';
 
@@ -365,7 +365,19 @@ async function checkPoolAndSpace(conn: Connection, probe: AccelProbeResult | und
   }
   out.push({ ...base, status: 'PASS', finding: `dir pool at ${description.path ?? '?'}, active${autostart ? ', autostart' : ''}${created}`, data });
   const space = await poolSpace(found.pool);
-  out.push(evaluatePoolSpace(Number(space.available), Number(space.capacity)));
+  const libvirtAvailable = Number(space.available);
+  // libvirt counts root-reserved blocks as free; QEMU (the qemu user) cannot use them
+  const usable = local && description.path ? localAvailableBytes(description.path) : undefined;
+  if (usable !== undefined && Number(usable) < libvirtAvailable) {
+    const r = evaluatePoolSpace(Number(usable), Number(space.capacity));
+    out.push({
+      ...r,
+      finding: `${r.finding} (libvirt reports ${formatSize(libvirtAvailable)}; the rest is reserved for root)`,
+      data: { ...r.data, libvirtAvailable },
+    });
+  } else {
+    out.push(evaluatePoolSpace(libvirtAvailable, Number(space.capacity)));
+  }
   return out;
 }
 

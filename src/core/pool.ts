@@ -10,6 +10,7 @@
  * Pools vmctl did not create are never modified; a pool named `vmctl` that is
  * not a dir pool is an error.
  */
+import { statfsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { XMLBuilder, XMLParser } from 'fast-xml-parser';
@@ -173,10 +174,32 @@ export async function poolSpace(pool: StoragePool): Promise<PoolSpace> {
   return { capacity: info.capacity, allocation: info.allocation, available: info.available };
 }
 
-/** Free bytes in vmctl's pool (or the given one). */
+/**
+ * Bytes an unprivileged process (QEMU runs as the qemu user) can still write
+ * on the filesystem of a local directory: statfs f_bavail. libvirt's pool
+ * "available" is f_bfree, which also counts the blocks reserved for root —
+ * on a filesystem with a large reserve that overstates the room for images.
+ */
+export function localAvailableBytes(path: string): bigint | undefined {
+  try {
+    const s = statfsSync(path, { bigint: true });
+    return s.bavail * s.bsize;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Free bytes in vmctl's pool (or the given one): libvirt's figure, lowered to
+ * what the qemu user can really use when the pool is on this machine.
+ */
 export async function poolFreeBytes(conn: Connection, pool?: StoragePool): Promise<bigint> {
   const p = pool ?? (await lookup(conn));
   if (!p) throw new VmctlError('NOT_FOUND', `storage pool '${VMCTL_POOL}' is not defined on ${conn.uri.original}`, { hint: 'vmctl creates it on first use' });
-  return (await poolSpace(p)).available;
+  const available = (await poolSpace(p)).available;
+  if (conn.uri.transport !== 'unix') return available;
+  const path = describePoolXml(await p.xml()).path;
+  const local = path ? localAvailableBytes(path) : undefined;
+  return local !== undefined && local < available ? local : available;
 }
 

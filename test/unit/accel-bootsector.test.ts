@@ -168,7 +168,7 @@ describe('probe boot sector', () => {
     expect(hasProof(written, sector)).toBe(true);
     expect(hasProof(sector, sector)).toBe(false); // the unmodified sector is no proof
     const other = Buffer.from(written);
-    other[PROBE_LAYOUT.movEcx + 2] ^= 1; // another image's code
+    other.writeUInt8(other.readUInt8(PROBE_LAYOUT.movEcx + 2) ^ 1, PROBE_LAYOUT.movEcx + 2); // another image's code
     expect(hasProof(other, sector)).toBe(false);
   });
 });
