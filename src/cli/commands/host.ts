@@ -42,7 +42,7 @@ const hostCheckCommand: CommandModule<GlobalArgs, CheckArgs> = {
 };
 
 export const hostCommand: CommandModule<GlobalArgs, GlobalArgs> = {
-  command: 'host <command>',
+  command: 'host',
   describe: 'host checks',
   builder: (y) => y.command(hostCheckCommand as never).demandCommand(1, 'name a host command; see vmctl host --help'),
   handler: () => undefined,
