@@ -1,6 +1,8 @@
 /** Logging: pino to stderr. Results never go through the logger. */
+import { createRequire } from 'node:module';
 import { pino, type Logger, type Level } from 'pino';
-import pretty from 'pino-pretty';
+
+const require = createRequire(import.meta.url);
 
 export type LogFormat = 'text' | 'json';
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -11,7 +13,19 @@ const REDACT = ['password', 'passphrase', 'privateKey', 'key', '*.password', '*.
 export function createLogger(level: Level | 'silent' = 'warn', format: LogFormat = 'text'): Logger {
   const opts = { level, redact: { paths: REDACT, censor: '[redacted]' }, base: undefined };
   if (format === 'json') return pino(opts, pino.destination({ fd: 2, sync: true }));
-  return pino(opts, pretty({ destination: 2, sync: true, colorize: process.stderr.isTTY, ignore: 'pid,hostname', translateTime: 'HH:MM:ss.l' }));
+  // pino-pretty is loaded on the first line actually written: most runs log nothing
+  let pretty: { write(s: string): unknown } | undefined;
+  const lazyPretty = {
+    write(line: string) {
+      if (!pretty) {
+        type PrettyFactory = (o: Record<string, unknown>) => { write(s: string): unknown };
+        const mod = require('pino-pretty') as PrettyFactory & { default?: PrettyFactory };
+        pretty = (mod.default ?? mod)({ destination: 2, sync: true, colorize: process.stderr.isTTY, ignore: 'pid,hostname', translateTime: 'HH:MM:ss.l' });
+      }
+      pretty.write(line);
+    },
+  };
+  return pino(opts, lazyPretty);
 }
 
 /** A logger that drops everything: the default for library use and tests. */

@@ -3,23 +3,11 @@ import { readFileSync } from 'node:fs';
 import type { Argv, CommandModule } from 'yargs';
 import { makeContext, type Context, type GlobalArgs } from '../context.js';
 import { VmctlError } from '../../core/errors.js';
-import {
-  createVm,
-  deleteVm,
-  destroyVm,
-  rebootVm,
-  resumeVm,
-  startVm,
-  stopVm,
-  suspendVm,
-  vmInfo,
-  vmSshTarget,
-  findVm,
-  guestAddresses,
-  type PhaseEvent,
-} from '../../core/lifecycle.js';
-import { connectGuest, guestExec, guestShell } from '../../core/ssh.js';
-import type { Connection, DomainLifecycleEvent } from '../../libvirt/connection.js';
+import type { PhaseEvent } from '../../core/lifecycle.js';
+// the core (templates/ajv, images, cloud-init, ssh2) loads only when a VM command runs
+const core = () => import('../../core/lifecycle.js');
+const ssh = () => import('../../core/ssh.js');
+import type { DomainLifecycleEvent } from '../../libvirt/connection.js';
 import { formatBytes } from '../render.js';
 import { createProgressRenderer } from '../progress.js';
 
@@ -28,13 +16,16 @@ type Cmd<A> = CommandModule<GlobalArgs, GlobalArgs & A>;
 const nameArg = <T>(y: Argv<T>) => y.positional('name', { type: 'string', demandOption: true, describe: 'VM name' });
 
 /** A one-line verb: find the VM, do one thing, say so. */
-function simpleVerb(verb: string, describe: string, run: (conn: Connection, name: string) => Promise<unknown>, done: string): Cmd<{ name: string }> {
+type Verb = 'rebootVm' | 'suspendVm' | 'resumeVm' | 'destroyVm';
+
+function simpleVerb(verb: string, describe: string, fn: Verb, done: string): Cmd<{ name: string }> {
   return {
     command: `${verb} <name>`,
     describe,
     builder: (y) => nameArg(y) as never,
     handler: async (argv) => {
       const ctx = makeContext(argv);
+      const run = (await core())[fn];
       await ctx.withConnection((conn) => run(conn, argv.name));
       if (ctx.json) ctx.out.json({ name: argv.name, result: done });
       else ctx.out.line(`${argv.name}: ${done}`);
@@ -91,6 +82,7 @@ const createCommand: Cmd<CreateArgs> = {
       .option('timeout', { type: 'number', default: 900, describe: 'seconds to wait for readiness' }) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { createVm } = await core();
     const controller = new AbortController();
     const onSigint = () => controller.abort();
     process.once('SIGINT', onSigint);
@@ -147,6 +139,7 @@ const startCommand: Cmd<{ name: string; wait: 'ssh' | 'ip' | 'none'; timeout: nu
       .option('timeout', { type: 'number', default: 900, describe: 'seconds to wait for readiness' }) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { startVm } = await core();
     const r = await ctx.withConnection((conn) =>
       startVm(conn, argv.name, { wait: argv.wait, timeoutMs: argv.timeout * 1000 }, {
         log: ctx.log,
@@ -167,6 +160,7 @@ const stopCommand: Cmd<{ name: string; force: boolean; timeout: number }> = {
       .option('timeout', { type: 'number', default: 120, describe: 'seconds to wait for the guest to shut down' }) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { stopVm } = await core();
     const r = await ctx.withConnection((conn) => stopVm(conn, argv.name, { force: argv.force, timeoutMs: argv.timeout * 1000 }));
     if (ctx.json) return ctx.out.json({ name: argv.name, result: 'stopped', forced: r.forced });
     ctx.out.line(`${argv.name}: stopped${r.forced ? ' (forced off after the timeout)' : ''}`);
@@ -180,6 +174,7 @@ const deleteCommand: Cmd<{ name: string }> = {
   builder: (y) => nameArg(y) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { deleteVm } = await core();
     const r = await ctx.withConnection((conn) => deleteVm(conn, argv.name, ctx.log));
     if (ctx.json) return ctx.out.json({ name: argv.name, result: 'deleted', ...r });
     ctx.out.line(`${argv.name}: deleted${r.removedVolumes.length ? ` (volumes removed: ${r.removedVolumes.join(', ')})` : ''}`);
@@ -192,6 +187,7 @@ const infoCommand: Cmd<{ name: string }> = {
   builder: (y) => nameArg(y) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { vmInfo } = await core();
     const i = await ctx.withConnection((conn) => vmInfo(conn, argv.name));
     if (ctx.json) return ctx.out.json(i);
     const rows: [string, string][] = [
@@ -217,6 +213,7 @@ const ipCommand: Cmd<{ name: string }> = {
   builder: (y) => nameArg(y) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { findVm, guestAddresses } = await core();
     const a = await ctx.withConnection(async (conn) => guestAddresses(await findVm(conn, argv.name)));
     if (!a) throw new VmctlError('NOT_FOUND', `no IP address known for ${argv.name} yet`, { hint: 'is it running and booted? the guest agent reports addresses for user-mode NICs' });
     if (ctx.json) return ctx.out.json({ name: argv.name, source: a.source, addresses: a.addrs });
@@ -230,6 +227,8 @@ const sshCommand: Cmd<{ name: string; command?: string[] }> = {
   builder: (y) => nameArg(y).positional('command', { type: 'string', array: true }).parserConfiguration({ 'populate--': true }) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { vmSshTarget } = await core();
+    const { connectGuest, guestExec, guestShell } = await ssh();
     const rest = [...(argv.command ?? []), ...(((argv as Record<string, unknown>)['--'] as string[] | undefined) ?? [])];
     const code = await ctx.withConnection(async (conn) => {
       const target = await vmSshTarget(conn, argv.name);
@@ -251,6 +250,7 @@ const consoleCommand: Cmd<{ name: string }> = {
   builder: (y) => nameArg(y) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { findVm } = await core();
     await ctx.withConnection(async (conn) => {
       const dom = await findVm(conn, argv.name);
       const stream = await dom.openConsole();
@@ -313,10 +313,10 @@ export const vmCommands: CommandModule<any, any>[] = [
   createCommand,
   startCommand,
   stopCommand,
-  simpleVerb('reboot', 'reboot a VM (ACPI)', rebootVm, 'rebooting'),
-  simpleVerb('suspend', 'pause a running VM', suspendVm, 'suspended'),
-  simpleVerb('resume', 'resume a paused VM', resumeVm, 'resumed'),
-  simpleVerb('destroy', 'power a VM off at once (like pulling the plug)', destroyVm, 'destroyed'),
+  simpleVerb('reboot', 'reboot a VM (ACPI)', 'rebootVm', 'rebooting'),
+  simpleVerb('suspend', 'pause a running VM', 'suspendVm', 'suspended'),
+  simpleVerb('resume', 'resume a paused VM', 'resumeVm', 'resumed'),
+  simpleVerb('destroy', 'power a VM off at once (like pulling the plug)', 'destroyVm', 'destroyed'),
   deleteCommand,
   infoCommand,
   ipCommand,

@@ -3,7 +3,6 @@
  * The RPC client runs its protocol over the returned stream.
  */
 import { InvalidUriError } from './errors.js';
-import { connectSsh } from './ssh.js';
 import { connectTcp } from './tcp.js';
 import { connectTls } from './tls.js';
 import type { ConnectedTransport, LibvirtUri, TransportOptions } from './types.js';
@@ -21,7 +20,8 @@ export async function connectTransport(uri: LibvirtUri, opts: TransportOptions =
     case 'tls':
       return connectTls(uri, opts);
     case 'ssh':
-      return connectSsh(uri, opts);
+      // ssh2 costs ~0.1 s to load: only for ssh URIs
+      return (await import('./ssh.js')).connectSsh(uri, opts);
     default: {
       const t: never = uri.transport;
       throw new InvalidUriError(`unsupported transport '${String(t)}' in ${uri.original}`);
