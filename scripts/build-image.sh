@@ -47,9 +47,13 @@ ROOT_DEV=/dev/vda1
 FS_LABEL=vmctl-root
 CMDLINE_BASE="root=$ROOT_DEV ro rootfstype=ext4 console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0 quiet loglevel=3 systemd.show_status=false"
 
+# On failure the LAST stderr line is always "build-image.sh: <reason>" (callers show it).
+STEP="starting" FAILED_MSG=""
 log() { printf '[build-image] %s\n' "$*" >&2; }
-die() { printf 'build-image.sh: %s\n' "$*" >&2; exit 1; }
-progress() { printf 'PROGRESS %d %s\n' "$1" "$2" >&3; log "$2"; }
+die() { FAILED_MSG="$*"; exit 1; }
+progress() { STEP=$2; printf 'PROGRESS %d %s\n' "$1" "$2" >&3; log "$2"; }
+# until the real cleanup trap is set (below), only the failure line is needed
+trap 'rc=$?; [ "$rc" = 0 ] || printf "build-image.sh: %s\n" "${FAILED_MSG:-failed (exit $rc)}" >&2' EXIT
 usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 
 # ---------------------------------------------------------------- arguments
@@ -83,7 +87,7 @@ case "$KERNEL_FLAVOUR" in
 esac
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot, file ownership)"
-for t in debootstrap chroot mke2fs qemu-img sha256sum flock findmnt numfmt; do
+for t in debootstrap chroot mke2fs qemu-img sha256sum flock findmnt numfmt pgrep; do
   command -v "$t" >/dev/null || die "missing tool '$t' (run scripts/setup-host.sh)"
 done
 
@@ -96,7 +100,6 @@ cache=$repo/.cache
 [ -n "$OUT" ] || OUT=$cache/images/$IMAGE_NAME.qcow2
 mkdir -p "$(dirname "$OUT")"
 OUT=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")
-outdir=$(dirname "$OUT")
 outbase=$(basename "$OUT")
 mkdir -p "$cache/debootstrap" "$cache/apt-archives/partial" "$cache/tmp"
 
@@ -125,10 +128,35 @@ umount_all() {
   fi
 }
 
+# Long steps run in the background and are waited for, so a signal is handled at once (bash
+# defers traps until a foreground command ends); on failure/signal the step's whole process
+# tree (debootstrap, chroot'd apt/dpkg, ...) is stopped before anything is unmounted.
+BGPID=
+run() {
+  local rc=0
+  "$@" &
+  BGPID=$!
+  wait "$BGPID" || rc=$?
+  BGPID=
+  return "$rc"
+}
+kill_tree() { # pid signal
+  local c
+  for c in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$c" "$2"; done
+  kill "-$2" "$1" 2>/dev/null || true
+}
+
 cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
+  if [ -n "$BGPID" ]; then
+    kill_tree "$BGPID" TERM
+    for _ in $(seq 50); do kill -0 "$BGPID" 2>/dev/null || break; sleep 0.2; done
+    kill_tree "$BGPID" KILL
+    wait "$BGPID" 2>/dev/null
+    sleep 0.5
+  fi
   umount_all
   rm -f "${tmp_outputs[@]}"
   if [ "$KEEP_WORK" = 1 ] && [ "$rc" != 0 ]; then
@@ -137,7 +165,13 @@ cleanup() {
     # --one-file-system: never descend into a mount that survived (e.g. a stuck bind mount)
     rm -rf --one-file-system "$work"
   fi
-  [ "$rc" = 0 ] || log "FAILED (exit $rc)"
+  if [ "$rc" != 0 ]; then
+    case "$rc" in
+      130|143) FAILED_MSG=${FAILED_MSG:-"interrupted during: $STEP"} ;;
+      *) FAILED_MSG=${FAILED_MSG:-"failed during: $STEP (exit $rc)"} ;;
+    esac
+    printf 'build-image.sh: %s\n' "$FAILED_MSG" >&2
+  fi
   exit "$rc"
 }
 trap cleanup EXIT
@@ -207,9 +241,12 @@ debootstrap_progress() {
   done
 }
 progress 2 "debootstrap $SUITE (minbase) from $MIRROR"
-debootstrap --variant=minbase --arch=amd64 --include="$BASE_INCLUDE" \
-  --cache-dir="$cache/debootstrap" --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
-  "$SUITE" "$root" "$MIRROR" 2>&1 | debootstrap_progress
+step_debootstrap() {
+  debootstrap --variant=minbase --arch=amd64 --include="$BASE_INCLUDE" \
+    --cache-dir="$cache/debootstrap" --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
+    "$SUITE" "$root" "$MIRROR" 2>&1 | debootstrap_progress
+}
+run step_debootstrap
 [ -x "$root/bin/systemctl" ] || die "debootstrap did not produce a systemd root"
 # debootstrap can leave its own proc/sys mounts behind when interrupted; ours start here
 umount_all
@@ -290,9 +327,9 @@ PKGS=(
   openssh-server qemu-guest-agent sudo
   isc-dhcp-client
 )
-apt_in_chroot 36 40 "apt: updating indexes" update
-apt_in_chroot 40 46 "apt: security/point-release upgrades" dist-upgrade
-apt_in_chroot 46 74 "apt: installing ${#PKGS[@]} packages" install "${PKGS[@]}"
+run apt_in_chroot 36 40 "apt: updating indexes" update
+run apt_in_chroot 40 46 "apt: security/point-release upgrades" dist-upgrade
+run apt_in_chroot 46 74 "apt: installing ${#PKGS[@]} packages" install "${PKGS[@]}"
 in_chroot apt-mark hold "$KERNEL_PKG" >/dev/null
 
 # prune the deb cache to what this build installed (bounded cache)
@@ -500,7 +537,7 @@ fs_uuid=$(cat /proc/sys/kernel/random/uuid)
 # (mke2fs >= 1.47 knows orphan_file, which some newer hosts enable by default)
 fs_features=^metadata_csum_seed
 mke2fs -V 2>&1 | grep -qE 'mke2fs 1\.(4[7-9]|[5-9][0-9])' && fs_features+=,^orphan_file
-mke2fs -q -F -t ext4 -L "$FS_LABEL" -U "$fs_uuid" -m 1 -O "$fs_features" \
+run mke2fs -q -F -t ext4 -L "$FS_LABEL" -U "$fs_uuid" -m 1 -O "$fs_features" \
   -E "offset=$(( start_sector * 512 ))" -d "$root" "$raw" "$(( part_sectors / 2 ))k"
 
 progress 88 "exporting kernel and initrd"
@@ -508,7 +545,7 @@ install -m 0644 "$root/boot/vmlinuz-$kver" "$OUT.vmlinuz$tag"
 install -m 0644 "$root/boot/initrd.img-$kver" "$OUT.initrd$tag"
 
 progress 90 "converting to compressed qcow2"
-qemu-img convert -q -c -f raw -O qcow2 -o compression_type=zstd "$raw" "$OUT$tag"
+run qemu-img convert -q -c -f raw -O qcow2 -o compression_type=zstd "$raw" "$OUT$tag"
 rm -f "$raw"
 
 # ---------------------------------------------------------------- 6. manifest

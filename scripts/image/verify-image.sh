@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end check of an image made by scripts/build-image.sh, under TCG, loopback only:
 #   scripts/image/verify-image.sh [IMAGE.qcow2] [--smp N] [--mem MiB] [--keep] [--seed-bus ide|virtio]
-#                                 [--exec 'guest shell command']
+#                                 [--disk-size 6G] [--timeout SECS] [--exec 'guest shell command']
 #
 # Builds a NoCloud seed from cloud-init/*.yaml (merged with a fresh user key and a
 # pre-generated ed25519 *host* key, as vmctl does), boots a qcow2 overlay of the image with
@@ -15,13 +15,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 IMG=$repo/.cache/images/debian-12.qcow2
-SMP=1 MEM=1024 KEEP=0 SEED_BUS=ide EXEC= BOOT_TIMEOUT=300
+SMP=1 MEM=1024 KEEP=0 SEED_BUS=ide EXEC='' BOOT_TIMEOUT=300 DISK_SIZE=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --smp) SMP=$2; shift 2 ;;
     --mem) MEM=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --seed-bus) SEED_BUS=$2; shift 2 ;;
+    --disk-size) DISK_SIZE=$2; shift 2 ;;    # overlay size, e.g. 6G: checks growpart+resizefs
     --timeout) BOOT_TIMEOUT=$2; shift 2 ;;   # seconds to wait for sshd (default 300)
     --exec) EXEC=$2; shift 2 ;;   # extra diagnostic command run in the guest at the end
     -*) echo "unknown option $1" >&2; exit 2 ;;
@@ -77,7 +78,7 @@ writeFileSync(`${work}/seed/network-config`, YAML.stringify(load('network-config
 EOF
 )
 genisoimage -quiet -V cidata -r -J -o "$work/seed.iso" "$work/seed/user-data" "$work/seed/meta-data" "$work/seed/network-config"
-qemu-img create -q -f qcow2 -F qcow2 -b "$IMG" "$work/disk.qcow2"
+qemu-img create -q -f qcow2 -F qcow2 -b "$IMG" "$work/disk.qcow2" ${DISK_SIZE:+"$DISK_SIZE"}
 
 # free loopback port
 for _ in $(seq 50); do
@@ -152,18 +153,20 @@ check "only the injected host key" "$(ssh-keygen -lf "$work/host_ed25519.pub" | 
   "$("${SSH[@]}" 'sudo awk 1 /etc/ssh/ssh_host_*_key.pub; ls -l /etc/ssh/ >&2' | ssh-keygen -lf - | cut -d' ' -f2 | tr '\n' ' ' | sed 's/ $//')"
 check "sshd refuses passwords" "publickey" \
   "$("${SSH[@]}" 'sudo sshd -T' | awk '$1=="passwordauthentication"{p=$2} $1=="kbdinteractiveauthentication"{k=$2} END{print (p=="no"&&k=="no")?"publickey":"p="p",k="k}')"
+if [ -n "$DISK_SIZE" ]; then
+  want=$(( $(numfmt --from=iec "${DISK_SIZE%B}") / 1024 / 1024 / 1024 ))
+  got=$("${SSH[@]}" "df -BG --output=size / | tail -1 | tr -dc 0-9")
+  check "root fs grown to the disk (~${want}G)" yes "$([ "$got" -ge $(( want - 1 )) ] && echo yes || echo "no (${got}G)")"
+fi
 check "no failed units" "0" "$("${SSH[@]}" 'systemctl list-units --failed --no-legend | wc -l')"
 check "serial getty" "active" "$("${SSH[@]}" 'systemctl is-active serial-getty@ttyS0.service')"
 # guest agent over its virtio-serial channel
-qga=$(timeout 10 python3 - "$work/qga.sock" <<'EOF' 2>/dev/null || true
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX); s.settimeout(8); s.connect(sys.argv[1])
-s.sendall(b'{"execute":"guest-sync","arguments":{"id":4242}}\n')
-buf = b''
-while b'\n' not in buf: buf += s.recv(4096)
-print(json.loads(buf.split(b'\n')[0])['return'])
-EOF
-)
+qga=$(timeout 10 node -e '
+const s = require("net").connect(process.argv[1]);
+let buf = "";
+s.on("connect", () => s.write(JSON.stringify({ execute: "guest-sync", arguments: { id: 4242 } }) + "\n"));
+s.on("data", (d) => { buf += d; if (buf.includes("\n")) { console.log(JSON.parse(buf.split("\n")[0]).return); s.destroy(); } });
+' "$work/qga.sock" 2>/dev/null || true)
 check "qemu-guest-agent answers" "4242" "$qga"
 "${SSH[@]}" 'systemd-analyze 2>/dev/null; systemd-analyze blame 2>/dev/null | head -12; df -h / | tail -1;
   systemd-analyze critical-chain ssh.service cloud-final.service 2>/dev/null; sudo cloud-init schema --system 2>&1 | tail -5; sudo cloud-init analyze blame 2>/dev/null | head -25' >&2 || true
