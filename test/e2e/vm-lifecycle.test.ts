@@ -4,13 +4,15 @@
  * vmctl ssh, stop/start keeping the disk, delete leaving nothing behind; and
  * every bad input failing with one line, the right exit code, nothing half-made.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoRoot } from '../_helpers/rig.js';
 import { vmctl, ensureBuilt } from '../_helpers/vmctl.js';
+
+const vmctlBin = join(repoRoot, 'bin', 'vmctl.js');
 
 const VM = 'lab1';
 const virsh = (...args: string[]) => execFileSync('virsh', ['-c', 'qemu:///system', ...args], { encoding: 'utf8' });
@@ -86,6 +88,47 @@ describe('vmctl create → ssh → stop/start → delete (TCG)', () => {
     expect(start.code, start.stderr).toBe(0);
     const r = await vmctl(['ssh', VM, '--', 'cat', '~/marker'], { env });
     expect(r.stdout).toBe('kept-42\n');
+  });
+
+  it('suspend and resume, seen live by vmctl events', { timeout: 120_000 }, async () => {
+    const ev = spawn(process.execPath, [vmctlBin, 'events', VM, '--json'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    ev.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      await new Promise((r) => setTimeout(r, 1500)); // let it subscribe
+      expect((await vmctl(['suspend', VM], { env })).code).toBe(0);
+      expect(virsh('domstate', VM).trim()).toBe('paused');
+      expect((await vmctl(['resume', VM], { env })).code).toBe(0);
+      expect(virsh('domstate', VM).trim()).toBe('running');
+      const end = Date.now() + 30_000;
+      while (!out.includes('"resumed"') && Date.now() < end) await new Promise((r) => setTimeout(r, 200));
+      const events = out.trim().split('\n').map((l) => JSON.parse(l) as { vm: string; event: string });
+      expect(events.map((e) => e.event)).toEqual(['suspended', 'resumed']);
+      expect(events.every((e) => e.vm === VM)).toBe(true);
+    } finally {
+      ev.kill('SIGINT');
+    }
+  });
+
+  it('vmctl ip prints the address the guest agent reports', async () => {
+    const r = await vmctl(['ip', VM], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim().split('\n')).toContain('10.0.2.15');
+  });
+
+  it('vmctl console attaches to the serial console and leaves on Ctrl-]', { timeout: 120_000 }, async () => {
+    const c = spawn(process.execPath, [vmctlBin, 'console', VM], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString('latin1')));
+    const exited = new Promise<number>((r) => c.on('close', (code) => r(code ?? 1)));
+    const end = Date.now() + 60_000;
+    while (!/login:/.test(out) && Date.now() < end) {
+      c.stdin.write('\r');
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    expect(out).toMatch(new RegExp(`${VM} login:`));
+    c.stdin.write(Buffer.from([0x1d]));
+    expect(await exited).toBe(0);
   });
 
   it('info shows state, accel, disks, IPs and the ssh forward', async () => {

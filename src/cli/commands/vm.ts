@@ -262,7 +262,7 @@ const consoleCommand: Cmd<{ name: string }> = {
         const finish = () => {
           stdin.off('data', onInput);
           if (raw) stdin.setRawMode(false);
-          stdin.pause();
+          stdin.destroy(); // pause() alone keeps a piped stdin (and so the process) alive
           stream.abort();
           resolve();
         };
