@@ -127,6 +127,8 @@ async function waitBanner(port: number, deadline: number): Promise<void> {
         resolve(d.toString().startsWith('SSH-'));
       });
       s.once('error', () => resolve(false));
+      // QEMU's user-mode forward accepts at once and closes when the guest does not listen yet
+      s.once('close', () => resolve(false));
       s.once('timeout', () => {
         s.destroy();
         resolve(false);
