@@ -155,15 +155,21 @@ function checkAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new VmctlError('CONFLICT', 'interrupted', { hint: 'everything created so far was rolled back' });
 }
 
-export async function createVm(conn: Connection, opts: CreateOptions, hooks: CreateHooks = {}): Promise<CreateResult> {
-  const log = hooks.log ?? silentLogger;
+/** Records readiness phases with their time since the command started, and reports each. */
+function phaseRecorder(onPhase?: (e: PhaseEvent) => void) {
   const t0 = performance.now();
   const phases: PhaseEvent[] = [];
   const phase = (p: Phase, detail?: string) => {
     const e = { phase: p, atMs: Math.round(performance.now() - t0), ...(detail ? { detail } : {}) };
     phases.push(e);
-    hooks.onPhase?.(e);
+    onPhase?.(e);
   };
+  return { t0, phases, phase };
+}
+
+export async function createVm(conn: Connection, opts: CreateOptions, hooks: CreateHooks = {}): Promise<CreateResult> {
+  const log = hooks.log ?? silentLogger;
+  const { t0, phases, phase } = phaseRecorder(hooks.onPhase);
   const name = assertVmName(opts.name);
   if (await domainExists(conn, name)) {
     throw new VmctlError('ALREADY_EXISTS', `a VM named '${name}' already exists on ${conn.uri.original}`, {
@@ -446,13 +452,7 @@ export async function startVm(
   opts: { wait?: WaitTarget; timeoutMs?: number } = {},
   hooks: Pick<CreateHooks, 'log' | 'onPhase' | 'signal'> = {},
 ): Promise<{ phases: PhaseEvent[]; ip?: string }> {
-  const t0 = performance.now();
-  const phases: PhaseEvent[] = [];
-  const phase = (p: Phase, detail?: string) => {
-    const e = { phase: p, atMs: Math.round(performance.now() - t0), ...(detail ? { detail } : {}) };
-    phases.push(e);
-    hooks.onPhase?.(e);
-  };
+  const { t0, phases, phase } = phaseRecorder(hooks.onPhase);
   const dom = await findVm(conn, name);
   if ((await dom.state()).state === 'running') throw new VmctlError('CONFLICT', `VM ${name} is already running`);
   await dom.start();
