@@ -536,7 +536,7 @@ fs_uuid=$(cat /proc/sys/kernel/random/uuid)
 # features pinned to what bookworm's kernel and e2fsck understand (host mke2fs may be newer)
 # (mke2fs >= 1.47 knows orphan_file, which some newer hosts enable by default)
 fs_features=^metadata_csum_seed
-mke2fs -V 2>&1 | grep -qE 'mke2fs 1\.(4[7-9]|[5-9][0-9])' && fs_features+=,^orphan_file
+mke2fs -V 2>&1 | grep -E 'mke2fs 1\.(4[7-9]|[5-9][0-9])' >/dev/null && fs_features+=,^orphan_file
 run mke2fs -q -F -t ext4 -L "$FS_LABEL" -U "$fs_uuid" -m 1 -O "$fs_features" \
   -E "offset=$(( start_sector * 512 ))" -d "$root" "$raw" "$(( part_sectors / 2 ))k"
 

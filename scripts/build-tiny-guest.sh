@@ -80,7 +80,7 @@ trap 'rm -rf "$work"' EXIT
 kpkg=${TINY_KERNEL_PKG:-}
 if [ -z "$kpkg" ]; then
   kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null \
-    | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -1)
+    | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | sed -n 1p)
   if [ -z "$kpkg" ]; then
     # maybe the .deb is cached from an earlier run and apt lists are gone
     cached=$(ls -1 "$outdir/.debs"/linux-image-6.1.0-*-amd64_*.deb 2>/dev/null | sort -V | tail -1 || true)
@@ -97,7 +97,7 @@ if [ -z "$deb" ]; then
     grep -v 'Download is performed unsandboxed' "$work/apt.log" >&2 || true
     die "apt-get download $kpkg failed (Debian mirror reachable? try: apt-get update)"
   fi
-  deb=$(ls -1 "$work/${kpkg}"_*.deb 2>/dev/null | head -1)
+  deb=$(ls -1 "$work/${kpkg}"_*.deb 2>/dev/null | sed -n 1p)
   [ -n "$deb" ] || die "apt-get download produced no .deb for $kpkg"
   # keep only this kernel's .deb as an offline cache
   rm -f "$outdir/.debs"/*.deb
@@ -107,7 +107,7 @@ fi
 kpkg_version=$(dpkg-deb -f "$deb" Version)
 log "extracting $(basename "$deb")"
 dpkg-deb -x "$deb" "$work/kernel"
-vmlinuz=$(ls -1 "$work/kernel/boot"/vmlinuz-* 2>/dev/null | head -1)
+vmlinuz=$(ls -1 "$work/kernel/boot"/vmlinuz-* 2>/dev/null | sed -n 1p)
 [ -n "$vmlinuz" ] || die "no boot/vmlinuz-* in $deb"
 kver=${vmlinuz##*/vmlinuz-}
 moddir="$work/kernel/lib/modules/$kver"
@@ -136,7 +136,7 @@ add_module() {
   [ -n "${mod_done[$m]:-}" ] && return 0
   [ -n "${mod_path[$m]:-}" ] || die "module $m not found in $kpkg"
   mod_done[$m]=1
-  deps=$("$busybox" strings -a "${mod_path[$m]}" | sed -n 's/^depends=//p' | head -1)
+  deps=$("$busybox" strings -a "${mod_path[$m]}" | sed -n 's/^depends=//p' | sed -n 1p)
   for d in ${deps//,/ }; do add_module "$d"; done
   order+=("$m")
 }
@@ -192,14 +192,14 @@ chmod +x "$rootfs/init"
 log "packing initramfs (${#order[@]} modules: ${order[*]})"
 # reproducible: fixed mtimes, sorted names, no inode numbers (cpio --reproducible), gzip -n
 find "$rootfs" -mindepth 1 -exec touch -h -d @0 {} +
-repro=; cpio --help 2>&1 | grep -q -- --reproducible && repro=--reproducible
+repro=; cpio --help 2>&1 | grep -- --reproducible >/dev/null && repro=--reproducible
 (cd "$rootfs" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --owner=0:0 --quiet $repro) \
   | gzip -9n > "$work/initrd.img"
 cp "$vmlinuz" "$work/vmlinuz"
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 size() { stat -c %s "$1"; }
-bbver=$("$busybox" 2>&1 | head -1 | sed -n 's/^BusyBox \(v[^ ]*\).*/\1/p')
+bbver=$("$busybox" 2>&1 | sed -n '1s/^BusyBox \(v[^ ]*\).*/\1/p')
 mods_json=$(printf '"%s",' "${order[@]}"); mods_json="[${mods_json%,}]"
 cat > "$work/manifest.json" <<EOF
 {

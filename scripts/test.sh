@@ -17,6 +17,7 @@ npm run --silent typecheck
 npm run --silent lint
 
 step "test rig (tiny guest, sshd, tcp/tls libvirtd)"
+bash scripts/build-tiny-guest.sh
 bash scripts/test-rig.sh up
 
 cleanup() { bash scripts/test-rig.sh down >/dev/null 2>&1 || true; }

@@ -117,6 +117,9 @@ function fromLibvirtError(err: LibvirtError): VmctlError {
   if (err.kind === 'auth') return new VmctlError('AUTH', err.message, opts);
   if (err.kind === 'timeout') return new VmctlError('TIMEOUT', err.message, opts);
   if (err.isNotFound()) return new VmctlError('NOT_FOUND', err.message, opts);
+  if (/no space left on device|not enough space|disk quota exceeded/i.test(err.message)) {
+    return new VmctlError('RESOURCE', err.message, { ...opts, hint: 'the storage pool is full: free space, or remove unused VMs and images (vmctl delete, vmctl image rm)' });
+  }
   if (err.isAlreadyExists()) return new VmctlError('ALREADY_EXISTS', err.message, opts);
   if (err.isConnectionLost()) return new VmctlError('CONNECTION', err.message, opts);
   if (err.isOperationInvalid()) return new VmctlError('CONFLICT', err.message, opts);

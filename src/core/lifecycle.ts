@@ -19,7 +19,7 @@ import { vmctlVersion } from './host.js';
 import { loadTemplate, type TemplateOverrides } from './template/load.js';
 import { buildVmSpec, planDiskVolumes, type VmSpec } from './template/model.js';
 import { buildDomainXml, parseVmctlMetadata, type VmctlDomainMetadata } from './domain-xml.js';
-import { ensurePool } from './pool.js';
+import { ensurePool, poolFreeBytes } from './pool.js';
 import { chooseAccel, type AccelRequest } from './accel.js';
 import { ensureImage, type ImageInfo, type ImageProgress } from './images.js';
 import { buildSeedDocuments, ensureVmKeys, hostPatternFor, pinHostKey, writeSeedIso } from './cloudinit.js';
@@ -155,6 +155,27 @@ function checkAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new VmctlError('CONFLICT', 'interrupted', { hint: 'everything created so far was rolled back' });
 }
 
+/**
+ * Room for a new VM: its overlay and seed start small, but the overlay grows as
+ * the guest writes (first boot alone writes ~100 MiB), and a missing base image
+ * must be uploaded first. Refuse up front instead of failing half-way.
+ */
+export const MIN_FREE_FOR_VM = 512n * 1024n * 1024n;
+
+async function assertPoolRoom(conn: Connection, pool: StoragePool, poolPath: string, imageName: string): Promise<void> {
+  const free = await poolFreeBytes(conn, pool);
+  let need = MIN_FREE_FOR_VM;
+  const present = (await pool.listVolumes()).some((v) => v.name.startsWith(`img_${imageName}.`));
+  if (!present) need += 512n * 1024n * 1024n; // the image itself (the default one is ~140 MiB, qcow2-compressed)
+  if (free < need) {
+    const mib = (b: bigint) => `${b / (1024n * 1024n)} MiB`;
+    throw new VmctlError('RESOURCE', `storage pool '${pool.name}' on ${conn.uri.original} is full: ${mib(free)} free at ${poolPath}, a new VM needs at least ${mib(need)}`, {
+      hint: 'free space there, or remove unused VMs and images (vmctl delete NAME, vmctl image rm NAME)',
+      details: { freeBytes: free, neededBytes: need },
+    });
+  }
+}
+
 /** Records readiness phases with their time since the command started, and reports each. */
 function phaseRecorder(onPhase?: (e: PhaseEvent) => void) {
   const t0 = performance.now();
@@ -182,8 +203,9 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
   if (accel.warning) hooks.onWarning?.(accel.warning);
   log.info({ domainType: accel.domainType, reason: accel.reason }, 'accelerator chosen');
 
-  const { pool } = await ensurePool(conn);
+  const { pool, path: poolPath } = await ensurePool(conn);
   const imageName = spec.image ?? 'debian-12';
+  await assertPoolRoom(conn, pool, poolPath, imageName);
   const imageOpts = {
     ...(hooks.onProgress ? { onProgress: hooks.onProgress } : {}),
     ...(hooks.signal ? { signal: hooks.signal } : {}),
