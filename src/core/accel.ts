@@ -22,7 +22,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { XMLBuilder, XMLParser } from 'fast-xml-parser';
+import { xmlBuilder as builder, xmlParser as parser } from './xml.js';
 import type { Connection, DomainLifecycleEvent, StoragePool, StorageVolume } from '../libvirt/connection.js';
 import { LibvirtError } from '../libvirt/errors.js';
 import { VirDomainCreateFlags, VirDomainEventStoppedDetailType } from '../libvirt/generated/constants.gen.js';
@@ -112,8 +112,6 @@ const STOP_DETAILS: Record<number, string> = {
   [VirDomainEventStoppedDetailType.VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT]: 'from-snapshot',
 };
 
-const builder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: '@_', format: true, suppressEmptyNode: true });
-const parser = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@_', parseTagValue: false });
 
 /** Domain XML of a probe run: 32 MiB, one vCPU, the boot disk and isa-debug-exit, nothing else. */
 export function probeDomainXml(o: { name: string; domainType: ProbeDomainType; pool: string; volume: string; memoryMiB?: number }): string {

@@ -33,7 +33,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { fileURLToPath } from 'node:url';
-import { XMLBuilder, XMLParser } from 'fast-xml-parser';
+import { xmlBuilder, xmlParser } from './xml.js';
 import type { Logger } from 'pino';
 import type { Connection, StoragePool, StorageVolume } from '../libvirt/connection.js';
 import { LibvirtError } from '../libvirt/errors.js';
@@ -221,8 +221,6 @@ function logFn(opts: LogOptions): ((m: string) => void) | undefined {
 // XML
 // ---------------------------------------------------------------------------------------------
 
-const xmlBuilder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: '@_', format: true, suppressEmptyNode: true });
-const xmlParser = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@_', parseTagValue: false, parseAttributeValue: false });
 
 type XmlNode = Record<string, unknown>;
 

@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { XMLBuilder, XMLParser } from 'fast-xml-parser';
+import { xmlBuilder, xmlParser } from './xml.js';
 import type { Logger } from 'pino';
 import { silentLogger } from './log.js';
 import { VmctlError } from './errors.js';
@@ -28,8 +28,6 @@ import { LibvirtError } from '../libvirt/errors.js';
 import type { Connection, Domain, StoragePool, StorageVolume, DomainStateName } from '../libvirt/connection.js';
 import { VirDomainUndefineFlagsValues, VirDomainInterfaceAddressesSource } from '../libvirt/generated/constants.gen.js';
 
-const xmlBuilder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: '@_', format: true, suppressEmptyNode: true });
-const xmlParser = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@_', parseAttributeValue: false, parseTagValue: false });
 
 export type WaitTarget = 'none' | 'ip' | 'ssh';
 export const PHASES = ['defined', 'started', 'ip', 'sshd', 'cloud-init'] as const;

@@ -13,7 +13,7 @@
 import { statfsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { XMLBuilder, XMLParser } from 'fast-xml-parser';
+import { xmlBuilder as builder, xmlParser as parser } from './xml.js';
 import type { Connection, StoragePool } from '../libvirt/connection.js';
 import { LibvirtError } from '../libvirt/errors.js';
 import { VirStoragePoolBuildFlags, VirStoragePoolState } from '../libvirt/generated/constants.gen.js';
@@ -22,8 +22,6 @@ import { VmctlError } from './errors.js';
 export const VMCTL_POOL = 'vmctl';
 export const SYSTEM_POOL_PATH = '/var/lib/vmctl/images';
 
-const builder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: '@_', format: true, suppressEmptyNode: true });
-const parser = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@_', parseTagValue: false, parseAttributeValue: false });
 
 /** Where vmctl's pool lives for this connection. */
 export function poolTargetPath(conn: Pick<Connection, 'uri'>, env: NodeJS.ProcessEnv = process.env): string {
