@@ -39,7 +39,16 @@ export function buildParser(args: string[]): Argv<GlobalArgs> {
   return parser;
 }
 
+/** `vmctl list | head -1`: a reader that went away is not an error (like any Unix tool, stop quietly). */
+function exitQuietlyOnEpipe(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}
+
 export async function main(args: string[]): Promise<number> {
+  exitQuietlyOnEpipe();
   const wantsJson = args.includes('--json');
   try {
     await buildParser(args).parseAsync();

@@ -44,18 +44,18 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { basename, delimiter, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
 import ssh2 from 'ssh2';
 import YAML, { visit, type Document } from 'yaml';
 import { fingerprintSha256, parseKnownHostsLine } from '../libvirt/transport/known-hosts.js';
 import { VmctlError } from './errors.js';
 import { HOSTNAME_RE, quote, SSH_PUBLIC_KEY_RE, USER_NAME_RE } from './names.js';
+import { packagePath } from './package-root.js';
 
 const { utils } = ssh2;
 
-/** The package's cloud-init/ directory (same relative place from src/core and dist/core). */
-export const CLOUD_INIT_DIR = fileURLToPath(new URL('../../cloud-init/', import.meta.url));
+/** The package's cloud-init/ directory, with a trailing slash (found from src/core, dist/core and dist/bundle). */
+export const CLOUD_INIT_DIR = `${packagePath('cloud-init')}/`;
 
 export const USER_KEY_FILE = 'id_ed25519';
 export const HOST_KEY_FILE = 'ssh_host_ed25519_key';

@@ -1,7 +1,7 @@
 /** Host-level facts: versions now; capabilities, KVM probing later. */
-import { readFileSync } from 'node:fs';
 import type { Connection } from '../libvirt/connection.js';
 import { LIBVIRT_PROTOCOL_SOURCE_VERSION } from '../libvirt/connection.js';
+import { packageVersion } from './package-root.js';
 
 export interface Versions {
   uri: string;
@@ -11,13 +11,8 @@ export interface Versions {
   hostname: string;
 }
 
-let vmctlVersionCache: string | undefined;
 export function vmctlVersion(): string {
-  if (vmctlVersionCache === undefined) {
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-    vmctlVersionCache = pkg.version;
-  }
-  return vmctlVersionCache;
+  return packageVersion();
 }
 
 /** libvirt encodes versions as major * 1e6 + minor * 1e3 + micro */

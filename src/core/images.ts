@@ -39,6 +39,7 @@ import type { Connection, StoragePool, StorageVolume } from '../libvirt/connecti
 import { LibvirtError } from '../libvirt/errors.js';
 import { VmctlError } from './errors.js';
 import { assertImageName, IMAGE_NAME_RE, quote, resolveUserPath, XML_ILLEGAL_RE } from './names.js';
+import { packagePath } from './package-root.js';
 import { builtImagePath, cacheDir } from './paths.js';
 import { ensurePool } from './pool.js';
 
@@ -1233,9 +1234,9 @@ export async function importImage(conn: Connection, opts: ImportImageOptions): P
 // build
 // ---------------------------------------------------------------------------------------------
 
-/** The package's scripts/build-image.sh (src/core and dist/core are both two levels down). */
+/** The package's scripts/build-image.sh (found from src/core, dist/core and dist/bundle). */
 export function buildScriptPath(): string {
-  return fileURLToPath(new URL('../../scripts/build-image.sh', import.meta.url));
+  return packagePath('scripts', 'build-image.sh');
 }
 
 /** Parses one stdout line of build-image.sh. */

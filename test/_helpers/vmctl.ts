@@ -1,4 +1,4 @@
-/** Run the built vmctl binary (bin/vmctl.js → dist/) as a user would. */
+/** Run the built vmctl binary (bin/vmctl.js → dist/bundle/) as a user would. */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,12 +20,15 @@ function newestMtime(dir: string): number {
 }
 
 let built = false;
-/** Build dist/ once per test process when it is missing or older than src/. */
+/**
+ * Build once per test process when the build is missing or older than src/:
+ * `npm run build` (tsc → dist/, then the esbuild bundle bin/vmctl.js runs).
+ */
 export function ensureBuilt(): void {
   if (built) return;
-  const dist = join(repoRoot, 'dist', 'cli', 'main.js');
-  if (!existsSync(dist) || newestMtime(join(repoRoot, 'src')) > newestMtime(join(repoRoot, 'dist'))) {
-    execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: repoRoot, stdio: 'inherit' });
+  const bundle = join(repoRoot, 'dist', 'bundle', 'vmctl.mjs');
+  if (!existsSync(bundle) || newestMtime(join(repoRoot, 'src')) > Math.min(newestMtime(join(repoRoot, 'dist')), statSync(bundle).mtimeMs)) {
+    execFileSync('npm', ['run', '--silent', 'build'], { cwd: repoRoot, stdio: 'inherit' });
   }
   built = true;
 }

@@ -9,7 +9,7 @@ export const versionCommand: CommandModule<GlobalArgs, GlobalArgs> = {
     const ctx = makeContext(argv);
     const v = await ctx.withConnection((conn) => getVersions(conn));
     if (ctx.json) return ctx.out.json(v);
-    ctx.out.line(`vmctl:       ${v.client.vmctl} (protocol from libvirt ${v.client.protocolFrom})`);
+    ctx.out.line(`vmctl:       ${v.client.vmctl} (protocol from ${v.client.protocolFrom})`);
     ctx.out.line(`libvirt:     ${v.libvirt.version} (${v.uri})`);
     ctx.out.line(`hypervisor:  ${v.hypervisor.type} ${v.hypervisor.version}`);
     ctx.out.line(`host:        ${v.hostname}`);

@@ -25,19 +25,20 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { ErrorObject } from 'ajv';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import { VmctlError } from '../errors.js';
 import { checkTemplateName, checkUserPath } from '../names.js';
+import { packagePath } from '../package-root.js';
 import {
   MAX_DISK_BYTES,
   MAX_MEMORY_MIB,
   MIN_DISK_BYTES,
   MIN_MEMORY_MIB,
   SIZE_RE,
-  templateSchema,
 } from './schema.js';
+// templateSchema compiled ahead of time by ajv (npm run codegen:templates): no schema compilation at run time
+import { validateTemplateSchema as validate } from './validate.gen.js';
 import type { NicTemplate, ResolvedTemplate, TemplateSpec } from './model.js';
 
 // ---------------------------------------------------------------------------
@@ -178,22 +179,6 @@ export function parseTemplateText(
 // ---------------------------------------------------------------------------
 // schema validation
 
-let validator: ValidateFunction | undefined;
-function getValidator(): ValidateFunction {
-  if (validator === undefined) {
-    const ajv = new Ajv({
-      strict: true,
-      allErrors: true,
-      useDefaults: true,
-      discriminator: true,
-      allowUnionTypes: true,
-      verbose: true,
-    });
-    ajv.addVocabulary(['x-error', 'x-unit']);
-    validator = ajv.compile(templateSchema);
-  }
-  return validator;
-}
 
 function levenshtein(a: string, b: string): number {
   const prev = Array.from({ length: b.length + 1 }, (_, i) => i);
@@ -361,7 +346,6 @@ function validateBlamed(
 
 function validateRaw(doc: unknown): { ok: true; spec: TemplateSpec; defaulted: Record<string, unknown> } | { ok: false; problems: RawProblem[] } {
   const data = structuredClone(doc);
-  const validate = getValidator();
   if (!validate(data)) {
     const seen = new Set<string>();
     const problems: RawProblem[] = [];
@@ -527,8 +511,8 @@ export function mergeTemplates(parent: Record<string, unknown>, child: Record<st
 // ---------------------------------------------------------------------------
 // directories
 
-/** vm-templates/ of this installation (src/core/template/ or dist/core/template/ → package root). */
-export const SHIPPED_TEMPLATE_DIR = fileURLToPath(new URL('../../../vm-templates/', import.meta.url)).replace(/\/$/, '');
+/** vm-templates/ of this installation (found from src/, dist/ and dist/bundle/), without a trailing slash. */
+export const SHIPPED_TEMPLATE_DIR = packagePath('vm-templates');
 
 /** The user's template directory: $XDG_CONFIG_HOME/vmctl/templates or ~/.config/vmctl/templates. */
 export function userTemplateDir(env: NodeJS.ProcessEnv = process.env, home = os.homedir()): string {

@@ -1,8 +1,10 @@
 /**
  * JSON Schema (draft-07, ajv strict mode) of a vmctl template after `extends`
  * is resolved and before normalisation. Defaults here are filled in by ajv
- * (`useDefaults`). Two annotation keywords, registered as a vocabulary in
- * load.ts, drive the one-line error messages:
+ * (`useDefaults`). Compiled ahead of time into validate.gen.ts by
+ * `npm run codegen:templates` (scripts/codegen-templates.ts holds the ajv
+ * options); a unit test fails when that file is stale. Two annotation
+ * keywords, registered as a vocabulary there, drive the one-line error messages:
  *   x-error  the message for a failed `pattern` or `type`
  *   x-unit   appended to `minimum`/`maximum` messages ("must be >= 64 (MiB)")
  *
