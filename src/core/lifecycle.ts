@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, createReadStream, statSync, readFileSync, existsSy
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { xmlBuilder, xmlParser } from './xml.js';
 import type { Logger } from 'pino';
 import { silentLogger } from './log.js';
@@ -17,7 +17,7 @@ import { assertVmName } from './names.js';
 import { vmStateDir } from './paths.js';
 import { vmctlVersion } from './host.js';
 import { loadTemplate, type TemplateOverrides } from './template/load.js';
-import { buildVmSpec, planDiskVolumes, type VmSpec } from './template/model.js';
+import { buildVmSpec, planDiskVolumes } from './template/model.js';
 import { buildDomainXml, parseVmctlMetadata, type VmctlDomainMetadata } from './domain-xml.js';
 import { ensurePool, poolFreeBytes } from './pool.js';
 import { chooseAccel, type AccelRequest } from './accel.js';
@@ -108,21 +108,80 @@ async function domainExists(conn: Connection, name: string): Promise<boolean> {
   }
 }
 
-/** A free TCP port on 127.0.0.1 of THIS machine (user-mode forwards are on the host running QEMU). */
-async function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
+/**
+ * The ports vmctl picks forwards from: by default below Linux's ephemeral
+ * range (32768-60999), so the kernel does not hand the port to some outgoing
+ * connection later. VMCTL_FORWARD_PORTS=LOW-HIGH changes it.
+ */
+export function forwardPortRange(env: NodeJS.ProcessEnv = process.env): { min: number; max: number } {
+  const v = env.VMCTL_FORWARD_PORTS;
+  if (v === undefined || v === '') return { min: 20000, max: 32767 };
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(v.trim());
+  const min = Number(m?.[1]);
+  const max = Number(m?.[2]);
+  if (!m || min < 1024 || max > 65535 || min > max) {
+    throw new VmctlError('INVALID_INPUT', `VMCTL_FORWARD_PORTS=${JSON.stringify(v)} is not a port range`, { hint: 'use LOW-HIGH within 1024-65535, e.g. 20000-32767' });
+  }
+  return { min, max };
+}
+
+/**
+ * Ports for a user-mode forward, in the order to try: from a random start,
+ * onwards through the range. On this machine only ones that are free now; on
+ * a remote host vmctl cannot look, and QEMU refusing to start on a taken one
+ * (isForwardPortTaken) makes create try the next.
+ */
+function* forwardPortCandidates(): Generator<number> {
+  const { min, max } = forwardPortRange();
+  const n = max - min + 1;
+  const first = randomInt(n);
+  for (let i = 0; i < n; i++) yield min + ((first + i) % n);
+}
+
+async function pickForwardPort(conn: Connection, candidates: Iterator<number>): Promise<number> {
+  const local = conn.hostLoopback === 'local';
+  for (let tries = 0; tries < 50; tries++) {
+    const next = candidates.next();
+    if (next.done) break;
+    if (!local || (await loopbackPortFree(next.value))) return next.value;
+  }
+  const { min, max } = forwardPortRange();
+  throw new VmctlError('RESOURCE', `no free port for the SSH forward on ${conn.uri.host ?? '127.0.0.1'} in ${min}-${max}`, {
+    hint: 'set VMCTL_FORWARD_PORTS=LOW-HIGH to another range, or a fixed hostPort for the SSH forward in the template',
   });
 }
 
-function isLocal(conn: Connection): boolean {
-  return conn.uri.transport === 'unix';
+function loopbackPortFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+/** QEMU's "Could not set up host forwarding rule 'tcp:127.0.0.1:P-:22'" at start */
+function isForwardPortTaken(e: unknown): boolean {
+  return e instanceof LibvirtError && /could not set up host forwarding rule/i.test(e.message);
+}
+
+/**
+ * How this machine reaches a guest's loopback forward on the libvirt host:
+ * directly (local), through the connection's ssh session (qemu+ssh), or not at
+ * all (qemu+tcp, qemu+tls: the forward listens on that host's loopback).
+ */
+export function tunnelFor(conn: Connection): Pick<GuestTarget, 'via'> {
+  switch (conn.hostLoopback) {
+    case 'local':
+      return {};
+    case 'tunnel':
+      return { via: { name: conn.transport.description, open: (host, port) => conn.openTcp(host, port) } };
+    case 'none':
+      throw new VmctlError(
+        'UNSUPPORTED',
+        `a guest's SSH forward listens on the loopback of ${conn.uri.host ?? 'the libvirt host'}, which a ${conn.uri.transport} connection cannot reach`,
+        { hint: `connect with qemu+ssh://${conn.uri.host ?? 'HOST'}/system instead (vmctl tunnels SSH through it), or use --wait ip` },
+      );
+  }
 }
 
 function volumeXml(o: { name: string; capacityBytes: number; format: 'qcow2' | 'raw'; backing?: { path: string; format: string } }): string {
@@ -190,26 +249,51 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
   const log = hooks.log ?? silentLogger;
   const { t0, phases, phase } = phaseRecorder(hooks.onPhase);
   const name = assertVmName(opts.name);
-  if (await domainExists(conn, name)) {
+  // independent checks side by side; their errors in a fixed order
+  const [exists, loaded] = await Promise.allSettled([domainExists(conn, name), loadTemplate(opts.template ?? 'default', { overrides: opts.overrides ?? {} })]);
+  if (exists.status === 'rejected') throw exists.reason;
+  if (exists.value) {
     throw new VmctlError('ALREADY_EXISTS', `a VM named '${name}' already exists on ${conn.uri.original}`, {
       hint: `choose another name, or remove it first with vmctl delete ${name}`,
     });
   }
-  const template = await loadTemplate(opts.template ?? 'default', { overrides: opts.overrides ?? {} });
+  if (loaded.status === 'rejected') throw loaded.reason;
+  const template = loaded.value;
   const spec = template.spec;
-  const accel = await chooseAccel(conn, opts.accel ?? spec.accel, log);
-  if (accel.warning) hooks.onWarning?.(accel.warning);
-  log.info({ domainType: accel.domainType, reason: accel.reason }, 'accelerator chosen');
-
-  const { pool, path: poolPath } = await ensurePool(conn);
+  const autoSsh = spec.nics.some((n) => n.type === 'user' && n.forwards.some((f) => f.guestPort === 22 && f.hostPort === 0));
+  const hasSshForward = spec.nics.some((n) => n.type === 'user' && n.forwards.some((f) => f.guestPort === 22 && f.proto === 'tcp'));
+  if (autoSsh) forwardPortRange(); // a bad VMCTL_FORWARD_PORTS fails before anything is made
+  // decide up front what "ready" means: nothing is made before it is known to be possible
+  let wait: WaitTarget = opts.wait ?? 'ssh';
+  if (hasSshForward && conn.hostLoopback === 'none' && wait === 'ssh') {
+    if (opts.wait === 'ssh') tunnelFor(conn); // throws: says why and what to use instead
+    wait = 'ip';
+    hooks.onWarning?.(
+      `over ${conn.uri.transport} vmctl cannot reach the guest's SSH forward (it listens on the loopback of ${conn.uri.host ?? 'the libvirt host'}): waiting for an IP only; use qemu+ssh://${conn.uri.host ?? 'HOST'}/system for vmctl ssh`,
+    );
+  }
   const imageName = spec.image ?? 'debian-12';
-  await assertPoolRoom(conn, pool, poolPath, imageName);
   const imageOpts = {
     ...(hooks.onProgress ? { onProgress: hooks.onProgress } : {}),
     ...(hooks.signal ? { signal: hooks.signal } : {}),
     onLog: (m: string) => log.info(m),
   };
-  const image: ImageInfo = await ensureImage(conn, imageName, imageOpts);
+  // the accelerator and the storage side do not depend on each other
+  const [accelDone, storageDone] = await Promise.allSettled([
+    chooseAccel(conn, opts.accel ?? spec.accel, log),
+    (async () => {
+      const { pool, path: poolPath } = await ensurePool(conn);
+      await assertPoolRoom(conn, pool, poolPath, imageName);
+      return { pool, image: await ensureImage(conn, imageName, imageOpts) };
+    })(),
+  ]);
+  if (accelDone.status === 'rejected') throw accelDone.reason;
+  if (storageDone.status === 'rejected') throw storageDone.reason;
+  const accel = accelDone.value;
+  if (accel.warning) hooks.onWarning?.(accel.warning);
+  log.info({ domainType: accel.domainType, reason: accel.reason }, 'accelerator chosen');
+  const { pool } = storageDone.value;
+  const image: ImageInfo = storageDone.value.image;
   checkAborted(hooks.signal);
 
   const rollback = new Rollback(log);
@@ -222,40 +306,36 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
     rollback.add(`state dir ${stateDir}`, () => rmSync(stateDir, { recursive: true, force: true }));
     const keys = ensureVmKeys(stateDir, { userPublicKeys });
 
-    // disks: qcow2 overlays on the image (first disk) or empty volumes
-    const volumes: (StorageVolume & { _path?: string })[] = [];
-    const volRefs = [];
-    for (const plan of planDiskVolumes(spec, imageName)) {
-      const volName = `${name}-${plan.disk}.${plan.format}`;
-      const backing = plan.backingImage !== undefined ? (plan.backingImage === imageName ? image : await ensureImage(conn, plan.backingImage, imageOpts)) : undefined;
-      const capacity = Math.max(plan.sizeBytes, backing?.virtualSizeBytes ?? 0);
-      const vol = await pool.createVolume(
-        volumeXml({ name: volName, capacityBytes: capacity, format: plan.format, ...(backing ? { backing: { path: backing.path, format: backing.format } } : {}) }),
-      );
-      rollback.add(`volume ${volName}`, () => vol.delete());
-      volumes.push(vol);
-      volRefs.push({ disk: plan.disk, pool: pool.name, name: volName, path: await vol.path() });
-      checkAborted(hooks.signal);
-    }
-
-    // ssh forward: a free loopback port on this machine
-    let sshPort: number | undefined;
+    // the ssh forward's port: picked here (remote hosts too), re-picked if QEMU finds it taken
+    const candidates = forwardPortCandidates();
+    let sshPort = autoSsh ? await pickForwardPort(conn, candidates) : undefined;
     const hostPort = (f: { guestPort: number }) => {
-      if (!isLocal(conn)) {
-        throw new VmctlError('UNSUPPORTED', 'user-mode port forwards with a free port (hostPort: 0) need a local connection', {
-          hint: 'set a fixed hostPort in the template, or use a libvirt network NIC (--network default) on remote hosts',
-        });
-      }
       if (f.guestPort === 22 && sshPort !== undefined) return sshPort;
-      throw new VmctlError('INTERNAL', 'no free port was reserved for this forward');
+      throw new VmctlError('INVALID_INPUT', `a user-mode forward to guest port ${f.guestPort} has hostPort 0; vmctl picks a port only for SSH (22)`, {
+        hint: 'give that forward a fixed hostPort in the template',
+      });
     };
-    if (isLocal(conn) && spec.nics.some((n) => n.type === 'user' && n.forwards.some((f) => f.guestPort === 22 && f.hostPort === 0))) {
-      sshPort = await freeLoopbackPort();
-    }
 
-    // cloud-init seed ISO, uploaded into the pool (works the same on remote hosts)
-    let seedRef;
-    if (spec.cloudInit) {
+    // disks (qcow2 overlays on the image, or empty volumes) and the cloud-init
+    // seed ISO are independent: make them side by side, then roll back whatever
+    // was made if any part failed
+    const diskWork = (async () => {
+      const refs = [];
+      for (const plan of planDiskVolumes(spec, imageName)) {
+        const volName = `${name}-${plan.disk}.${plan.format}`;
+        const backing = plan.backingImage !== undefined ? (plan.backingImage === imageName ? image : await ensureImage(conn, plan.backingImage, imageOpts)) : undefined;
+        const capacity = Math.max(plan.sizeBytes, backing?.virtualSizeBytes ?? 0);
+        const vol = await pool.createVolume(
+          volumeXml({ name: volName, capacityBytes: capacity, format: plan.format, ...(backing ? { backing: { path: backing.path, format: backing.format } } : {}) }),
+        );
+        rollback.add(`volume ${volName}`, () => vol.delete());
+        refs.push({ disk: plan.disk, pool: pool.name, name: volName, path: await vol.path() });
+        checkAborted(hooks.signal);
+      }
+      return refs;
+    })();
+    const seedWork = (async () => {
+      if (!spec.cloudInit) return undefined;
       const docs = buildSeedDocuments({
         hostname: spec.cloudInit.hostname ?? name,
         instanceId: uuid,
@@ -270,46 +350,54 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
       const seedName = `${name}-seed.iso`;
       const seedVol = await uploadFileAsVolume(pool, seedName, iso);
       rollback.add(`volume ${seedName}`, () => seedVol.delete());
-      seedRef = { pool: pool.name, name: seedName, path: await seedVol.path() };
-    }
+      return { pool: pool.name, name: seedName, path: await seedVol.path() };
+    })();
+    const [disksDone, seedDone] = await Promise.allSettled([diskWork, seedWork]);
+    if (disksDone.status === 'rejected') throw disksDone.reason;
+    if (seedDone.status === 'rejected') throw seedDone.reason;
+    const volRefs = disksDone.value;
+    const seedRef = seedDone.value;
     checkAborted(hooks.signal);
 
     // a direct-kernel image boots its own kernel unless the template says otherwise
     const resolved = image.boot.method === 'direct-kernel' && spec.boot.type === 'disk'
       ? { ...template, spec: { ...spec, boot: { type: 'kernel' as const, kernel: image.boot.kernelPath, initrd: image.boot.initrdPath, cmdline: image.boot.cmdline } } }
       : template;
-
-    const vmSpec: VmSpec = buildVmSpec({
-      name,
-      template: resolved,
-      domainType: accel.domainType,
-      volumes: volRefs,
-      ...(seedRef ? { seed: seedRef } : {}),
-      uuid,
-      image: imageName,
-      hostPort,
-      vmctlVersion: vmctlVersion(),
-      createdAt: new Date().toISOString(),
-    });
-    const xml = buildDomainXml(vmSpec);
+    const createdAt = new Date().toISOString();
+    const domainXml = () =>
+      buildDomainXml(
+        buildVmSpec({
+          name,
+          template: resolved,
+          domainType: accel.domainType,
+          volumes: volRefs,
+          ...(seedRef ? { seed: seedRef } : {}),
+          uuid,
+          image: imageName,
+          hostPort,
+          vmctlVersion: vmctlVersion(),
+          createdAt,
+        }),
+      );
     log.debug({ name }, 'defining domain');
-    const dom = await conn.defineDomain(xml);
+    const dom = await conn.defineDomain(domainXml());
     rollback.add(`domain ${name}`, () => undefineDomain(dom));
     phase('defined');
 
-    let sshTarget: GuestTarget | undefined;
-    if (sshPort !== undefined) {
-      pinHostKey(stateDir, hostPatternFor('127.0.0.1', sshPort), keys.hostKey.publicKey);
-      sshTarget = {
+    const sshTargetFor = (port: number): GuestTarget => {
+      const hostPattern = hostPatternFor('127.0.0.1', port);
+      pinHostKey(stateDir, hostPattern, keys.hostKey.publicKey);
+      return {
         host: '127.0.0.1',
-        port: sshPort,
+        port,
         user: spec.cloudInit?.user ?? 'vmctl',
         knownHostsFile: keys.knownHostsFile,
-        hostPattern: hostPatternFor('127.0.0.1', sshPort),
+        hostPattern,
         ...(keys.userKey ? { privateKey: keys.userKey.privateKey } : {}),
         ...(process.env.SSH_AUTH_SOCK && !keys.userKey ? { agent: process.env.SSH_AUTH_SOCK } : {}),
+        ...(conn.hostLoopback === 'none' ? {} : tunnelFor(conn)),
       };
-    }
+    };
 
     const result: CreateResult = {
       name,
@@ -319,19 +407,43 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
       image: imageName,
       state: 'shutoff',
       phases,
-      ...(sshTarget ? { ssh: { host: sshTarget.host, port: sshTarget.port, user: sshTarget.user } } : {}),
+    };
+    const setSsh = (port: number | undefined) => {
+      if (port === undefined) return undefined;
+      const t = sshTargetFor(port);
+      result.ssh = { host: t.host, port: t.port, user: t.user };
+      return t;
     };
     if (opts.start === false) {
+      setSsh(sshPort);
       rollback.commit();
       return result;
     }
 
-    await dom.start();
+    // QEMU fails to start when a forward's port is taken on the host (by
+    // anything, at any moment): take another one and define again
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await dom.start();
+        break;
+      } catch (e) {
+        if (!(sshPort !== undefined && isForwardPortTaken(e))) throw e;
+        if (attempt >= 10) {
+          throw new VmctlError('RESOURCE', `${attempt} ports for the SSH forward were all taken on ${conn.uri.host ?? 'this machine'} (last: 127.0.0.1:${sshPort})`, {
+            hint: 'set VMCTL_FORWARD_PORTS=LOW-HIGH to a range that is free there, or a fixed hostPort for the SSH forward in the template',
+            cause: e,
+          });
+        }
+        log.info({ port: sshPort, attempt }, 'ssh forward port taken on the host; picking another');
+        sshPort = await pickForwardPort(conn, candidates);
+        await conn.defineDomain(domainXml());
+      }
+    }
     rollback.add(`running ${name}`, () => dom.destroy());
     phase('started');
     result.state = 'running';
+    const sshTarget = setSsh(sshPort);
 
-    const wait = opts.wait ?? 'ssh';
     if (wait !== 'none') {
       const ready = await waitReady(dom, { target: wait, ssh: sshTarget, timeoutMs: opts.timeoutMs ?? 15 * 60_000, phase, signal: hooks.signal, log, t0 });
       if (ready.ip) result.ip = ready.ip;
@@ -475,11 +587,20 @@ export async function startVm(
   const { t0, phases, phase } = phaseRecorder(hooks.onPhase);
   const dom = await findVm(conn, name);
   if ((await dom.state()).state === 'running') throw new VmctlError('CONFLICT', `VM ${name} is already running`);
-  await dom.start();
+  const ssh = opts.wait === 'ssh' ? await vmSshTarget(conn, name, { running: false }) : undefined;
+  try {
+    await dom.start();
+  } catch (e) {
+    if (!isForwardPortTaken(e)) throw e;
+    const fwd = /host forwarding rule '(?:tcp|udp):([^']+)'/i.exec((e as Error).message)?.[1] ?? 'a forwarded port';
+    throw new VmctlError('CONFLICT', `VM ${name} cannot start: ${fwd} (its port forward) is taken on ${conn.uri.host ?? 'this machine'}`, {
+      hint: `stop what listens there (ss -ltnp shows it), then vmctl start ${name}`,
+      cause: e,
+    });
+  }
   phase('started');
   const wait = opts.wait ?? 'none';
   if (wait === 'none') return { phases };
-  const ssh = wait === 'ssh' ? await vmSshTarget(conn, name) : undefined;
   const r = await waitReady(dom, {
     target: wait,
     ...(ssh ? { ssh } : {}),
@@ -620,14 +741,16 @@ export async function vmInfo(conn: Connection, name: string): Promise<VmInfo> {
 }
 
 /** How to reach a VM over SSH from this machine (its forward + pinned host key). */
-export async function vmSshTarget(conn: Connection, name: string): Promise<GuestTarget> {
+export async function vmSshTarget(conn: Connection, name: string, opts: { running?: boolean } = {}): Promise<GuestTarget> {
   const dom = await findVm(conn, name);
   const meta: VmctlDomainMetadata | null = parseVmctlMetadata(await dom.xml());
   const fwd = meta?.forwards.find((f) => f.guestPort === 22 && f.proto === 'tcp');
   if (!meta || !fwd) {
     throw new VmctlError('UNSUPPORTED', `VM ${name} has no SSH forward recorded by vmctl`, { hint: 'vmctl ssh works with VMs made by vmctl create' });
   }
-  if ((await dom.state()).state !== 'running') throw new VmctlError('CONFLICT', `VM ${name} is not running`, { hint: `vmctl start ${name}` });
+  if (opts.running !== false && (await dom.state()).state !== 'running') {
+    throw new VmctlError('CONFLICT', `VM ${name} is not running`, { hint: `vmctl start ${name}` });
+  }
   const stateDir = vmStateDir(conn.uri.original, name);
   const keyFile = join(stateDir, 'id_ed25519');
   const knownHostsFile = join(stateDir, 'known_hosts');
@@ -644,5 +767,6 @@ export async function vmSshTarget(conn: Connection, name: string): Promise<Guest
     hostPattern: hostPatternFor(fwd.host, fwd.hostPort),
     ...(existsSync(keyFile) ? { privateKey: readFileSync(keyFile, 'utf8') } : {}),
     ...(process.env.SSH_AUTH_SOCK ? { agent: process.env.SSH_AUTH_SOCK } : {}),
+    ...tunnelFor(conn),
   };
 }

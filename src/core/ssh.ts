@@ -19,7 +19,7 @@
  *   channel      connected, but a session channel failed
  */
 import { constants as osConstants } from 'node:os';
-import { Readable, Writable } from 'node:stream';
+import { Readable, Writable, type Duplex } from 'node:stream';
 import type { WriteStream } from 'node:tty';
 import ssh2 from 'ssh2';
 import type { AnyAuthMethod, ClientChannel, ConnectConfig, PseudoTtyOptions, ServerHostKeyAlgorithm } from 'ssh2';
@@ -54,6 +54,18 @@ export interface GuestTarget {
   readonly hostPattern?: string;
   /** handshake + authentication deadline in ms (default 20000) */
   readonly timeoutMs?: number;
+  /**
+   * Reach host:port through a tunnel instead of connecting directly: for a
+   * guest on a remote libvirt host whose forward listens on that host's
+   * loopback (qemu+ssh: an ssh direct-tcpip channel of the libvirt connection).
+   */
+  readonly via?: GuestTunnel;
+}
+
+export interface GuestTunnel {
+  /** for messages, e.g. 'ssh:root@kvm1' */
+  readonly name: string;
+  open(host: string, port: number): Promise<Duplex>;
 }
 
 export interface ConnectGuestOptions extends GuestTarget {
@@ -176,7 +188,7 @@ const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
  */
 export async function connectGuest(opts: ConnectGuestOptions): Promise<GuestConnection> {
   const pattern = (opts.hostPattern ?? hostPatternFor(opts.host, opts.port)).toLowerCase();
-  const where = `${opts.user}@${opts.host}:${opts.port}`;
+  const where = `${opts.user}@${opts.host}:${opts.port}${opts.via ? ` (through ${opts.via.name})` : ''}`;
   const signal = opts.signal;
   if (signal?.aborted) throw abortedError(`ssh to ${where}`, signal);
   if (opts.privateKey === undefined && opts.agent === undefined) {
@@ -200,8 +212,23 @@ export async function connectGuest(opts: ConnectGuestOptions): Promise<GuestConn
   let hostKeyError: VmctlError | undefined;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
 
+  let sock: Duplex | undefined;
+  if (opts.via) {
+    try {
+      sock = await opts.via.open(opts.host, opts.port);
+    } catch (err) {
+      // the remote side could not connect: nothing listens there (yet), like ECONNREFUSED
+      throw sshError('CONNECTION', 'port-closed', `ssh to ${where}: ${(err as Error).message}`, { cause: err });
+    }
+    if (signal?.aborted) {
+      sock.destroy();
+      throw abortedError(`ssh to ${where}`, signal);
+    }
+  }
+
   const client = new Client();
   const config: ConnectConfig = {
+    ...(sock ? { sock } : {}),
     host: opts.host,
     port: opts.port,
     username: opts.user,

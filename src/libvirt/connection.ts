@@ -5,13 +5,14 @@
  * generated API).
  */
 import { EventEmitter } from 'node:events';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { silentLogger } from '../core/log.js';
 import { parseLibvirtUri } from './uri.js';
 import { connectTransport } from './transport/index.js';
 import type { ConnectedTransport, LibvirtUri } from './transport/types.js';
+import { TransportError } from './transport/errors.js';
 import { RpcClient } from './rpc/client.js';
 import { authenticate, openConnection, startKeepaliveIfSupported } from './rpc/auth.js';
 import type { RpcStream } from './rpc/caller.js';
@@ -126,6 +127,25 @@ export class Connection extends EventEmitter<{
     const conn = new Connection(uri, transport, rpc, remote, log);
     rpc.once('close', (err?: Error) => conn.emit('close', err));
     return conn;
+  }
+
+  /**
+   * How this machine reaches ports on the libvirt host's own loopback (where
+   * QEMU user-mode port forwards listen): 'local' — it is this machine;
+   * 'tunnel' — through the transport (ssh direct-tcpip), see openTcp;
+   * 'none' — tcp/tls connections cannot.
+   */
+  get hostLoopback(): 'local' | 'tunnel' | 'none' {
+    if (this.uri.transport === 'unix') return 'local';
+    return this.transport.openTcp ? 'tunnel' : 'none';
+  }
+
+  /** A TCP connection opened from the libvirt host's side (hostLoopback 'tunnel' only). */
+  openTcp(host: string, port: number): Promise<Duplex> {
+    if (!this.transport.openTcp) {
+      return Promise.reject(new TransportError('TRANSPORT', `a ${this.uri.transport} connection cannot open connections on ${this.uri.original}'s side`));
+    }
+    return this.transport.openTcp(host, port);
   }
 
   async close(): Promise<void> {

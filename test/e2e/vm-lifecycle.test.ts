@@ -90,6 +90,27 @@ describe('vmctl create → ssh → stop/start → delete (TCG)', () => {
     expect(r.stdout).toBe('kept-42\n');
   });
 
+  it('reboot restarts the guest: it comes back with a new boot id', { timeout: 15 * 60_000 }, async () => {
+    const bootId = async () => {
+      const r = await vmctl(['ssh', VM, '--', 'cat', '/proc/sys/kernel/random/boot_id'], { env, timeoutMs: 60_000 });
+      return r.code === 0 ? r.stdout.trim() : undefined;
+    };
+    const before = await bootId();
+    expect(before).toMatch(/^[0-9a-f-]{36}$/);
+    const r = await vmctl(['reboot', VM], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const deadline = Date.now() + 12 * 60_000;
+    let after: string | undefined;
+    while (Date.now() < deadline) {
+      after = await bootId();
+      if (after !== undefined && after !== before) break;
+      await new Promise((res) => setTimeout(res, 3000));
+    }
+    expect(after).toMatch(/^[0-9a-f-]{36}$/);
+    expect(after).not.toBe(before);
+    expect(virsh('domstate', VM).trim()).toBe('running');
+  });
+
   it('suspend and resume, seen live by vmctl events', { timeout: 120_000 }, async () => {
     const ev = spawn(process.execPath, [vmctlBin, 'events', VM, '--json'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

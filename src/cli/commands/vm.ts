@@ -8,6 +8,7 @@ import type { PhaseEvent } from '../../core/lifecycle.js';
 const core = () => import('../../core/lifecycle.js');
 const ssh = () => import('../../core/ssh.js');
 import type { DomainLifecycleEvent } from '../../libvirt/connection.js';
+import { parseLibvirtUri } from '../../libvirt/uri.js';
 import { formatBytes } from '../render.js';
 import { createProgressRenderer } from '../progress.js';
 
@@ -60,7 +61,7 @@ interface CreateArgs {
   'ssh-key'?: string[];
   accel: 'auto' | 'kvm' | 'tcg';
   start: boolean;
-  wait: 'ssh' | 'ip' | 'none';
+  wait?: 'ssh' | 'ip' | 'none';
   timeout: number;
 }
 
@@ -78,7 +79,10 @@ const createCommand: Cmd<CreateArgs> = {
       .option('ssh-key', { type: 'string', array: true, describe: 'public key file(s) to authorize (default: a per-VM key vmctl keeps)' })
       .option('accel', { choices: ['auto', 'kvm', 'tcg'] as const, default: 'auto' as const, describe: 'KVM only when it really works (probed), else TCG' })
       .option('start', { type: 'boolean', default: true, describe: 'start it (--no-start: define only)' })
-      .option('wait', { choices: ['ssh', 'ip', 'none'] as const, default: 'ssh' as const, describe: 'what "ready" means' })
+      .option('wait', {
+        choices: ['ssh', 'ip', 'none'] as const,
+        describe: 'what "ready" means (default: ssh; ip over qemu+tcp/qemu+tls, which cannot reach the guest\'s SSH forward)',
+      })
       .option('timeout', { type: 'number', default: 900, describe: 'seconds to wait for readiness' }) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
@@ -105,7 +109,7 @@ const createCommand: Cmd<CreateArgs> = {
             },
             accel: argv.accel,
             start: argv.start,
-            wait: argv.start ? argv.wait : 'none',
+            ...(argv.start ? (argv.wait ? { wait: argv.wait } : {}) : { wait: 'none' as const }),
             timeoutMs: argv.timeout * 1000,
           },
           {
@@ -122,7 +126,15 @@ const createCommand: Cmd<CreateArgs> = {
       );
       if (ctx.json) return ctx.out.json(result);
       ctx.out.line(`${result.name}: ${result.state} (${result.domainType === 'kvm' ? 'KVM' : 'TCG'}, image ${result.image})`);
-      if (result.ssh) ctx.out.line(`  ssh: vmctl ssh ${result.name}   (${result.ssh.user}@${result.ssh.host}:${result.ssh.port}, host key pinned)`);
+      if (result.ssh) {
+        const u = parseLibvirtUri(ctx.uri);
+        const fwd = `${result.ssh.user}@${result.ssh.host}:${result.ssh.port}${u.host ? ` on ${u.host}` : ''}`;
+        if (u.transport === 'tcp' || u.transport === 'tls') {
+          ctx.out.line(`  ssh: ${fwd}, that host's loopback: vmctl ssh ${result.name} needs --connect qemu+ssh://${u.host ?? 'HOST'}/system`);
+        } else {
+          ctx.out.line(`  ssh: vmctl ssh ${result.name}${argv.connect ? ` -c ${argv.connect}` : ''}   (${fwd}, host key pinned)`);
+        }
+      }
     } finally {
       progress.stop();
       process.off('SIGINT', onSigint);

@@ -523,6 +523,26 @@ export async function connectSshPlan(plan: SshPlan, opts: TransportOptions = {})
     description: `ssh:${user}@${where}${target === plan.helperCommand ? ` (${target})` : `:${target}`}`,
     close: teardown,
     notices,
+    openTcp: (host, port) =>
+      new Promise((resolve, reject) => {
+        if (clientClosed || channelClosed) {
+          reject(fail('SSH_CHANNEL', `cannot open a tunnel to ${formatHostPort(host, port)} on ${where}: the ssh connection is closed`, undefined));
+          return;
+        }
+        client.forwardOut('127.0.0.1', 0, host, port, (err, ch) => {
+          if (!err) return resolve(ch);
+          // "Connection refused" etc. come back as a channel open failure (reason 2: connect failed)
+          const reason = (err as Error & { reason?: number }).reason;
+          reject(
+            fail(
+              reason === 2 ? 'CONNECT_FAILED' : 'SSH_CHANNEL',
+              `${where} could not connect to ${formatHostPort(host, port)} on its side: ${errMessage(err).replace(/^\(SSH\) /, '')}`,
+              reason === 1 ? 'sshd there forbids TCP forwarding (AllowTcpForwarding no); allow it for this user' : undefined,
+              err,
+            ),
+          );
+        });
+      }),
   };
   return transport;
 }

@@ -56,4 +56,11 @@ export interface ConnectedTransport {
    * added [host]:2222 (ssh-ed25519 SHA256:...) to ~/.ssh/known_hosts".
    */
   readonly notices?: readonly string[];
+  /**
+   * Open a TCP connection FROM the libvirt host to host:port (ssh: a
+   * direct-tcpip channel, like `ssh -L`). Only transports that can tunnel
+   * have it; it is how vmctl reaches a guest's loopback port forward on a
+   * remote host. Fails while/after the transport is closed.
+   */
+  openTcp?(host: string, port: number): Promise<Duplex>;
 }
