@@ -14,7 +14,7 @@ PKGS=(
   genisoimage xorriso dnsmasq-base debootstrap openssh-server openssh-client
   python3-libvirt iproute2 iptables busybox-static cpio gzip gnutls-bin
   libxml2-utils dpkg-dev util-linux procps curl ca-certificates
-  e2fsprogs virtinst python3-yaml ovmf
+  e2fsprogs virtinst python3-yaml ovmf socat
 )
 
 # deb-src for `apt-get source libvirt` (the protocol generator's input)

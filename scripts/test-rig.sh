@@ -15,11 +15,20 @@
 #   host1   root network namespace; listens on TCP 127.0.0.1:16509 (auth none) and
 #           TLS 127.0.0.1:16514 (client certificate from the rig CA required), plus its unix
 #           socket .cache/rig/hosts/host1/run/libvirt/libvirt-sock (qemu+unix:///system?socket=…).
+#   mig1    network namespace vmctl-rig-mig1 (only lo): a "remote host over SSH". An sshd runs
+#           inside the host's mount + cgroup + network namespaces on the netns's 127.0.0.1:22;
+#           socat bridges root-netns 127.0.0.1:16522 (16523, ... for further netns hosts, in
+#           VMCTL_RIG_HOSTS order) to it. So qemu+ssh://root@127.0.0.1:16522/system?keyfile=
+#           .cache/rig/ssh/id_ed25519&known_hosts=.cache/rig/ssh/known_hosts (`env` prints it)
+#           reaches this host's libvirtd, and ssh direct-tcpip forwards to 127.0.0.1:N land on
+#           the netns's loopback (where its guests' user-mode port forwards listen).
 # Inside a host's namespace: scripts/test-rig.sh exec NAME CMD...   (e.g. exec host1 virsh list)
 #
 # Environment: VMCTL_RIG_DIR (default: <repo>/.cache/rig), VMCTL_TINY_DIR (default:
-# <repo>/.cache/images/tiny; only reported by `env`), VMCTL_RIG_HOSTS (default "host1"; more
-# hosts as NAME:NETNS, see RIG_HOSTS below), VMCTL_RIG_KVM=hide|keep (default hide, see host_init).
+# <repo>/.cache/images/tiny; only reported by `env`), VMCTL_RIG_HOSTS (default
+# "host1 mig1:vmctl-rig-mig1"; hosts as NAME or NAME:NETNS, see RIG_HOSTS below),
+# VMCTL_RIG_KVM=hide|keep (default hide, see host_init), VMCTL_RIG_SSH_PORT (default 16522: the
+# first netns host's root-netns ssh port).
 # Guests on rig hosts must be <domain type='qemu'> (TCG); the hosts report no 'kvm' domain type.
 set -euo pipefail
 
@@ -36,6 +45,9 @@ LISTEN_ADDR=127.0.0.1
 TCP_PORT=16509
 TLS_PORT=16514
 CGROUP_PREFIX=vmctl-rig          # cgroups are <caller's placement>/vmctl-rig-NAME per hierarchy
+SSH_DIR=$RIG_DIR/ssh             # rig ssh client: id_ed25519(.pub), authorized_keys, known_hosts
+SSH_PORT_BASE=${VMCTL_RIG_SSH_PORT:-16522}  # root-netns port of the first netns host's sshd, +1 per next
+SSHD_BIN=/usr/sbin/sshd          # absolute: sshd re-execs itself
 
 trap 'echo "test-rig.sh: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 log() { printf '[test-rig] %s\n' "$*" >&2; }
@@ -201,6 +213,7 @@ pid_alive() {
   local p comm; p=$(read_pid "$1")
   [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 1
   comm=$(cat "/proc/$p/comm" 2>/dev/null) || return 1
+  [[ $(cat "/proc/$p/stat" 2>/dev/null) != *") Z "* ]] || return 1   # a zombie is dead
   [ "$comm" = "$(basename "$1" .pid)" ]
 }
 host_running() { local d; d=$(host_dir "$1"); pid_alive "$d/libvirtd.pid" && pid_alive "$d/virtlogd.pid"; }
@@ -250,7 +263,8 @@ host_write_config() { # NAME LISTEN_ADDR
 #          Without it the host stays in the root netns and listens on 127.0.0.1:16509 (tcp) and
 #          127.0.0.1:16514 (tls). In a netns it listens on all of that netns's addresses (only its
 #          own loopback + whatever veths the rig adds), same ports; from the root netns reach it
-#          through its unix socket (qemu+unix:///system?socket=.cache/rig/hosts/NAME/run/...).
+#          through its unix socket (qemu+unix:///system?socket=.cache/rig/hosts/NAME/run/...), or
+#          over ssh: host_init also starts the host's sshd (see "ssh into netns hosts" below).
 start_libvirt_host() {
   local name=$1 netns=${2:-} d listen_addr=0.0.0.0
   d=$(host_dir "$name")
@@ -270,13 +284,14 @@ start_libvirt_host() {
     done
   fi
   host_write_config "$name" "$listen_addr"
+  [ -z "$netns" ] || host_ssh_prepare "$name"
   cgroup_prepare "$name"
   rm -f "$d/libvirtd.pid" "$d/virtlogd.pid" "$d/run/libvirt/libvirt-sock"
   log "starting rig host $name${netns:+ in netns $netns}"
   (
     cgroup_enter "$name" "$BASHPID"
     if [ -n "$netns" ]; then
-      exec setsid ip netns exec "$netns" unshare --mount --cgroup --propagation private -- "$self" __host-init "$name"
+      exec setsid ip netns exec "$netns" unshare --mount --cgroup --propagation private -- "$self" __host-init "$name" "$netns"
     else
       exec setsid unshare --mount --cgroup --propagation private -- "$self" __host-init "$name"
     fi
@@ -295,8 +310,8 @@ wait_host_ready() { # NAME
 }
 
 # Runs inside the new mount + cgroup namespace (and netns, if any); starts the daemons.
-host_init() { # NAME
-  local name=$1 d; d=$(host_dir "$name")
+host_init() { # NAME [NETNS]
+  local name=$1 netns=${2:-} d; d=$(host_dir "$name")
   echo "--- $(date -Is) host_init $name (pid $$)"
   # cgroupfs mounts that show this cgroup namespace (ip netns exec also remounts /sys)
   mount -t tmpfs -o mode=755 cgroup-root /sys/fs/cgroup
@@ -325,6 +340,9 @@ host_init() { # NAME
   virtlogd -d -p "$d/virtlogd.pid"
   libvirtd -d --listen -p "$d/libvirtd.pid"
   echo "started virtlogd $(cat "$d/virtlogd.pid" 2>/dev/null) libvirtd $(cat "$d/libvirtd.pid" 2>/dev/null)"
+  # a netns host's sshd: its sessions inherit these mount, cgroup and network namespaces
+  # (not fatal here: ensure_host_ssh retries once and then fails, pointing at sshd.log)
+  [ -z "$netns" ] || host_sshd_exec "$name" || echo "sshd for rig host $name failed to start"
 }
 
 stop_libvirt_host() { # NAME [quiet]
@@ -362,11 +380,188 @@ stop_libvirt_host() { # NAME [quiet]
 }
 
 # ---------------------------------------------------------------------------------------------
+# ssh into netns hosts: a "remote host over SSH" for qemu+ssh:// tests.
+#   $SSH_DIR/id_ed25519         rig client key (made once), authorized for root via
+#   $SSH_DIR/authorized_keys    (rig-owned: the rig shares /root with the machine, never touch
+#                               /root/.ssh)
+#   $SSH_DIR/known_hosts        "[127.0.0.1]:PORT <host key>" per netns host (plain)
+#   hosts/NAME/ssh/             ssh_host_ed25519_key (made once), sshd_config, sshd.pid,
+#                               socat.pid + forward-port (the root-netns forwarder), sshd.log
+# sshd runs inside the host's namespaces (started by host_init, or by ensure_host_ssh through
+# nsenter when only sshd died) on the netns's 127.0.0.1:22. A socat in the root netns listens on
+# 127.0.0.1:PORT and, per connection, runs `nsenter --net=/run/netns/NETNS socat STDIO
+# TCP:127.0.0.1:22`: traffic stays on loopbacks, the two ends in different network namespaces.
+# ---------------------------------------------------------------------------------------------
+host_ssh_dir() { printf '%s/ssh' "$(host_dir "$1")"; }
+
+# host_ssh_port NAME: SSH_PORT_BASE + index of NAME among the netns hosts of RIG_HOSTS; empty if
+# NAME is not a netns host there
+host_ssh_port() {
+  local h i=0
+  for h in "${RIG_HOSTS[@]}"; do
+    [ -n "$(host_netns "$h")" ] || continue
+    if [ "$(host_name "$h")" = "$1" ]; then printf '%s' $((SSH_PORT_BASE + i)); return 0; fi
+    i=$((i + 1))
+  done
+}
+
+host_ssh_uri() { # NAME
+  printf 'qemu+ssh://root@%s:%s/system?keyfile=%s&known_hosts=%s' \
+    "$LISTEN_ADDR" "$(host_ssh_port "$1")" "$SSH_DIR/id_ed25519" "$SSH_DIR/known_hosts"
+}
+
+ensure_ssh_client() {
+  mkdir -p "$SSH_DIR"; chmod 700 "$SSH_DIR"
+  if [ ! -s "$SSH_DIR/id_ed25519" ] || [ ! -s "$SSH_DIR/id_ed25519.pub" ]; then
+    log "creating rig ssh client key $SSH_DIR/id_ed25519"
+    rm -f "$SSH_DIR/id_ed25519" "$SSH_DIR/id_ed25519.pub"
+    ssh-keygen -q -t ed25519 -N '' -C vmctl-rig-client -f "$SSH_DIR/id_ed25519"
+  fi
+  if ! cmp -s "$SSH_DIR/id_ed25519.pub" "$SSH_DIR/authorized_keys" 2>/dev/null; then
+    install -m 600 "$SSH_DIR/id_ed25519.pub" "$SSH_DIR/authorized_keys"
+  fi
+}
+
+# host_ssh_prepare NAME: host key (once) and sshd_config (regenerated), from the root namespace
+host_ssh_prepare() {
+  local name=$1 sd; sd=$(host_ssh_dir "$name")
+  ensure_ssh_client
+  mkdir -p "$sd"; chmod 700 "$sd"
+  if [ ! -s "$sd/ssh_host_ed25519_key" ] || [ ! -s "$sd/ssh_host_ed25519_key.pub" ]; then
+    rm -f "$sd/ssh_host_ed25519_key" "$sd/ssh_host_ed25519_key.pub"
+    ssh-keygen -q -t ed25519 -N '' -C "vmctl-rig-$name" -f "$sd/ssh_host_ed25519_key"
+  fi
+  {
+    echo "# generated by scripts/test-rig.sh for rig host $name (runs inside its network namespace)"
+    echo "Port 22"
+    echo "ListenAddress 127.0.0.1"
+    echo "HostKey $sd/ssh_host_ed25519_key"
+    echo "PidFile $sd/sshd.pid"
+    echo "AuthorizedKeysFile $SSH_DIR/authorized_keys"
+    echo "PermitRootLogin prohibit-password"
+    echo "PubkeyAuthentication yes"
+    echo "PasswordAuthentication no"
+    echo "KbdInteractiveAuthentication no"
+    echo "UsePAM no"
+    echo "StrictModes no"
+    echo "AllowStreamLocalForwarding yes"
+    echo "AllowTcpForwarding yes"
+    echo "X11Forwarding no"
+    echo "PrintMotd no"
+    echo "UseDNS no"
+    echo "LogLevel VERBOSE"
+  } > "$sd/sshd_config"
+  "$SSHD_BIN" -t -f "$sd/sshd_config" || die "rig host $name: invalid $sd/sshd_config"
+}
+
+# host_sshd_exec NAME: start the host's sshd (daemonizes); must run inside the host's namespaces
+host_sshd_exec() {
+  local sd; sd=$(host_ssh_dir "$1")
+  mkdir -p /run/sshd; chmod 755 /run/sshd     # privilege separation directory
+  rm -f "$sd/sshd.pid"
+  "$SSHD_BIN" -f "$sd/sshd_config" -E "$sd/sshd.log" || return 1
+  echo "started sshd for rig host $1"
+}
+
+# ssh_banner PORT [NETNS]: succeed once 127.0.0.1:PORT (of NETNS, if given) sends an SSH banner
+ssh_banner() {
+  local port=$1 ns=${2:-} pre=()
+  [ -z "$ns" ] || pre=(nsenter "--net=/run/netns/$ns")
+  "${pre[@]}" timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r -t 4 l <&3 && [[ $l == SSH-* ]]' _ "$port" \
+    </dev/null >/dev/null 2>&1 9>&-
+}
+
+wait_ssh_banner() { # PORT [NETNS]
+  local i
+  for i in $(seq 1 50); do ssh_banner "$@" && return 0; sleep 0.1; done
+  return 1
+}
+
+sshd_running() { pid_alive "$(host_ssh_dir "$1")/sshd.pid"; }
+forward_running() { # NAME [PORT]: forwarder alive (and listening on PORT, if given)
+  local sd; sd=$(host_ssh_dir "$1")
+  pid_alive "$sd/socat.pid" || return 1
+  [ -z "${2:-}" ] || [ "$(cat "$sd/forward-port" 2>/dev/null)" = "$2" ]
+}
+
+# ensure_host_ssh NAME NETNS: sshd in the (running) host's namespaces, the root-netns forwarder,
+# the known_hosts entry; quick when all is there
+ensure_host_ssh() {
+  local name=$1 ns=$2 d sd port pid
+  d=$(host_dir "$name"); sd=$(host_ssh_dir "$name"); port=$(host_ssh_port "$name")
+  [ -n "$port" ] || die "rig host $name: no ssh port (not a netns host in VMCTL_RIG_HOSTS)"
+  if ! sshd_running "$name" || ! ssh_banner 22 "$ns"; then
+    # the host's daemons are up (start_libvirt_host) but its sshd is not: start it in their namespaces
+    host_ssh_prepare "$name"
+    if sshd_running "$name"; then kill "$(read_pid "$sd/sshd.pid")" 2>/dev/null || true; sleep 0.2; fi
+    pid=$(read_pid "$d/libvirtd.pid")
+    log "starting sshd of rig host $name in its namespaces"
+    (
+      cgroup_enter "$name" "$BASHPID"
+      exec nsenter -t "$pid" -m -C -n -- "$self" __host-sshd "$name"
+    ) </dev/null >>"$d/log/launch.log" 2>&1 9>&- || die "rig host $name: sshd failed to start; see $d/log/launch.log"
+  fi
+  wait_ssh_banner 22 "$ns" || die "rig host $name: sshd does not answer on 127.0.0.1:22 in netns $ns; see $sd/sshd.log"
+  if ! forward_running "$name" "$port" || ! ssh_banner "$port"; then
+    stop_ssh_forward "$name" quiet
+    if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+      die "port $port is already in use (not by this rig host's forwarder); cannot forward to rig host $name's sshd"
+    fi
+    log "forwarding $LISTEN_ADDR:$port -> netns $ns 127.0.0.1:22 (rig host $name's sshd)"
+    # setsid: its own process group, so `down` ends the per-connection children with it
+    setsid socat "TCP-LISTEN:$port,bind=$LISTEN_ADDR,reuseaddr,fork" \
+      "EXEC:nsenter --net=/run/netns/$ns socat STDIO TCP\:127.0.0.1\:22" \
+      </dev/null >>"$sd/socat.log" 2>&1 9>&- &
+    echo $! > "$sd/socat.pid"
+    echo "$port" > "$sd/forward-port"
+    wait_ssh_banner "$port" || die "rig host $name: no ssh banner on $LISTEN_ADDR:$port through the forwarder; see $sd/socat.log"
+  fi
+}
+
+# known_hosts for every netns host of RIG_HOSTS (rewritten atomically when it changes)
+write_known_hosts() {
+  local h name port sd tmp
+  tmp=$(mktemp "$SSH_DIR/.known_hosts.XXXXXX")
+  for h in "${RIG_HOSTS[@]}"; do
+    [ -n "$(host_netns "$h")" ] || continue
+    name=$(host_name "$h"); port=$(host_ssh_port "$name"); sd=$(host_ssh_dir "$name")
+    awk -v n="[$LISTEN_ADDR]:$port" '{ print n, $1, $2 }' "$sd/ssh_host_ed25519_key.pub" >> "$tmp"
+  done
+  chmod 644 "$tmp"
+  if cmp -s "$tmp" "$SSH_DIR/known_hosts"; then rm -f "$tmp"; else mv -f "$tmp" "$SSH_DIR/known_hosts"; fi
+}
+
+stop_ssh_forward() { # NAME [quiet]
+  local sd pid i; sd=$(host_ssh_dir "$1")
+  if pid_alive "$sd/socat.pid"; then
+    pid=$(read_pid "$sd/socat.pid")
+    [ -n "${2:-}" ] || log "host $1: stopping ssh forwarder ($pid)"
+    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$sd/socat.pid" "$sd/forward-port"
+}
+
+stop_host_ssh() { # NAME [quiet]
+  local sd pid i; sd=$(host_ssh_dir "$1")
+  [ -d "$sd" ] || return 0
+  stop_ssh_forward "$@"
+  if pid_alive "$sd/sshd.pid"; then
+    pid=$(read_pid "$sd/sshd.pid")
+    [ -n "${2:-}" ] || log "host $1: stopping sshd ($pid)"
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$sd/sshd.pid"   # its sessions live in the host's cgroups: stop_libvirt_host ends them
+}
+
+# ---------------------------------------------------------------------------------------------
 # Rig hosts: NAME or NAME:NETNS (see start_libvirt_host). VMCTL_RIG_HOSTS overrides, e.g.
 #   VMCTL_RIG_HOSTS="host1 mig1:vmctl-rig-mig1 mig2:vmctl-rig-mig2" scripts/test-rig.sh up
 # (the future live-migration hosts: each in its own netns; connect the netns with veth pairs in
-# ensure_netns so migration traffic never leaves namespaces the rig created).
-read -r -a RIG_HOSTS <<< "${VMCTL_RIG_HOSTS:-host1}"
+# ensure_netns so migration traffic never leaves namespaces the rig created). Each netns host
+# is also reachable over ssh (see "ssh into netns hosts"), on 16522, 16523, ... in this order.
+read -r -a RIG_HOSTS <<< "${VMCTL_RIG_HOSTS:-host1 mig1:vmctl-rig-mig1}"
 host_name() { printf '%s' "${1%%:*}"; }
 host_netns() { case "$1" in *:*) printf '%s' "${1#*:}" ;; esac; }
 
@@ -387,20 +582,31 @@ rig_up() {
   for t in libvirtd virtlogd virsh unshare nsenter ss ip flock; do
     command -v "$t" >/dev/null || die "$t not found (run scripts/setup-host.sh)"
   done
+  local h ns any_netns=
+  for h in "${RIG_HOSTS[@]}"; do [ -z "$(host_netns "$h")" ] || any_netns=1; done
+  if [ -n "$any_netns" ]; then   # netns hosts are reachable over ssh
+    for t in "$SSHD_BIN" ssh-keygen socat timeout; do
+      command -v "$t" >/dev/null || die "$t not found (run scripts/setup-host.sh)"
+    done
+  fi
   ensure_pki
-  local h ns
+  [ -z "$any_netns" ] || ensure_ssh_client
   for h in "${RIG_HOSTS[@]}"; do
     ns=$(host_netns "$h")
     [ -z "$ns" ] || ensure_netns "$ns"
     start_libvirt_host "$(host_name "$h")" "$ns"
+    [ -z "$ns" ] || ensure_host_ssh "$(host_name "$h")" "$ns"
   done
+  [ -z "$any_netns" ] || write_known_hosts
 }
 
 # down stops every host that has state under .cache/rig/hosts, whatever VMCTL_RIG_HOSTS says
 rig_down() {
   local d
   for d in "$RIG_DIR"/hosts/*/; do
-    [ -d "$d" ] && stop_libvirt_host "$(basename "$d")"
+    [ -d "$d" ] || continue
+    stop_host_ssh "$(basename "$d")"
+    stop_libvirt_host "$(basename "$d")"
   done
   return 0
 }
@@ -418,15 +624,29 @@ rig_clean() {
 }
 
 rig_status() {
-  local h name rc=0 d
+  local h name rc=0 d ns port sd
   for h in "${RIG_HOSTS[@]}"; do
-    name=$(host_name "$h"); d=$(host_dir "$name")
+    name=$(host_name "$h"); d=$(host_dir "$name"); ns=$(host_netns "$h")
     if host_ready "$name"; then
-      echo "$name: running (libvirtd $(read_pid "$d/libvirtd.pid"), virtlogd $(read_pid "$d/virtlogd.pid"), socket $(host_sock "$name"))"
+      echo "$name: running (libvirtd $(read_pid "$d/libvirtd.pid"), virtlogd $(read_pid "$d/virtlogd.pid"), socket $(host_sock "$name")${ns:+, netns $ns})"
     elif host_running "$name"; then
       echo "$name: daemons running but not answering"; rc=1
     else
       echo "$name: stopped"; rc=1
+    fi
+    [ -n "$ns" ] || continue
+    port=$(host_ssh_port "$name"); sd=$(host_ssh_dir "$name")
+    if sshd_running "$name"; then
+      echo "$name: sshd running ($(read_pid "$sd/sshd.pid"), netns $ns 127.0.0.1:22)"
+    else
+      echo "$name: sshd stopped"; rc=1
+    fi
+    if forward_running "$name" "$port" && ssh_banner "$port"; then
+      echo "$name: ssh forward running (socat $(read_pid "$sd/socat.pid"), $LISTEN_ADDR:$port -> netns $ns 127.0.0.1:22)"
+    elif forward_running "$name"; then
+      echo "$name: ssh forward on $LISTEN_ADDR:$(cat "$sd/forward-port" 2>/dev/null) (socat $(read_pid "$sd/socat.pid")) not answering with an ssh banner on $port"; rc=1
+    else
+      echo "$name: ssh forward stopped"; rc=1
     fi
   done
   return $rc
@@ -444,7 +664,16 @@ rig_env() {
     q "RIG_HOST_${n}_UNIX_URI" "$(host_unix_uri "$(host_name "$h")")"
     q "RIG_HOST_${n}_DIR" "$(host_dir "$(host_name "$h")")"
     q "RIG_HOST_${n}_NETNS" "$(host_netns "$h")"
+    [ -n "$(host_netns "$h")" ] || continue
+    # netns hosts: a "remote host over SSH" (root, key auth, host key in RIG_SSH_KNOWN_HOSTS)
+    q "RIG_HOST_${n}_SSH_PORT" "$(host_ssh_port "$(host_name "$h")")"
+    q "RIG_HOST_${n}_SSH_URI" "$(host_ssh_uri "$(host_name "$h")")"
+    q "RIG_HOST_${n}_SSH_KEY" "$SSH_DIR/id_ed25519"
+    q "RIG_HOST_${n}_SSH_KNOWN_HOSTS" "$SSH_DIR/known_hosts"
+    q "RIG_HOST_${n}_SSH_HOST_KEY" "$(host_ssh_dir "$(host_name "$h")")/ssh_host_ed25519_key.pub"
   done
+  q RIG_SSH_KEY "$SSH_DIR/id_ed25519"
+  q RIG_SSH_KNOWN_HOSTS "$SSH_DIR/known_hosts"
   q RIG_TCP_URI "qemu+tcp://$LISTEN_ADDR:$TCP_PORT/system"
   q RIG_TLS_URI "qemu+tls://$LISTEN_ADDR:$TLS_PORT/system?pkipath=$PKI"
   q RIG_UNIX_URI "$(host_unix_uri host1)"
@@ -488,6 +717,7 @@ case "${1:-}" in
     name=$2; shift 2
     pid_alive "$(host_dir "$name")/libvirtd.pid" || die "rig host $name is not running"
     exec nsenter -t "$(cat "$(host_dir "$name")/libvirtd.pid")" -m -C -n -- "$@" ;;
-  __host-init) host_init "$2" ;;
+  __host-init) host_init "$2" "${3:-}" ;;
+  __host-sshd) host_sshd_exec "$2" ;;
   *) sed -n '2,/^set -euo/p' "$self" | sed '$d' >&2; exit 2 ;;
 esac

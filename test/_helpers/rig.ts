@@ -13,6 +13,12 @@
  * required), guests are TCG only (<domain type='qemu'>). The tiny guest is direct kernel boot:
  * kernel + initrd, cmdline `console=ttyS0 quiet`, prints `VMCTL-TINY-READY ...` on ttyS0 about
  * 5 s after start, prints `VMCTL-TINY-POWEROFF` and powers off on ACPI shutdown.
+ *
+ * Rig host "mig1" (default VMCTL_RIG_HOSTS "host1 mig1:vmctl-rig-mig1") lives in network
+ * namespace vmctl-rig-mig1 and is a "remote host over SSH": `ensureRigSshHost()` returns it with
+ * `sshUri` = qemu+ssh://root@127.0.0.1:16522/system?keyfile=…&known_hosts=…. The ssh session
+ * lands inside that host's mount + network namespace: /run/libvirt/libvirt-sock is its libvirtd
+ * and direct-tcpip forwards to 127.0.0.1:N reach the netns's own loopback.
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
@@ -31,7 +37,20 @@ export interface RigHost {
   dir: string;
   /** network namespace name, '' for the root namespace */
   netns: string;
+  /** hosts in a netns only (see RigSshHost): root-netns port forwarded to the netns's sshd */
+  sshPort?: number;
+  /** qemu+ssh://root@127.0.0.1:<sshPort>/system?keyfile=<sshKey>&known_hosts=<knownHosts> */
+  sshUri?: string;
+  /** unencrypted ed25519 client key authorized for root on the host */
+  sshKey?: string;
+  /** known_hosts listing the host key as [127.0.0.1]:<sshPort> */
+  knownHosts?: string;
+  /** the host's public host key file ('ssh-ed25519 AAAA… comment') */
+  sshHostKey?: string;
 }
+
+/** A rig host in its own network namespace, reachable over ssh from the root netns. */
+export type RigSshHost = RigHost & Required<Pick<RigHost, 'sshPort' | 'sshUri' | 'sshKey' | 'knownHosts' | 'sshHostKey'>>;
 
 export interface TinyManifest {
   kernelVersion: string;
@@ -157,11 +176,20 @@ export function rigEnvFrom(raw: Record<string, string>): RigEnv {
     .filter(Boolean)
     .map((name) => {
       const k = name.toUpperCase().replace(/-/g, '_');
-      return {
+      const host: RigHost = {
         name,
         unixUri: need(raw, `RIG_HOST_${k}_UNIX_URI`),
         dir: need(raw, `RIG_HOST_${k}_DIR`),
         netns: raw[`RIG_HOST_${k}_NETNS`] ?? '',
+      };
+      if (host.netns === '') return host;
+      return {
+        ...host,
+        sshPort: needPort(raw, `RIG_HOST_${k}_SSH_PORT`),
+        sshUri: need(raw, `RIG_HOST_${k}_SSH_URI`),
+        sshKey: needFile(need(raw, `RIG_HOST_${k}_SSH_KEY`), `rig host ${name} ssh client key`),
+        knownHosts: needFile(need(raw, `RIG_HOST_${k}_SSH_KNOWN_HOSTS`), `rig host ${name} known_hosts`),
+        sshHostKey: needFile(need(raw, `RIG_HOST_${k}_SSH_HOST_KEY`), `rig host ${name} ssh host key`),
       };
     });
   const tinyManifestPath = needFile(need(raw, 'TINY_MANIFEST'), 'tiny guest manifest');
@@ -200,6 +228,23 @@ export function rigEnvFrom(raw: Record<string, string>): RigEnv {
   };
 }
 
+/**
+ * The rig host reachable over ssh (in its own netns): `name`, or the first such host. Throws
+ * when there is none (e.g. VMCTL_RIG_HOSTS without a NAME:NETNS entry).
+ */
+export function rigSshHost(rig: RigEnv, name?: string): RigSshHost {
+  const host = rig.hosts.find((h) => h.sshUri !== undefined && (name === undefined || h.name === name));
+  if (!host) {
+    const set = process.env['VMCTL_RIG_HOSTS'];
+    throw new Error(
+      `rig: no rig host${name ? ` named ${name}` : ''} reachable over ssh among [${rig.hosts.map((h) => h.name).join(', ')}]: ` +
+        `such a host needs its own netns (NAME:NETNS in VMCTL_RIG_HOSTS${set !== undefined ? `, which is set to '${set}'` : ''}; ` +
+        `the default is 'host1 mig1:vmctl-rig-mig1')`,
+    );
+  }
+  return host as RigSshHost;
+}
+
 let pending: Promise<RigEnv> | undefined;
 
 /**
@@ -222,6 +267,12 @@ export function ensureRig(): Promise<RigEnv> {
     });
   }
   return pending;
+}
+
+/** ensureRig(), then the rig host reachable over ssh (see rigSshHost). */
+export async function ensureRigSshHost(name?: string): Promise<{ rig: RigEnv; host: RigSshHost }> {
+  const rig = await ensureRig();
+  return { rig, host: rigSshHost(rig, name) };
 }
 
 /**
