@@ -265,12 +265,12 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
   if (autoSsh) forwardPortRange(); // a bad VMCTL_FORWARD_PORTS fails before anything is made
   // decide up front what "ready" means: nothing is made before it is known to be possible
   let wait: WaitTarget = opts.wait ?? 'ssh';
+  let ipOnlyWarning: string | undefined;
   if (hasSshForward && conn.hostLoopback === 'none' && wait === 'ssh') {
     if (opts.wait === 'ssh') tunnelFor(conn); // throws: says why and what to use instead
     wait = 'ip';
-    hooks.onWarning?.(
-      `over ${conn.uri.transport} vmctl cannot reach the guest's SSH forward (it listens on the loopback of ${conn.uri.host ?? 'the libvirt host'}): waiting for an IP only; use qemu+ssh://${conn.uri.host ?? 'HOST'}/system for vmctl ssh`,
-    );
+    // said when the wait begins (not if create fails before)
+    ipOnlyWarning = `over ${conn.uri.transport} vmctl cannot reach the guest's SSH forward (it listens on the loopback of ${conn.uri.host ?? 'the libvirt host'}): waiting for an IP only; use qemu+ssh://${conn.uri.host ?? 'HOST'}/system for vmctl ssh`;
   }
   const imageName = spec.image ?? 'debian-12';
   const imageOpts = {
@@ -445,6 +445,7 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
     const sshTarget = setSsh(sshPort);
 
     if (wait !== 'none') {
+      if (ipOnlyWarning) hooks.onWarning?.(ipOnlyWarning);
       const ready = await waitReady(dom, { target: wait, ssh: sshTarget, timeoutMs: opts.timeoutMs ?? 15 * 60_000, phase, signal: hooks.signal, log, t0 });
       if (ready.ip) result.ip = ready.ip;
     }

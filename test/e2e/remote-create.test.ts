@@ -70,19 +70,23 @@ describe('create on a remote host over qemu+tcp (host1)', () => {
     expect(await snapshot(rig.tcpUri)).toEqual(before);
   });
 
-  it('picks the SSH forward port blind on the remote host and moves on when QEMU finds it taken', { timeout: 10 * 60_000 }, async () => {
+  it('picks the SSH forward port blind on the remote host, moves on when QEMU finds it taken, and waits for an IP (saying why not ssh)', { timeout: 10 * 60_000 }, async () => {
     // host1 shares this network namespace: hold four of five ports so that
     // QEMU there fails on whichever of them vmctl tries first
     const base = 20000 + Math.floor(Math.random() * 10000);
     const held = await Promise.all([0, 1, 2, 3].map((i) => listen(base + i)));
     try {
-      const r = await vmctl(['create', VM, '-c', rig.tcpUri, '--accel', 'tcg', '--wait', 'none', '--json', '--log-level', 'info'], {
+      const r = await vmctl(['create', VM, '-c', rig.tcpUri, '--accel', 'tcg', '--json', '--log-level', 'info'], {
         env: { ...env, VMCTL_FORWARD_PORTS: `${base}-${base + 4}` },
         timeoutMs: 10 * 60_000,
       });
       expect(r.code, r.stderr).toBe(0);
-      const res = JSON.parse(r.stdout) as { state: string; ssh: { host: string; port: number } };
+      const res = JSON.parse(r.stdout) as { state: string; ssh: { host: string; port: number }; ip: string; phases: { phase: string }[] };
       expect(res.state).toBe('running');
+      // without --wait, "ready" over tcp is the guest's IP (from its agent), and vmctl says why
+      expect(res.phases.map((p) => p.phase)).toEqual(['defined', 'started', 'ip']);
+      expect(res.ip).toBe('10.0.2.15');
+      expect(r.stderr).toMatch(/cannot reach the guest's SSH forward.*waiting for an IP only.*qemu\+ssh/);
       expect(res.ssh).toMatchObject({ host: '127.0.0.1', port: base + 4 });
       // whatever vmctl tried first and found taken is in the log, with the port
       for (const m of r.stderr.matchAll(/port taken[^\n]*\n\s*port: (\d+)/g)) expect(Number(m[1])).toBeLessThan(base + 4);
