@@ -86,15 +86,17 @@ const createCommand: Cmd<CreateArgs> = {
       .option('timeout', { type: 'number', default: 900, describe: 'seconds to wait for readiness' }) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
-    const { createVm } = await core();
+    // load the VM core while the connection to libvirt is being opened
+    const coreLoading = core();
+    coreLoading.catch(() => undefined); // awaited below; a failure is reported there
     const controller = new AbortController();
     const onSigint = () => controller.abort();
     process.once('SIGINT', onSigint);
     const progress = createProgressRenderer({ log: ctx.log, logFormat: argv['log-format'] });
     try {
       const sshKeys = readKeyFiles(argv['ssh-key']);
-      const result = await ctx.withConnection((conn) =>
-        createVm(
+      const result = await ctx.withConnection(async (conn) =>
+        (await coreLoading).createVm(
           conn,
           {
             name: argv.name,
