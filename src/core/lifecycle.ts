@@ -260,9 +260,15 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
   if (loaded.status === 'rejected') throw loaded.reason;
   const template = loaded.value;
   const spec = template.spec;
-  const autoSsh = spec.nics.some((n) => n.type === 'user' && n.forwards.some((f) => f.guestPort === 22 && f.hostPort === 0));
+  const autoSsh = spec.nics.some((n) => n.type === 'user' && n.forwards.some((f) => f.guestPort === 22 && f.proto === 'tcp' && f.hostPort === 0));
   const hasSshForward = spec.nics.some((n) => n.type === 'user' && n.forwards.some((f) => f.guestPort === 22 && f.proto === 'tcp'));
   if (autoSsh) forwardPortRange(); // a bad VMCTL_FORWARD_PORTS fails before anything is made
+  const unpicked = spec.nics.flatMap((n) => (n.type === 'user' ? n.forwards : [])).find((f) => f.hostPort === 0 && !(f.guestPort === 22 && f.proto === 'tcp'));
+  if (unpicked) {
+    throw new VmctlError('INVALID_INPUT', `the ${unpicked.proto} forward to guest port ${unpicked.guestPort} has hostPort 0; vmctl picks a free port only for SSH (tcp 22)`, {
+      hint: 'give that forward a fixed hostPort in the template',
+    });
+  }
   // decide up front what "ready" means: nothing is made before it is known to be possible
   let wait: WaitTarget = opts.wait ?? 'ssh';
   let ipOnlyWarning: string | undefined;
@@ -309,11 +315,9 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
     // the ssh forward's port: picked here (remote hosts too), re-picked if QEMU finds it taken
     const candidates = forwardPortCandidates();
     let sshPort = autoSsh ? await pickForwardPort(conn, candidates) : undefined;
-    const hostPort = (f: { guestPort: number }) => {
-      if (f.guestPort === 22 && sshPort !== undefined) return sshPort;
-      throw new VmctlError('INVALID_INPUT', `a user-mode forward to guest port ${f.guestPort} has hostPort 0; vmctl picks a port only for SSH (22)`, {
-        hint: 'give that forward a fixed hostPort in the template',
-      });
+    const hostPort = (f: { guestPort: number; proto: 'tcp' | 'udp' }) => {
+      if (f.guestPort === 22 && f.proto === 'tcp' && sshPort !== undefined) return sshPort;
+      throw new VmctlError('INTERNAL', `no port was picked for the forward to guest port ${f.guestPort}`);
     };
 
     // disks (qcow2 overlays on the image, or empty volumes) and the cloud-init

@@ -223,6 +223,16 @@ describe('vmctl create: bad input fails with one clear line and leaves nothing',
     await expectCleanFailure(['create', 'badtpl', '--template', 'broken'], 2, /broken\.yaml:\d+:\d+/);
   });
 
+  it('a forward other than SSH with hostPort 0 is refused before anything is made', async () => {
+    const dir = join(configDir, 'vmctl', 'templates');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'web-any.yaml'),
+      'extends: small\nnics:\n  - type: user\n    forwards:\n      - { host: 127.0.0.1, hostPort: 0, guestPort: 22, proto: tcp }\n      - { host: 127.0.0.1, hostPort: 0, guestPort: 80, proto: tcp }\n',
+    );
+    await expectCleanFailure(['create', 'webany', '--template', 'web-any', '--accel', 'tcg'], 2, /forward to guest port 80 has hostPort 0.*fixed hostPort/);
+  });
+
   it('flag overrides go through the same validation', async () => {
     await expectCleanFailure(['create', 'badflag', '--memory', '8', '--accel', 'tcg'], 2, /--memory: must be >= 64/);
   });
