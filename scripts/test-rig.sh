@@ -15,18 +15,24 @@
 #   host1   root network namespace; listens on TCP 127.0.0.1:16509 (auth none) and
 #           TLS 127.0.0.1:16514 (client certificate from the rig CA required), plus its unix
 #           socket .cache/rig/hosts/host1/run/libvirt/libvirt-sock (qemu+unix:///system?socket=…).
-#   mig1    network namespace vmctl-rig-mig1 (only lo): a "remote host over SSH". An sshd runs
-#           inside the host's mount + cgroup + network namespaces on the netns's 127.0.0.1:22;
+#   mig1    network namespace vmctl-rig-mig1 (lo + rig-network eth0): a "remote host over SSH"; sshd
+#           runs inside the host's mount + cgroup + network namespaces on the netns's 127.0.0.1:22;
 #           socat bridges root-netns 127.0.0.1:16522 (16523, ... for further netns hosts, in
 #           VMCTL_RIG_HOSTS order) to it. So qemu+ssh://root@127.0.0.1:16522/system?keyfile=
 #           .cache/rig/ssh/id_ed25519&known_hosts=.cache/rig/ssh/known_hosts (`env` prints it)
 #           reaches this host's libvirtd, and ssh direct-tcpip forwards to 127.0.0.1:N land on
 #           the netns's loopback (where its guests' user-mode port forwards listen).
+#   mig2    the same in netns vmctl-rig-mig2 (ssh on 127.0.0.1:16523).
+#   Netns hosts also get a private UTS namespace (hostname = NAME) and /etc/hosts, and share the
+#   "rig network" (see ensure_rig_net): eth0 10.254.0.11 (mig1), 10.254.0.12 (mig2), ... bridged
+#   in netns vmctl-rig-net; nothing of it in the root netns. Their libvirtds listen there too
+#   (tcp 16509, tls 16514; each has its own server cert with SANs NAME and its address), e.g.
+#   for live migration between them. `down` keeps the rig network, `clean` deletes it.
 # Inside a host's namespace: scripts/test-rig.sh exec NAME CMD...   (e.g. exec host1 virsh list)
 #
 # Environment: VMCTL_RIG_DIR (default: <repo>/.cache/rig), VMCTL_TINY_DIR (default:
 # <repo>/.cache/images/tiny; only reported by `env`), VMCTL_RIG_HOSTS (default
-# "host1 mig1:vmctl-rig-mig1"; hosts as NAME or NAME:NETNS, see RIG_HOSTS below),
+# "host1 mig1:vmctl-rig-mig1 mig2:vmctl-rig-mig2"; hosts as NAME or NAME:NETNS, see RIG_HOSTS below),
 # VMCTL_RIG_KVM=hide|keep (default hide, see host_init), VMCTL_RIG_SSH_PORT (default 16522: the
 # first netns host's root-netns ssh port).
 # Guests on rig hosts must be <domain type='qemu'> (TCG); the hosts report no 'kvm' domain type.
@@ -69,14 +75,15 @@ make_ca() { # DIR_FOR_KEY CERT_OUT CN
   chmod 600 "$keydir/cakey.pem"
 }
 
-make_cert() { # CA_CERT CA_KEY OUT_CERT OUT_KEY server|client CN
-  local cacert=$1 cakey=$2 cert=$3 key=$4 kind=$5 cn=$6 tmpl
+make_cert() { # CA_CERT CA_KEY OUT_CERT OUT_KEY server|client CN [EXTRA_TEMPLATE_LINES]
+  local cacert=$1 cakey=$2 cert=$3 key=$4 kind=$5 cn=$6 extra=${7:-} tmpl
   tmpl=$(mktemp)
   {
     printf 'cn = "%s"\norganization = "vmctl test rig"\nexpiration_days = 3650\n' "$cn"
     printf 'signing_key\nencryption_key\n'
     if [ "$kind" = server ]; then
       printf 'tls_www_server\ndns_name = "localhost"\nip_address = "127.0.0.1"\n'
+      [ -z "$extra" ] || printf '%s\n' "$extra"
     else
       printf 'tls_www_client\n'
     fi
@@ -115,6 +122,23 @@ ensure_pki() {
       "$PKI_UNTRUSTED/clientcert.pem" "$PKI_UNTRUSTED/clientkey.pem" client vmctl-untrusted-client
     cat "$PKI/cacert.pem" "$PKI_UNTRUSTED/ca/cacert.pem" > "$PKI_UNTRUSTED/cacert.pem"
   fi
+}
+
+# host_server_cert NAME ADDR: a netns host's own server certificate (SANs localhost, 127.0.0.1,
+# NAME, ADDR) in hosts/NAME/pki/, signed by the rig CA; regenerated when its SANs or the CA change
+# (stamp file hosts/NAME/pki/stamp), never regenerates the CA. host1 uses $PKI/servercert.pem.
+host_server_cert() {
+  local name=$1 addr=$2 pd stamp
+  pd="$(host_dir "$name")/pki"
+  stamp="sans=localhost,127.0.0.1,$name,$addr ca=$(sha256sum < "$PKI/cacert.pem" | cut -c1-16)"
+  if [ -s "$pd/servercert.pem" ] && [ -s "$pd/serverkey.pem" ] && [ "$(cat "$pd/stamp" 2>/dev/null)" = "$stamp" ]; then
+    return 0
+  fi
+  log "rig host $name: creating its TLS server certificate (SANs localhost, 127.0.0.1, $name, $addr)"
+  mkdir -p "$pd"; rm -f "$pd/stamp"
+  make_cert "$PKI/cacert.pem" "$PKI_CA/cakey.pem" "$pd/servercert.pem" "$pd/serverkey.pem" server "$name" \
+    "$(printf 'dns_name = "%s"\nip_address = "%s"' "$name" "$addr")"
+  echo "$stamp" > "$pd/stamp"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +248,12 @@ host_write_config() { # NAME LISTEN_ADDR
   local name=$1 listen_addr=$2 d; d=$(host_dir "$name")
   mkdir -p "$d/etc/qemu" "$d/run" "$d/cache" "$d/log/qemu" "$d/lib" "$d/vmctl/images"
   [ -s "$d/host_uuid" ] || cat /proc/sys/kernel/random/uuid > "$d/host_uuid"
+  local addr certdir=$PKI; addr=$(host_addr "$name")
+  if [ -n "$addr" ]; then   # a netns host on the rig network: own cert, own /etc/hosts
+    host_server_cert "$name" "$addr"
+    certdir=$d/pki
+    rig_etc_hosts > "$d/etc-hosts"
+  fi
   # the qemu driver expects these owned by its user, like the Debian package creates them
   local qowner; qowner=$(stat -c %U:%G /var/lib/libvirt/qemu 2>/dev/null || echo root:root)
   if [ ! -d "$d/lib/qemu" ]; then
@@ -241,8 +271,8 @@ host_write_config() { # NAME LISTEN_ADDR
     echo "auth_tcp = \"none\""
     echo "auth_tls = \"none\""
     echo "ca_file = \"$PKI/cacert.pem\""
-    echo "cert_file = \"$PKI/servercert.pem\""
-    echo "key_file = \"$PKI/serverkey.pem\""
+    echo "cert_file = \"$certdir/servercert.pem\""
+    echo "key_file = \"$certdir/serverkey.pem\""
     echo "tls_no_verify_certificate = 0"
     echo "log_outputs = \"3:file:/var/log/libvirt/libvirtd.log\""
   } > "$d/etc/libvirtd.conf"
@@ -291,7 +321,7 @@ start_libvirt_host() {
   (
     cgroup_enter "$name" "$BASHPID"
     if [ -n "$netns" ]; then
-      exec setsid ip netns exec "$netns" unshare --mount --cgroup --propagation private -- "$self" __host-init "$name" "$netns"
+      exec setsid ip netns exec "$netns" unshare --mount --cgroup --uts --propagation private -- "$self" __host-init "$name" "$netns"
     else
       exec setsid unshare --mount --cgroup --propagation private -- "$self" __host-init "$name"
     fi
@@ -329,6 +359,10 @@ host_init() { # NAME [NETNS]
     mkdir -p "${pair#*:}"
     mount --bind "$d/${pair%%:*}" "${pair#*:}"
   done
+  # a netns host's /etc/hosts names the rig network's hosts (mig1, mig2, ... -> 10.254.0.1x)
+  # and its own UTS namespace has hostname NAME (resolvable there; the machine's is not)
+  if [ -n "$netns" ] && [ -s "$d/etc-hosts" ]; then mount --bind "$d/etc-hosts" /etc/hosts; fi
+  [ -z "$netns" ] || hostname "$name"
   # KVM is not usable on this machine, yet /dev/kvm exists and qemu (probing as root) can open
   # it: libvirt then caches "KVM enabled" caps but judges /dev/kvm unusable for the qemu user, so
   # it re-probes qemu (~4 s) on every caps lookup (domain start, virConnectGetVersion, ...).
@@ -498,7 +532,7 @@ ensure_host_ssh() {
     log "starting sshd of rig host $name in its namespaces"
     (
       cgroup_enter "$name" "$BASHPID"
-      exec nsenter -t "$pid" -m -C -n -- "$self" __host-sshd "$name"
+      exec nsenter -t "$pid" -m -C -n -u -- "$self" __host-sshd "$name"
     ) </dev/null >>"$d/log/launch.log" 2>&1 9>&- || die "rig host $name: sshd failed to start; see $d/log/launch.log"
   fi
   wait_ssh_banner 22 "$ns" || die "rig host $name: sshd does not answer on 127.0.0.1:22 in netns $ns; see $sd/sshd.log"
@@ -557,13 +591,70 @@ stop_host_ssh() { # NAME [quiet]
 
 # ---------------------------------------------------------------------------------------------
 # Rig hosts: NAME or NAME:NETNS (see start_libvirt_host). VMCTL_RIG_HOSTS overrides, e.g.
-#   VMCTL_RIG_HOSTS="host1 mig1:vmctl-rig-mig1 mig2:vmctl-rig-mig2" scripts/test-rig.sh up
-# (the future live-migration hosts: each in its own netns; connect the netns with veth pairs in
-# ensure_netns so migration traffic never leaves namespaces the rig created). Each netns host
+#   VMCTL_RIG_HOSTS="host1 mig1:vmctl-rig-mig1" scripts/test-rig.sh up
+# Netns hosts are the live-migration hosts: each in its own netns, connected by the rig network
+# (ensure_rig_net) so migration traffic never leaves namespaces the rig created. Each netns host
 # is also reachable over ssh (see "ssh into netns hosts"), on 16522, 16523, ... in this order.
-read -r -a RIG_HOSTS <<< "${VMCTL_RIG_HOSTS:-host1 mig1:vmctl-rig-mig1}"
+read -r -a RIG_HOSTS <<< "${VMCTL_RIG_HOSTS:-host1 mig1:vmctl-rig-mig1 mig2:vmctl-rig-mig2}"
 host_name() { printf '%s' "${1%%:*}"; }
 host_netns() { case "$1" in *:*) printf '%s' "${1#*:}" ;; esac; }
+
+# ---------------------------------------------------------------------------------------------
+# The rig network: connects all netns hosts, nothing in the root netns. Network namespace
+# $RIG_NET_NS holds bridge $RIG_NET_BRIDGE; each netns host (i = 1, 2, ... among the netns hosts
+# of RIG_HOSTS) has a veth pair: `eth0` in its netns with $RIG_NET_PREFIX.(10+i)/24, the peer
+# `vr-NAME` in $RIG_NET_NS enslaved to the bridge. mig1 = 10.254.0.11, mig2 = 10.254.0.12. Each
+# netns host's libvirtd listens there too (0.0.0.0:16509 tcp, :16514 tls; its server cert has the
+# address and NAME as SANs) and its /etc/hosts maps the host names to these addresses.
+# ---------------------------------------------------------------------------------------------
+RIG_NET_NS=vmctl-rig-net
+RIG_NET_BRIDGE=rigbr0
+RIG_NET_PREFIX=10.254.0
+
+host_addr() { # NAME: its rig-network address; empty unless NAME is a netns host of RIG_HOSTS
+  local h i=0
+  for h in "${RIG_HOSTS[@]}"; do
+    [ -n "$(host_netns "$h")" ] || continue
+    i=$((i + 1))
+    if [ "$(host_name "$h")" = "$1" ]; then printf '%s.%s' "$RIG_NET_PREFIX" $((10 + i)); return 0; fi
+  done
+}
+
+rig_etc_hosts() {
+  local h
+  printf '# generated by scripts/test-rig.sh: a rig netns host'"'"'s /etc/hosts\n'
+  printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n'
+  for h in "${RIG_HOSTS[@]}"; do
+    [ -z "$(host_netns "$h")" ] || printf '%s\t%s\n' "$(host_addr "$(host_name "$h")")" "$(host_name "$h")"
+  done
+}
+
+ns_has_link() { ip -n "$1" link show "$2" >/dev/null 2>&1; } # NETNS DEV
+
+# ensure_rig_net: the bridge netns and one veth pair per netns host (their netns must exist);
+# skips what exists
+ensure_rig_net() {
+  local h name ns peer addr
+  ensure_netns "$RIG_NET_NS"
+  if ! ns_has_link "$RIG_NET_NS" "$RIG_NET_BRIDGE"; then
+    log "creating rig network bridge $RIG_NET_BRIDGE in netns $RIG_NET_NS"
+    ip -n "$RIG_NET_NS" link add "$RIG_NET_BRIDGE" type bridge
+  fi
+  ip -n "$RIG_NET_NS" link set "$RIG_NET_BRIDGE" up
+  for h in "${RIG_HOSTS[@]}"; do
+    ns=$(host_netns "$h"); [ -n "$ns" ] || continue
+    name=$(host_name "$h"); addr=$(host_addr "$name"); peer="vr-$name"; peer=${peer:0:15}
+    if ! ns_has_link "$ns" eth0 || ! ns_has_link "$RIG_NET_NS" "$peer"; then
+      ip -n "$ns" link del eth0 2>/dev/null || true
+      ip -n "$RIG_NET_NS" link del "$peer" 2>/dev/null || true
+      log "rig network: $name eth0 $addr/24 (netns $ns) <-> $peer on $RIG_NET_BRIDGE (netns $RIG_NET_NS)"
+      ip -n "$RIG_NET_NS" link add "$peer" type veth peer name eth0 netns "$ns"
+    fi
+    ip -n "$RIG_NET_NS" link set "$peer" master "$RIG_NET_BRIDGE" up
+    ip -n "$ns" addr replace "$addr/24" dev eth0
+    ip -n "$ns" link set eth0 up
+  done
+}
 
 # ensure_netns NAME: a network namespace with only loopback up; recorded for `clean`.
 ensure_netns() {
@@ -591,9 +682,14 @@ rig_up() {
   fi
   ensure_pki
   [ -z "$any_netns" ] || ensure_ssh_client
+  # network namespaces and the rig network first: a host's libvirtd should see its eth0
   for h in "${RIG_HOSTS[@]}"; do
     ns=$(host_netns "$h")
     [ -z "$ns" ] || ensure_netns "$ns"
+  done
+  [ -z "$any_netns" ] || ensure_rig_net
+  for h in "${RIG_HOSTS[@]}"; do
+    ns=$(host_netns "$h")
     start_libvirt_host "$(host_name "$h")" "$ns"
     [ -z "$ns" ] || ensure_host_ssh "$(host_name "$h")" "$ns"
   done
@@ -648,6 +744,13 @@ rig_status() {
     else
       echo "$name: ssh forward stopped"; rc=1
     fi
+    local addr; addr=$(host_addr "$name")
+    if ip -n "$ns" -4 -o addr show dev eth0 2>/dev/null | grep -q " $addr/24 " \
+       && ns_has_link "$RIG_NET_NS" "$RIG_NET_BRIDGE"; then
+      echo "$name: rig network $addr/24 (netns $ns eth0, bridge $RIG_NET_BRIDGE in netns $RIG_NET_NS)"
+    else
+      echo "$name: rig network missing ($addr/24 on eth0 in netns $ns)"; rc=1
+    fi
   done
   return $rc
 }
@@ -666,12 +769,16 @@ rig_env() {
     q "RIG_HOST_${n}_NETNS" "$(host_netns "$h")"
     [ -n "$(host_netns "$h")" ] || continue
     # netns hosts: a "remote host over SSH" (root, key auth, host key in RIG_SSH_KNOWN_HOSTS)
+    q "RIG_HOST_${n}_ADDR" "$(host_addr "$(host_name "$h")")"
     q "RIG_HOST_${n}_SSH_PORT" "$(host_ssh_port "$(host_name "$h")")"
     q "RIG_HOST_${n}_SSH_URI" "$(host_ssh_uri "$(host_name "$h")")"
     q "RIG_HOST_${n}_SSH_KEY" "$SSH_DIR/id_ed25519"
     q "RIG_HOST_${n}_SSH_KNOWN_HOSTS" "$SSH_DIR/known_hosts"
     q "RIG_HOST_${n}_SSH_HOST_KEY" "$(host_ssh_dir "$(host_name "$h")")/ssh_host_ed25519_key.pub"
   done
+  q RIG_NET_NETNS "$RIG_NET_NS"
+  q RIG_NET_BRIDGE "$RIG_NET_BRIDGE"
+  q RIG_NET_CIDR "$RIG_NET_PREFIX.0/24"
   q RIG_SSH_KEY "$SSH_DIR/id_ed25519"
   q RIG_SSH_KNOWN_HOSTS "$SSH_DIR/known_hosts"
   q RIG_TCP_URI "qemu+tcp://$LISTEN_ADDR:$TCP_PORT/system"
@@ -716,7 +823,7 @@ case "${1:-}" in
     [ $# -ge 3 ] || die "usage: $0 exec NAME CMD..."
     name=$2; shift 2
     pid_alive "$(host_dir "$name")/libvirtd.pid" || die "rig host $name is not running"
-    exec nsenter -t "$(cat "$(host_dir "$name")/libvirtd.pid")" -m -C -n -- "$@" ;;
+    exec nsenter -t "$(cat "$(host_dir "$name")/libvirtd.pid")" -m -C -n -u -- "$@" ;;
   __host-init) host_init "$2" "${3:-}" ;;
   __host-sshd) host_sshd_exec "$2" ;;
   *) sed -n '2,/^set -euo/p' "$self" | sed '$d' >&2; exit 2 ;;

@@ -14,11 +14,15 @@
  * kernel + initrd, cmdline `console=ttyS0 quiet`, prints `VMCTL-TINY-READY ...` on ttyS0 about
  * 5 s after start, prints `VMCTL-TINY-POWEROFF` and powers off on ACPI shutdown.
  *
- * Rig host "mig1" (default VMCTL_RIG_HOSTS "host1 mig1:vmctl-rig-mig1") lives in network
- * namespace vmctl-rig-mig1 and is a "remote host over SSH": `ensureRigSshHost()` returns it with
- * `sshUri` = qemu+ssh://root@127.0.0.1:16522/system?keyfile=…&known_hosts=…. The ssh session
- * lands inside that host's mount + network namespace: /run/libvirt/libvirt-sock is its libvirtd
- * and direct-tcpip forwards to 127.0.0.1:N reach the netns's own loopback.
+ * Rig hosts "mig1" and "mig2" (default VMCTL_RIG_HOSTS "host1 mig1:vmctl-rig-mig1
+ * mig2:vmctl-rig-mig2") each live in their own network namespace and are "remote hosts over SSH":
+ * `ensureRigSshHost()` returns one with `sshUri` = qemu+ssh://root@127.0.0.1:16522/system?keyfile=…
+ * &known_hosts=… (16523 for mig2). The ssh session lands inside that host's mount + network
+ * namespace: /run/libvirt/libvirt-sock is its libvirtd and direct-tcpip forwards to 127.0.0.1:N
+ * reach the netns's own loopback. The netns hosts also share the private "rig network"
+ * (`addr`: mig1 10.254.0.11, mig2 10.254.0.12, reachable only from the netns hosts, not from the
+ * root netns); their libvirtds listen there on 16509 (tcp) and 16514 (tls, cert SANs include
+ * the address and the host name), e.g. for live migration between them.
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
@@ -47,10 +51,12 @@ export interface RigHost {
   knownHosts?: string;
   /** the host's public host key file ('ssh-ed25519 AAAA… comment') */
   sshHostKey?: string;
+  /** hosts in a netns only: address on the rig network (10.254.0.11 for the first netns host) */
+  addr?: string;
 }
 
 /** A rig host in its own network namespace, reachable over ssh from the root netns. */
-export type RigSshHost = RigHost & Required<Pick<RigHost, 'sshPort' | 'sshUri' | 'sshKey' | 'knownHosts' | 'sshHostKey'>>;
+export type RigSshHost = RigHost & Required<Pick<RigHost, 'sshPort' | 'sshUri' | 'sshKey' | 'knownHosts' | 'sshHostKey' | 'addr'>>;
 
 export interface TinyManifest {
   kernelVersion: string;
@@ -190,6 +196,7 @@ export function rigEnvFrom(raw: Record<string, string>): RigEnv {
         sshKey: needFile(need(raw, `RIG_HOST_${k}_SSH_KEY`), `rig host ${name} ssh client key`),
         knownHosts: needFile(need(raw, `RIG_HOST_${k}_SSH_KNOWN_HOSTS`), `rig host ${name} known_hosts`),
         sshHostKey: needFile(need(raw, `RIG_HOST_${k}_SSH_HOST_KEY`), `rig host ${name} ssh host key`),
+        addr: need(raw, `RIG_HOST_${k}_ADDR`),
       };
     });
   const tinyManifestPath = needFile(need(raw, 'TINY_MANIFEST'), 'tiny guest manifest');
@@ -239,7 +246,7 @@ export function rigSshHost(rig: RigEnv, name?: string): RigSshHost {
     throw new Error(
       `rig: no rig host${name ? ` named ${name}` : ''} reachable over ssh among [${rig.hosts.map((h) => h.name).join(', ')}]: ` +
         `such a host needs its own netns (NAME:NETNS in VMCTL_RIG_HOSTS${set !== undefined ? `, which is set to '${set}'` : ''}; ` +
-        `the default is 'host1 mig1:vmctl-rig-mig1')`,
+        `the default is 'host1 mig1:vmctl-rig-mig1 mig2:vmctl-rig-mig2')`,
     );
   }
   return host as RigSshHost;

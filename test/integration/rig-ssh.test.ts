@@ -164,8 +164,9 @@ describe('rig netns host over ssh', () => {
     const ifaces = link.stdout
       .split('\n')
       .filter(Boolean)
-      .map((l) => l.split(':')[1]!.trim());
-    expect(ifaces).toEqual(['lo']);
+      .map((l) => l.split(':')[1]!.trim().split('@')[0]);
+    // its loopback and its leg of the rig network (not the root netns's interfaces)
+    expect(ifaces).toEqual(['lo', 'eth0']);
 
     // the same network namespace as /run/netns/NETNS (an nsfs inode)
     const ns = await exec('stat -L -c %i /proc/self/ns/net');
