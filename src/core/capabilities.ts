@@ -1,5 +1,5 @@
 /** What vmctl reads from libvirt's host capabilities XML (`virsh capabilities`). */
-import { XMLParser } from 'fast-xml-parser';
+import { xmlParserWith } from './xml.js';
 
 export interface GuestCapability {
   /** 'hvm' for full virtualization */
@@ -21,14 +21,7 @@ export interface HostCapabilities {
   guests: GuestCapability[];
 }
 
-const parser = new XMLParser({
-  ignoreAttributes: false,
-  attributeNamePrefix: '@_',
-  parseTagValue: false,
-  parseAttributeValue: false,
-  trimValues: true,
-  isArray: (name) => ['feature', 'guest', 'domain', 'arch'].includes(name),
-});
+const parser = xmlParserWith((name) => ['feature', 'guest', 'domain', 'arch'].includes(name));
 
 type Node = Record<string, unknown>;
 

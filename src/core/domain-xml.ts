@@ -29,7 +29,8 @@
  *   template, image, the volumes vmctl created and the forwards; read it back
  *   with parseVmctlMetadata().
  */
-import { XMLBuilder, XMLParser } from 'fast-xml-parser';
+import { XMLBuilder } from 'fast-xml-parser';
+import { xmlParserWith } from './xml.js';
 import { VmctlError } from './errors.js';
 import { assertVmName, XML_ILLEGAL_RE } from './names.js';
 import type { DiskSpec, NicModel, NicSpec, PortForward, VmSpec } from './template/model.js';
@@ -322,14 +323,7 @@ export interface VmctlDomainMetadata {
   forwards: VmctlForwardRecord[];
 }
 
-const parser = new XMLParser({
-  ignoreAttributes: false,
-  attributeNamePrefix: '@_',
-  parseTagValue: false,
-  parseAttributeValue: false,
-  trimValues: true,
-  isArray: (_name, jpath) => /(^|\.)(volume|forward)$/.test(String(jpath).replace(/[^.]*:/g, '')),
-});
+const parser = xmlParserWith((_name, jpath) => /(^|\.)(volume|forward)$/.test(String(jpath).replace(/[^.]*:/g, '')));
 
 function localName(key: string): string {
   const i = key.indexOf(':');

@@ -108,6 +108,11 @@ async function domainExists(conn: Connection, name: string): Promise<boolean> {
   }
 }
 
+/** The guest's SSH forward: tcp to port 22 (the one vmctl picks a port for and connects through). */
+function isSshForward(f: { guestPort: number; proto: 'tcp' | 'udp' }): boolean {
+  return f.guestPort === 22 && f.proto === 'tcp';
+}
+
 /**
  * The ports vmctl picks forwards from: by default below Linux's ephemeral
  * range (32768-60999), so the kernel does not hand the port to some outgoing
@@ -260,10 +265,11 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
   if (loaded.status === 'rejected') throw loaded.reason;
   const template = loaded.value;
   const spec = template.spec;
-  const autoSsh = spec.nics.some((n) => n.type === 'user' && n.forwards.some((f) => f.guestPort === 22 && f.proto === 'tcp' && f.hostPort === 0));
-  const hasSshForward = spec.nics.some((n) => n.type === 'user' && n.forwards.some((f) => f.guestPort === 22 && f.proto === 'tcp'));
+  const forwards = spec.nics.flatMap((n) => (n.type === 'user' ? n.forwards : []));
+  const hasSshForward = forwards.some(isSshForward);
+  const autoSsh = forwards.some((f) => isSshForward(f) && f.hostPort === 0);
   if (autoSsh) forwardPortRange(); // a bad VMCTL_FORWARD_PORTS fails before anything is made
-  const unpicked = spec.nics.flatMap((n) => (n.type === 'user' ? n.forwards : [])).find((f) => f.hostPort === 0 && !(f.guestPort === 22 && f.proto === 'tcp'));
+  const unpicked = forwards.find((f) => f.hostPort === 0 && !isSshForward(f));
   if (unpicked) {
     throw new VmctlError('INVALID_INPUT', `the ${unpicked.proto} forward to guest port ${unpicked.guestPort} has hostPort 0; vmctl picks a free port only for SSH (tcp 22)`, {
       hint: 'give that forward a fixed hostPort in the template',
@@ -316,7 +322,7 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
     const candidates = forwardPortCandidates();
     let sshPort = autoSsh ? await pickForwardPort(conn, candidates) : undefined;
     const hostPort = (f: { guestPort: number; proto: 'tcp' | 'udp' }) => {
-      if (f.guestPort === 22 && f.proto === 'tcp' && sshPort !== undefined) return sshPort;
+      if (isSshForward(f) && sshPort !== undefined) return sshPort;
       throw new VmctlError('INTERNAL', `no port was picked for the forward to guest port ${f.guestPort}`);
     };
 
@@ -726,7 +732,7 @@ export async function vmInfo(conn: Connection, name: string): Promise<VmInfo> {
       ipSource = a.source;
     }
   }
-  const fwd = meta?.forwards.find((f) => f.guestPort === 22 && f.proto === 'tcp');
+  const fwd = meta?.forwards.find(isSshForward);
   return {
     name: dom.name,
     uuid: dom.uuidString,
@@ -749,7 +755,7 @@ export async function vmInfo(conn: Connection, name: string): Promise<VmInfo> {
 export async function vmSshTarget(conn: Connection, name: string, opts: { running?: boolean } = {}): Promise<GuestTarget> {
   const dom = await findVm(conn, name);
   const meta: VmctlDomainMetadata | null = parseVmctlMetadata(await dom.xml());
-  const fwd = meta?.forwards.find((f) => f.guestPort === 22 && f.proto === 'tcp');
+  const fwd = meta?.forwards.find(isSshForward);
   if (!meta || !fwd) {
     throw new VmctlError('UNSUPPORTED', `VM ${name} has no SSH forward recorded by vmctl`, { hint: 'vmctl ssh works with VMs made by vmctl create' });
   }

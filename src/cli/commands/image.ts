@@ -2,7 +2,8 @@
 import type { Argv, CommandModule } from 'yargs';
 import { makeContext, toJson, type Context, type GlobalArgs } from '../context.js';
 import { VmctlError } from '../../core/errors.js';
-import { buildImage, DEFAULT_IMAGE, importImage, listImages, removeImage, type ImageInfo } from '../../core/images.js';
+import { buildImage, DEFAULT_IMAGE, importImage, listImages, removeImage, type ImageInfo, type ImageProgress } from '../../core/images.js';
+import type { Connection } from '../../libvirt/connection.js';
 import { createProgressRenderer } from '../progress.js';
 import { formatBytes, formatTable } from '../render.js';
 
@@ -62,6 +63,25 @@ function summary(i: ImageInfo): string {
   })`;
 }
 
+type JobHooks = { signal: AbortSignal; onProgress: (p: ImageProgress) => void; onLog: (m: string) => void };
+
+/** import/build: a long job with progress that Ctrl-C rolls back; prints `<verb> image <summary>` or the JSON. */
+async function runImageJob(argv: GlobalArgs, what: string, verb: string, job: (conn: Connection, hooks: JobHooks) => Promise<ImageInfo>): Promise<void> {
+  const ctx = makeContext(argv);
+  const progress = createProgressRenderer({ log: ctx.log, logFormat: argv['log-format'] });
+  try {
+    const info = await ctx.withConnection((conn) =>
+      interruptible(ctx, what, (signal) => job(conn, { signal, onProgress: (p) => progress.onProgress(p), onLog: (m) => ctx.log.info(m) })),
+    );
+    progress.stop();
+    if (!info) return;
+    if (ctx.json) return ctx.out.json(info);
+    ctx.out.line(`${verb} image ${summary(info)}`);
+  } finally {
+    progress.stop();
+  }
+}
+
 interface ImportArgs {
   source: string;
   name: string;
@@ -78,31 +98,10 @@ const importCommand: Cmd<ImportArgs> = {
       .option('name', { alias: 'n', type: 'string', demandOption: true, requiresArg: true, describe: 'image name' })
       .option('sha256', { type: 'string', requiresArg: true, describe: 'expected sha256 of the image file; a mismatch imports nothing' })
       .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'replace an existing image of that name (never one in use)' }) as never,
-  handler: async (argv) => {
-    const ctx = makeContext(argv);
-    const progress = createProgressRenderer({ log: ctx.log, logFormat: argv['log-format'] });
-    try {
-      const info = await ctx.withConnection((conn) =>
-        interruptible(ctx, `import of image ${argv.name}`, (signal) =>
-          importImage(conn, {
-            source: argv.source,
-            name: argv.name,
-            ...(argv.sha256 !== undefined ? { sha256: argv.sha256 } : {}),
-            force: argv.force,
-            signal,
-            onProgress: (p) => progress.onProgress(p),
-            onLog: (m) => ctx.log.info(m),
-          }),
-        ),
-      );
-      progress.stop();
-      if (!info) return;
-      if (ctx.json) return ctx.out.json(info);
-      ctx.out.line(`imported image ${summary(info)}`);
-    } finally {
-      progress.stop();
-    }
-  },
+  handler: (argv) =>
+    runImageJob(argv, `import of image ${argv.name}`, 'imported', (conn, hooks) =>
+      importImage(conn, { source: argv.source, name: argv.name, ...(argv.sha256 !== undefined ? { sha256: argv.sha256 } : {}), force: argv.force, ...hooks }),
+    ),
 };
 
 const listCommand: Cmd<object> = {
@@ -146,28 +145,8 @@ const buildCommand: Cmd<{ name: string; force: boolean }> = {
     y
       .positional('name', { type: 'string', default: DEFAULT_IMAGE, describe: 'image to build' })
       .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'replace the image if it is already in the pool' }) as never,
-  handler: async (argv) => {
-    const ctx = makeContext(argv);
-    const progress = createProgressRenderer({ log: ctx.log, logFormat: argv['log-format'] });
-    try {
-      const info = await ctx.withConnection((conn) =>
-        interruptible(ctx, `build of image ${argv.name}`, (signal) =>
-          buildImage(conn, argv.name, {
-            force: argv.force,
-            signal,
-            onProgress: (p) => progress.onProgress(p),
-            onLog: (m) => ctx.log.info(m),
-          }),
-        ),
-      );
-      progress.stop();
-      if (!info) return;
-      if (ctx.json) return ctx.out.json(info);
-      ctx.out.line(`built and imported image ${summary(info)}`);
-    } finally {
-      progress.stop();
-    }
-  },
+  handler: (argv) =>
+    runImageJob(argv, `build of image ${argv.name}`, 'built and imported', (conn, hooks) => buildImage(conn, argv.name, { force: argv.force, ...hooks })),
 };
 
 export const imageCommand: CommandModule<GlobalArgs, GlobalArgs> = {
