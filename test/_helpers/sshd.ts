@@ -96,10 +96,14 @@ function waitForBanner(port: number, child: ChildProcess, log: () => string, tim
   });
 }
 
+/** sshd (even `sshd -t`) refuses to run without its privilege separation directory; a fresh /run has none. */
+export function ensureSshdPrivsepDir(): void {
+  mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
+}
+
 export async function startSshd(opts: StartSshdOptions = {}): Promise<SshdInstance> {
   if (!existsSync(SSHD_BIN)) throw new Error(`${SSHD_BIN} not found: install openssh-server`);
-  // privilege separation directory
-  mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
+  ensureSshdPrivsepDir();
 
   const dir = mkdtempSync(join(tmpdir(), 'vmctl-sshd-'));
   const hostKey = join(dir, 'ssh_host_ed25519_key');

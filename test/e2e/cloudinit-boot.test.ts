@@ -20,9 +20,9 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { buildSeedDocuments, ensureVmKeys, generateHostKey, hostPatternFor, pinHostKey, writeSeedIso } from '../../src/core/cloudinit.js';
+import { buildSeedDocuments, ensureVmKeys, generateHostKey, hostPatternFor, pinHostKey, writeSeedIso } from '../../src/core/guest/cloudinit.js';
 import { VmctlError } from '../../src/core/errors.js';
-import { connectGuest, guestCapture, guestExec, waitForCloudInit, waitForSsh, type GuestConnection, type SshAttempt } from '../../src/core/ssh.js';
+import { connectGuest, guestCapture, guestExec, waitForCloudInit, waitForSsh, type GuestConnection, type SshAttempt } from '../../src/core/guest/ssh.js';
 import { freePort } from '../_helpers/sshd.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));

@@ -13,7 +13,7 @@ import { XMLBuilder } from 'fast-xml-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connection, type DomainLifecycleEvent } from '../../src/libvirt/connection.js';
 import { LibvirtError } from '../../src/libvirt/errors.js';
-import { formatLibvirtVersion } from '../../src/core/host.js';
+import { formatLibvirtVersion } from '../../src/core/host/version.js';
 import { ensureRig, type RigEnv } from '../_helpers/rig.js';
 import { startSshd, type SshdInstance } from '../_helpers/sshd.js';
 import { startKillProxy, type KillProxy } from '../_helpers/kill-proxy.js';

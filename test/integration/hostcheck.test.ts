@@ -18,11 +18,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureRig, type RigEnv } from '../_helpers/rig.js';
 import { ensureBuilt, vmctl } from '../_helpers/vmctl.js';
 import { Connection } from '../../src/libvirt/connection.js';
-import { chooseAccel, PROBE_NAME_PREFIX, type AccelProbeResult } from '../../src/core/accel.js';
-import { ensurePool, poolFreeBytes, SYSTEM_POOL_PATH, VMCTL_POOL } from '../../src/core/pool.js';
-import { buildProbeDisk, hasProof, BOOT_SECTOR_SIZE } from '../../src/core/accel-bootsector.js';
+import { chooseAccel, PROBE_NAME_PREFIX, type AccelProbeResult } from '../../src/core/host/accel.js';
+import { ensurePool, poolFreeBytes, SYSTEM_POOL_PATH, VMCTL_POOL } from '../../src/core/storage/pool.js';
+import { buildProbeDisk, hasProof, BOOT_SECTOR_SIZE } from '../../src/core/host/bootsector.js';
 import { VmctlError } from '../../src/core/errors.js';
-import type { HostCheckReport } from '../../src/core/hostcheck.js';
+import type { HostCheckReport } from '../../src/core/host/check.js';
 
 const SYSTEM = 'qemu:///system';
 const LINE_RE = /^(PASS|WARN|FAIL) {2}[^:]+: .+$/;

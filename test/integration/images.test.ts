@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { XMLBuilder } from 'fast-xml-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connection } from '../../src/libvirt/connection.js';
-import { ensurePool } from '../../src/core/pool.js';
+import { ensurePool } from '../../src/core/storage/pool.js';
 import { VmctlError } from '../../src/core/errors.js';
 import {
   buildImage,
@@ -28,7 +28,7 @@ import {
   removeImage,
   type ImageInfo,
   type ImageProgress,
-} from '../../src/core/images.js';
+} from '../../src/core/image/images.js';
 import { builtImagePath } from '../../src/core/paths.js';
 import { ensureRig, repoRoot, type RigEnv } from '../_helpers/rig.js';
 import { tinyDomainXml } from '../_helpers/tiny-domain.js';

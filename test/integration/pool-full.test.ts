@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connection } from '../../src/libvirt/connection.js';
-import { ensurePool } from '../../src/core/pool.js';
+import { ensurePool } from '../../src/core/storage/pool.js';
 import { ensureRig, repoRoot, type RigEnv } from '../_helpers/rig.js';
 import { ensureBuilt, vmctl } from '../_helpers/vmctl.js';
 

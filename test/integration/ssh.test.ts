@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateHostKey, generateUserKey, hostPatternFor, pinHostKey } from '../../src/core/cloudinit.js';
+import { generateHostKey, generateUserKey, hostPatternFor, pinHostKey } from '../../src/core/guest/cloudinit.js';
 import { VmctlError } from '../../src/core/errors.js';
 import {
   connectGuest,
@@ -24,7 +24,7 @@ import {
   type GuestConnection,
   type GuestTarget,
   type SshAttempt,
-} from '../../src/core/ssh.js';
+} from '../../src/core/guest/ssh.js';
 import { fingerprintSha256 } from '../../src/libvirt/transport/known-hosts.js';
 import { freePort, startSshd, type SshdInstance } from '../_helpers/sshd.js';
 

@@ -14,7 +14,7 @@ import {
   buildProbeBootSector,
   buildProbeDisk,
   hasProof,
-} from '../../src/core/accel-bootsector.js';
+} from '../../src/core/host/bootsector.js';
 
 interface Insn {
   at: number;

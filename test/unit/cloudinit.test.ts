@@ -27,9 +27,10 @@ import {
   writeSeedIso,
   type SeedInput,
   type SshKeyPair,
-} from '../../src/core/cloudinit.js';
+} from '../../src/core/guest/cloudinit.js';
 import { VmctlError } from '../../src/core/errors.js';
-import { parseCloudInitStatusJson, parseCloudInitStatusText } from '../../src/core/ssh.js';
+import { parseCloudInitStatusJson, parseCloudInitStatusText } from '../../src/core/guest/ssh.js';
+import { ensureSshdPrivsepDir } from '../_helpers/sshd.js';
 
 const PY = '/usr/bin/python3';
 
@@ -260,6 +261,7 @@ describe('keys', () => {
     expect(execFileSync('ssh-keygen', ['-y', '-f', f], { encoding: 'utf8' }).trim()).toBe(k.publicKey);
     expect(execFileSync('ssh-keygen', ['-l', '-f', f], { encoding: 'utf8' })).toContain(k.fingerprint);
     // cloud-init writes ssh_keys.ed25519_private verbatim to /etc/ssh/ssh_host_ed25519_key: sshd must load it
+    ensureSshdPrivsepDir();
     const t = spawnSync('/usr/sbin/sshd', ['-t', '-f', '/dev/null', '-o', `HostKey=${f}`], { encoding: 'utf8' });
     expect(t.status, t.stderr).toBe(0);
     expect(generateUserKey('').publicKey).toMatch(/^ssh-ed25519 \S+$/);

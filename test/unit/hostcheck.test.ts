@@ -14,11 +14,11 @@ import {
   findOnPath,
   renderCheckLine,
   renderSummaryLine,
-} from '../../src/core/hostcheck.js';
-import { offersKvm, parseCapabilities, virtFlags } from '../../src/core/capabilities.js';
-import { probeDomainXml, summarizeProbe, type AccelProbeResult, type ProbeRun } from '../../src/core/accel.js';
-import { describePoolXml, poolTargetPath, vmctlPoolXml } from '../../src/core/pool.js';
-import { hostCachePath, readHostCache, vmctlCacheDir, writeHostCache, type HostIdentity } from '../../src/core/hostcache.js';
+} from '../../src/core/host/check.js';
+import { offersKvm, parseCapabilities, virtFlags } from '../../src/core/host/capabilities.js';
+import { probeDomainXml, summarizeProbe, type AccelProbeResult, type ProbeRun } from '../../src/core/host/accel.js';
+import { describePoolXml, poolTargetPath, vmctlPoolXml } from '../../src/core/storage/pool.js';
+import { hostCachePath, readHostCache, vmctlCacheDir, writeHostCache, type HostIdentity } from '../../src/core/host/cache.js';
 import { parseLibvirtUri } from '../../src/libvirt/uri.js';
 import { VmctlError } from '../../src/core/errors.js';
 

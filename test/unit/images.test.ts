@@ -10,7 +10,7 @@ import {
   parseImageVolumeName,
   parseVolumeXml,
   rawVolumeXml,
-} from '../../src/core/images.js';
+} from '../../src/core/image/images.js';
 import { diskVolumeName, seedVolumeName } from '../../src/core/names.js';
 import { progressLine } from '../../src/cli/progress.js';
 

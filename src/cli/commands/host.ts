@@ -1,6 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { makeContext, type GlobalArgs } from '../context.js';
-import { runHostChecks, renderCheckLine, renderSummaryLine } from '../../core/hostcheck.js';
+import { runHostChecks, renderCheckLine, renderSummaryLine } from '../../core/host/check.js';
 import { exitCodeFor } from '../exit.js';
 
 interface CheckArgs extends GlobalArgs {

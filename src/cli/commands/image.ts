@@ -2,7 +2,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { makeContext, toJson, type Context, type GlobalArgs } from '../context.js';
 import { VmctlError } from '../../core/errors.js';
-import { buildImage, DEFAULT_IMAGE, importImage, listImages, removeImage, type ImageInfo, type ImageProgress } from '../../core/images.js';
+import { buildImage, DEFAULT_IMAGE, importImage, listImages, removeImage, type ImageInfo, type ImageProgress } from '../../core/image/images.js';
 import type { Connection } from '../../libvirt/connection.js';
 import { createProgressRenderer } from '../progress.js';
 import { formatBytes, formatTable } from '../render.js';

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { makeContext, type GlobalArgs } from '../context.js';
-import { listVms } from '../../core/vms.js';
+import { listVms } from '../../core/vm/list.js';
 import { formatTable, formatBytes } from '../render.js';
 
 interface ListArgs extends GlobalArgs {

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { makeContext, type GlobalArgs } from '../context.js';
-import { getVersions } from '../../core/host.js';
+import { getVersions } from '../../core/host/version.js';
 
 export const versionCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'version',

@@ -3,10 +3,10 @@ import { readFileSync } from 'node:fs';
 import type { Argv, CommandModule } from 'yargs';
 import { makeContext, type Context, type GlobalArgs } from '../context.js';
 import { VmctlError } from '../../core/errors.js';
-import type { PhaseEvent } from '../../core/lifecycle.js';
+import type { PhaseEvent } from '../../core/vm/lifecycle.js';
 // the core (templates/ajv, images, cloud-init, ssh2) loads only when a VM command runs
-const core = () => import('../../core/lifecycle.js');
-const ssh = () => import('../../core/ssh.js');
+const core = () => import('../../core/vm/lifecycle.js');
+const ssh = () => import('../../core/guest/ssh.js');
 import type { DomainLifecycleEvent } from '../../libvirt/connection.js';
 import { parseLibvirtUri } from '../../libvirt/uri.js';
 import { formatBytes } from '../render.js';

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { XMLParser } from 'fast-xml-parser';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildDomainXml, commandlineNicAddress, parseVmctlMetadata, QEMU_XMLNS, VMCTL_XMLNS } from '../../../src/core/domain-xml.js';
+import { buildDomainXml, commandlineNicAddress, parseVmctlMetadata, QEMU_XMLNS, VMCTL_XMLNS } from '../../../src/core/vm/domain-xml.js';
 import { VmctlError } from '../../../src/core/errors.js';
 import { diskVolumeName, seedVolumeName } from '../../../src/core/names.js';
 import { listTemplates, loadTemplate, SHIPPED_TEMPLATE_DIR, validateTemplate } from '../../../src/core/template/load.js';

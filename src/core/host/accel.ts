@@ -22,16 +22,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { xmlBuilder as builder, xmlParser as parser } from './xml.js';
-import type { Connection, DomainLifecycleEvent, StoragePool, StorageVolume } from '../libvirt/connection.js';
-import { LibvirtError } from '../libvirt/errors.js';
-import { VirDomainCreateFlags, VirDomainEventStoppedDetailType } from '../libvirt/generated/constants.gen.js';
-import { silentLogger, type Logger } from './log.js';
-import { VmctlError } from './errors.js';
-import { BOOT_SECTOR_SIZE, PROBE_DISK_SIZE, PROBE_ITERATIONS, DEBUG_EXIT_PORT, buildProbeDisk, hasProof } from './accel-bootsector.js';
-import { hostCapabilities, hostIdentity, readHostCache, writeHostCache, type CacheOptions } from './hostcache.js';
+import { xmlBuilder as builder, xmlParser as parser } from '../xml.js';
+import type { Connection, DomainLifecycleEvent, StoragePool, StorageVolume } from '../../libvirt/connection.js';
+import { LibvirtError } from '../../libvirt/errors.js';
+import { VirDomainCreateFlags, VirDomainEventStoppedDetailType } from '../../libvirt/generated/constants.gen.js';
+import { silentLogger, type Logger } from '../log.js';
+import { VmctlError } from '../errors.js';
+import { BOOT_SECTOR_SIZE, PROBE_DISK_SIZE, PROBE_ITERATIONS, DEBUG_EXIT_PORT, buildProbeDisk, hasProof } from './bootsector.js';
+import { hostCapabilities, hostIdentity, readHostCache, writeHostCache, type CacheOptions } from './cache.js';
 import { offersKvm, parseCapabilities } from './capabilities.js';
-import { ensurePool, VMCTL_POOL, type EnsurePoolResult } from './pool.js';
+import { ensurePool, VMCTL_POOL, type EnsurePoolResult } from '../storage/pool.js';
 
 export type AccelRequest = 'auto' | 'kvm' | 'tcg';
 export type ProbeDomainType = 'kvm' | 'qemu';

@@ -30,10 +30,10 @@ import {
   keyTypeOfBlob,
   readKnownHostsFile,
   type KnownHostEntry,
-} from '../libvirt/transport/known-hosts.js';
-import { SUPPORTED_HOST_KEY_ALGORITHMS } from '../libvirt/transport/ssh.js';
+} from '../../libvirt/transport/known-hosts.js';
+import { SUPPORTED_HOST_KEY_ALGORITHMS } from '../../libvirt/transport/ssh.js';
 import { hostPatternFor } from './cloudinit.js';
-import { VmctlError, type ErrorCode } from './errors.js';
+import { VmctlError, type ErrorCode } from '../errors.js';
 
 const { Client } = ssh2;
 type SshClient = InstanceType<typeof Client>;

@@ -33,15 +33,15 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { fileURLToPath } from 'node:url';
-import { xmlBuilder, xmlParser } from './xml.js';
+import { xmlBuilder, xmlParser } from '../xml.js';
 import type { Logger } from 'pino';
-import type { Connection, StoragePool, StorageVolume } from '../libvirt/connection.js';
-import { LibvirtError } from '../libvirt/errors.js';
-import { VmctlError } from './errors.js';
-import { assertImageName, IMAGE_NAME_RE, quote, resolveUserPath, XML_ILLEGAL_RE } from './names.js';
-import { packagePath } from './package-root.js';
-import { builtImagePath, cacheDir } from './paths.js';
-import { ensurePool } from './pool.js';
+import type { Connection, StoragePool, StorageVolume } from '../../libvirt/connection.js';
+import { LibvirtError } from '../../libvirt/errors.js';
+import { VmctlError } from '../errors.js';
+import { assertImageName, IMAGE_NAME_RE, quote, resolveUserPath, XML_ILLEGAL_RE } from '../names.js';
+import { packagePath } from '../package-root.js';
+import { builtImagePath, cacheDir } from '../paths.js';
+import { ensurePool } from '../storage/pool.js';
 
 // ---------------------------------------------------------------------------------------------
 // names

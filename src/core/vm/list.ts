@@ -1,6 +1,6 @@
 /** The VM model as vmctl shows it, built from libvirt domains. */
-import type { Connection, Domain } from '../libvirt/connection.js';
-import { domainStateName, type DomainStateName } from '../libvirt/connection.js';
+import type { Connection, Domain } from '../../libvirt/connection.js';
+import { domainStateName, type DomainStateName } from '../../libvirt/connection.js';
 
 export interface VmSummary {
   name: string;

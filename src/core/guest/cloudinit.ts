@@ -47,10 +47,10 @@ import { basename, delimiter, dirname, join } from 'node:path';
 import { inspect } from 'node:util';
 import ssh2 from 'ssh2';
 import YAML, { visit, type Document } from 'yaml';
-import { fingerprintSha256, parseKnownHostsLine } from '../libvirt/transport/known-hosts.js';
-import { VmctlError } from './errors.js';
-import { HOSTNAME_RE, quote, SSH_PUBLIC_KEY_RE, USER_NAME_RE } from './names.js';
-import { packagePath } from './package-root.js';
+import { fingerprintSha256, parseKnownHostsLine } from '../../libvirt/transport/known-hosts.js';
+import { VmctlError } from '../errors.js';
+import { HOSTNAME_RE, quote, SSH_PUBLIC_KEY_RE, USER_NAME_RE } from '../names.js';
+import { packagePath } from '../package-root.js';
 
 const { utils } = ssh2;
 

@@ -1,5 +1,5 @@
 /** What vmctl reads from libvirt's host capabilities XML (`virsh capabilities`). */
-import { xmlParserWith } from './xml.js';
+import { xmlParserWith } from '../xml.js';
 
 export interface GuestCapability {
   /** 'hvm' for full virtualization */

@@ -1,7 +1,7 @@
 /** Host-level facts: versions now; capabilities, KVM probing later. */
-import type { Connection } from '../libvirt/connection.js';
-import { LIBVIRT_PROTOCOL_SOURCE_VERSION } from '../libvirt/connection.js';
-import { packageVersion } from './package-root.js';
+import type { Connection } from '../../libvirt/connection.js';
+import { LIBVIRT_PROTOCOL_SOURCE_VERSION } from '../../libvirt/connection.js';
+import { packageVersion } from '../package-root.js';
 
 export interface Versions {
   uri: string;

@@ -17,8 +17,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, release } from 'node:os';
 import { join } from 'node:path';
-import type { Connection } from '../libvirt/connection.js';
-import { formatLibvirtVersion } from './host.js';
+import type { Connection } from '../../libvirt/connection.js';
+import { formatLibvirtVersion } from './version.js';
 
 /** Cached entries older than this are ignored (and overwritten on the next fetch). */
 export const HOST_CACHE_TTL_MS = 7 * 24 * 3600 * 1000;

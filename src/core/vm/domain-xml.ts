@@ -30,10 +30,10 @@
  *   with parseVmctlMetadata().
  */
 import { XMLBuilder } from 'fast-xml-parser';
-import { xmlParserWith } from './xml.js';
-import { VmctlError } from './errors.js';
-import { assertVmName, XML_ILLEGAL_RE } from './names.js';
-import type { DiskSpec, NicModel, NicSpec, PortForward, VmSpec } from './template/model.js';
+import { xmlParserWith } from '../xml.js';
+import { VmctlError } from '../errors.js';
+import { assertVmName, XML_ILLEGAL_RE } from '../names.js';
+import type { DiskSpec, NicModel, NicSpec, PortForward, VmSpec } from '../template/model.js';
 
 export const VMCTL_XMLNS = 'https://vmctl.dev/xmlns/vm/1';
 export const QEMU_XMLNS = 'http://libvirt.org/schemas/domain/qemu/1.0';

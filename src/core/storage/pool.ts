@@ -13,11 +13,11 @@
 import { statfsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { xmlBuilder as builder, xmlParser as parser } from './xml.js';
-import type { Connection, StoragePool } from '../libvirt/connection.js';
-import { LibvirtError } from '../libvirt/errors.js';
-import { VirStoragePoolBuildFlags, VirStoragePoolState } from '../libvirt/generated/constants.gen.js';
-import { VmctlError } from './errors.js';
+import { xmlBuilder as builder, xmlParser as parser } from '../xml.js';
+import type { Connection, StoragePool } from '../../libvirt/connection.js';
+import { LibvirtError } from '../../libvirt/errors.js';
+import { VirStoragePoolBuildFlags, VirStoragePoolState } from '../../libvirt/generated/constants.gen.js';
+import { VmctlError } from '../errors.js';
 
 export const VMCTL_POOL = 'vmctl';
 export const SYSTEM_POOL_PATH = '/var/lib/vmctl/images';

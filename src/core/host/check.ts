@@ -12,13 +12,13 @@
  */
 import { accessSync, constants as fsConstants, existsSync, openSync, closeSync, readFileSync, readdirSync, statSync, statfsSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
-import type { Connection } from '../libvirt/connection.js';
-import { silentLogger, type Logger } from './log.js';
-import { toVmctlError } from './errors.js';
-import { hostCapabilities, hostIdentity, type CacheOptions } from './hostcache.js';
+import type { Connection } from '../../libvirt/connection.js';
+import { silentLogger, type Logger } from '../log.js';
+import { toVmctlError } from '../errors.js';
+import { hostCapabilities, hostIdentity, type CacheOptions } from './cache.js';
 import { hvmGuest, offersKvm, parseCapabilities, virtFlags, type HostCapabilities } from './capabilities.js';
 import { probeAccelerators, type AccelProbeResult } from './accel.js';
-import { findPool, localAvailableBytes, poolSpace, poolTargetPath, VMCTL_POOL } from './pool.js';
+import { findPool, localAvailableBytes, poolSpace, poolTargetPath, VMCTL_POOL } from '../storage/pool.js';
 
 export type CheckStatus = 'PASS' | 'WARN' | 'FAIL';
 
