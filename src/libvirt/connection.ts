@@ -26,6 +26,8 @@ import {
   type NonnullStorageVol,
   type NonnullNetwork,
   type NonnullDomainSnapshot,
+  type NonnullSecret,
+  type DomainInterface,
   type DomainGetInfoRet,
   type StorageVolGetInfoRet,
   type StoragePoolGetInfoRet,
@@ -254,6 +256,25 @@ export class Connection extends EventEmitter<{
 
   // ---- networks -------------------------------------------------------------
 
+  /** Start a transient domain (gone when it stops); flags e.g. VIR_DOMAIN_START_AUTODESTROY. */
+  async createTransientDomain(xml: string, flags = 0): Promise<Domain> {
+    return new Domain(this, (await this.remote.domainCreateXml({ xmlDesc: xml, flags })).dom);
+  }
+
+  /** Define (or, with the UUID of an existing one, redefine) a secret. */
+  async defineSecret(xml: string): Promise<Secret> {
+    return new Secret(this, (await this.remote.secretDefineXml({ xml, flags: 0 })).secret);
+  }
+
+  async lookupSecretByUsage(usageType: number, usageId: string): Promise<Secret> {
+    return new Secret(this, (await this.remote.secretLookupByUsage({ usageType, usageID: usageId })).secret);
+  }
+
+  async listSecrets(): Promise<Secret[]> {
+    const r = await this.remote.connectListAllSecrets({ needResults: 1, flags: 0 });
+    return r.secrets.map((x) => new Secret(this, x));
+  }
+
   async listNetworks(): Promise<Network[]> {
     const r = await this.remote.connectListAllNetworks({ needResults: 1, flags: 0 });
     return r.nets.map((n) => new Network(this, n));
@@ -334,6 +355,16 @@ export class Domain {
 
   async undefine(flags = 0): Promise<void> {
     await this.r.domainUndefineFlags({ dom: this.ref, flags });
+  }
+
+  /** The guest's interfaces and addresses from one source (VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_*). */
+  async interfaceAddresses(source: number): Promise<DomainInterface[]> {
+    return (await this.r.domainInterfaceAddresses({ dom: this.ref, source, flags: 0 })).ifaces;
+  }
+
+  /** Set (or with null remove) one custom metadata element (VIR_DOMAIN_METADATA_ELEMENT) in namespace `uri`. */
+  async setMetadataElement(uri: string, key: string, xml: string | null, flags: number): Promise<void> {
+    await this.r.domainSetMetadata({ dom: this.ref, type: 2, metadata: xml, key: xml === null ? null : key, uri, flags });
   }
 
   /** Serial console (or another character device) as a bidirectional stream. */
@@ -417,6 +448,10 @@ export class StoragePool {
     await this.conn.remote.storagePoolSetAutostart({ pool: this.ref, autostart: on ? 1 : 0 });
   }
 
+  async autostart(): Promise<boolean> {
+    return (await this.conn.remote.storagePoolGetAutostart({ pool: this.ref })).autostart === 1;
+  }
+
   async refresh(): Promise<void> {
     await this.conn.remote.storagePoolRefresh({ pool: this.ref, flags: 0 });
   }
@@ -497,6 +532,32 @@ export class StorageVolume {
       flags: opts.flags ?? 0,
     });
     return stream;
+  }
+}
+
+export class Secret {
+  readonly uuid: Buffer;
+  readonly usageType: number;
+  readonly usageId: string;
+  constructor(
+    readonly conn: Connection,
+    readonly ref: NonnullSecret,
+  ) {
+    this.uuid = ref.uuid;
+    this.usageType = ref.usageType;
+    this.usageId = ref.usageID;
+  }
+
+  get uuidString(): string {
+    return uuidToString(this.uuid);
+  }
+
+  async xml(): Promise<string> {
+    return (await this.conn.remote.secretGetXmlDesc({ secret: this.ref, flags: 0 })).xml;
+  }
+
+  async undefine(): Promise<void> {
+    await this.conn.remote.secretUndefine({ secret: this.ref });
   }
 }
 

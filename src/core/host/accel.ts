@@ -220,7 +220,7 @@ async function runOnce(
   let gotDestroyed = false;
   try {
     try {
-      await conn.remote.domainCreateXml({ xmlDesc: xml, flags: VirDomainCreateFlags.VIR_DOMAIN_START_AUTODESTROY });
+      await conn.createTransientDomain(xml, VirDomainCreateFlags.VIR_DOMAIN_START_AUTODESTROY);
       tStarted = performance.now();
     } catch (e) {
       run.ms = Math.round(performance.now() - t0);

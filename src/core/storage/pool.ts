@@ -83,7 +83,7 @@ export async function findPool(conn: Connection): Promise<{ pool: StoragePool; d
   const [xml, active, autostart] = await Promise.all([
     pool.xml(),
     pool.isActive(),
-    conn.remote.storagePoolGetAutostart({ pool: pool.ref }).then((r) => r.autostart === 1),
+    pool.autostart(),
   ]);
   return { pool, description: describePoolXml(xml), active, autostart };
 }

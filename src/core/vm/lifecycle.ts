@@ -502,8 +502,8 @@ export async function guestAddresses(dom: Domain): Promise<{ source: 'lease' | '
   ];
   for (const [src, label] of sources) {
     try {
-      const r = await dom.conn.remote.domainInterfaceAddresses({ dom: dom.ref, source: src, flags: 0 });
-      const addrs = r.ifaces
+      const ifaces = await dom.interfaceAddresses(src);
+      const addrs = ifaces
         .filter((i) => i.name !== 'lo')
         .flatMap((i) => i.addrs.map((a) => a.addr))
         .filter((a) => a !== '127.0.0.1' && a !== '::1' && !a.startsWith('fe80:'));

@@ -1,0 +1,28 @@
+/** One-line power verbs: reboot, suspend, resume, destroy. */
+import { makeContext } from '../context.js';
+import { type Cmd, nameArg, vmCore } from '../vm-args.js';
+
+/** A one-line verb: find the VM, do one thing, say so. */
+type Verb = 'rebootVm' | 'suspendVm' | 'resumeVm' | 'destroyVm';
+
+function simpleVerb(verb: string, describe: string, fn: Verb, done: string): Cmd<{ name: string }> {
+  return {
+    command: `${verb} <name>`,
+    describe,
+    builder: (y) => nameArg(y) as never,
+    handler: async (argv) => {
+      const ctx = makeContext(argv);
+      const run = (await vmCore())[fn];
+      await ctx.withConnection((conn) => run(conn, argv.name));
+      if (ctx.json) ctx.out.json({ name: argv.name, result: done });
+      else ctx.out.line(`${argv.name}: ${done}`);
+    },
+  };
+}
+
+export const powerCommands = [
+  simpleVerb('reboot', 'reboot a VM (ACPI)', 'rebootVm', 'rebooting'),
+  simpleVerb('suspend', 'pause a running VM', 'suspendVm', 'suspended'),
+  simpleVerb('resume', 'resume a paused VM', 'resumeVm', 'resumed'),
+  simpleVerb('destroy', 'power a VM off at once (like pulling the plug)', 'destroyVm', 'destroyed'),
+];
