@@ -113,6 +113,7 @@ inside() {
   log "    rig up: $((SECONDS - t)) s"
 
   log "3/5 every rig host answers"
+  t=$SECONDS
   check "host1 over qemu+tcp://127.0.0.1:16509" virsh -c 'qemu+tcp://127.0.0.1:16509/system' version
   check "host1 over qemu+tls://127.0.0.1:16514 (rig PKI)" \
     virsh -c "qemu+tls://127.0.0.1:16514/system?pkipath=$VMCTL_RIG_DIR/pki" version
@@ -135,7 +136,9 @@ inside() {
   done
   [ "${#pids[@]}" = 12 ] || inside_fail "expected 12 daemon pid files (2 system + 3 hosts x 2 + 2 x sshd/socat), found ${#pids[@]}: ${pids[*]}"
 
+  log "    checks: $((SECONDS - t)) s"
   log "4/5 test-rig.sh down, clean; libvirtd.sh stop"
+  t=$SECONDS
   bash "$rig" down || inside_fail "scripts/test-rig.sh down failed"
   if bash "$rig" status >/dev/null 2>&1; then inside_fail "test-rig.sh status still reports a running rig after down"; fi
   bash "$rig" clean || inside_fail "scripts/test-rig.sh clean failed"
@@ -154,6 +157,7 @@ inside() {
   done
   bash "$here/libvirtd.sh" stop || inside_fail "scripts/libvirtd.sh stop failed"
   trap - EXIT
+  log "    down/clean/stop + stale-pid restart: $((SECONDS - t)) s"
 
   log "5/5 no daemon survives"
   local e alive=() i
