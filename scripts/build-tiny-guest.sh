@@ -77,10 +77,25 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/tiny-guest.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 # --- kernel -------------------------------------------------------------------------------
+# the package lists may be missing (never updated, or emptied) or outdated (the kernel .deb
+# they name is gone from the mirror): refresh them once, as root, and retry
+updated=0
+apt_update_once() {
+  [ "$updated" = 0 ] && [ "$(id -u)" = 0 ] || return 1
+  updated=1
+  log "apt-get update (package lists missing or outdated)"
+  apt-get update -qq >&2 || return 1
+}
+resolve_kpkg() {
+  apt-cache depends linux-image-amd64 2>/dev/null \
+    | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | sed -n 1p
+}
 kpkg=${TINY_KERNEL_PKG:-}
 if [ -z "$kpkg" ]; then
-  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null \
-    | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | sed -n 1p)
+  kpkg=$(resolve_kpkg)
+  if [ -z "$kpkg" ] && ! ls "$outdir/.debs"/linux-image-6.1.0-*-amd64_*.deb >/dev/null 2>&1 && apt_update_once; then
+    kpkg=$(resolve_kpkg)
+  fi
   if [ -z "$kpkg" ]; then
     # maybe the .deb is cached from an earlier run and apt lists are gone
     cached=$(ls -1 "$outdir/.debs"/linux-image-6.1.0-*-amd64_*.deb 2>/dev/null | sort -V | tail -1 || true)
@@ -93,7 +108,8 @@ deb=$(ls -1 "$outdir/.debs/${kpkg}"_*.deb 2>/dev/null | sort -V | tail -1 || tru
 if [ -z "$deb" ]; then
   log "downloading $kpkg"
   # (as root into a root-owned temp dir apt warns "Download is performed unsandboxed": harmless)
-  if ! (cd "$work" && apt-get download -q "$kpkg" > "$work/apt.log" 2>&1); then
+  if ! (cd "$work" && apt-get download -q "$kpkg" > "$work/apt.log" 2>&1) \
+     && ! { apt_update_once && (cd "$work" && apt-get download -q "$kpkg" > "$work/apt.log" 2>&1); }; then
     grep -v 'Download is performed unsandboxed' "$work/apt.log" >&2 || true
     die "apt-get download $kpkg failed (Debian mirror reachable? try: apt-get update)"
   fi

@@ -15,6 +15,7 @@ bash scripts/setup-host.sh
 
 step "build vmctl"
 npm run --silent build
+mkdir -p /usr/local/bin
 ln -sf "$root/bin/vmctl.js" /usr/local/bin/vmctl
 echo "vmctl is $(command -v vmctl)"
 

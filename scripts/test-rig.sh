@@ -304,6 +304,11 @@ start_libvirt_host() {
     die "rig host $name: daemons running but not answering; run '$self down' first"
   fi
   stop_libvirt_host "$name" quiet   # leftovers of a half-dead host (e.g. only virtlogd alive)
+  # the host's /run/libvirt is a plain directory, not a tmpfs: what a dead host left there (state
+  # XML of guests that no longer run, dnsmasq/virtlogd pids and sockets from before a reboot) must
+  # not greet the new daemons. Nothing of the host runs any more (stop_libvirt_host), so empty it
+  # the way a boot empties /run.
+  rm -rf --one-file-system "$d/run"
   if [ -z "$netns" ]; then
     listen_addr=$LISTEN_ADDR
     local p
@@ -485,13 +490,23 @@ host_ssh_prepare() {
     echo "UseDNS no"
     echo "LogLevel VERBOSE"
   } > "$sd/sshd_config"
+  # `sshd -t` checks the privilege separation directory too: on a fresh machine (or after a
+  # reboot: /run is a tmpfs) nothing has made it yet
+  ensure_privsep_dir
   "$SSHD_BIN" -t -f "$sd/sshd_config" || die "rig host $name: invalid $sd/sshd_config"
+}
+
+# sshd's privilege separation directory (openssh's systemd unit / init script makes it; without
+# either nobody does): root-owned, not group/world-writable, or sshd refuses to start
+ensure_privsep_dir() {
+  mkdir -p /run/sshd
+  chown root:root /run/sshd; chmod 755 /run/sshd
 }
 
 # host_sshd_exec NAME: start the host's sshd (daemonizes); must run inside the host's namespaces
 host_sshd_exec() {
   local sd; sd=$(host_ssh_dir "$1")
-  mkdir -p /run/sshd; chmod 755 /run/sshd     # privilege separation directory
+  ensure_privsep_dir
   rm -f "$sd/sshd.pid"
   "$SSHD_BIN" -f "$sd/sshd_config" -E "$sd/sshd.log" || return 1
   echo "started sshd for rig host $1"
@@ -657,8 +672,15 @@ ensure_rig_net() {
 }
 
 # ensure_netns NAME: a network namespace with only loopback up; recorded for `clean`.
+# /run/netns is made by `ip netns add` itself (fresh machine, or /run emptied by a reboot).
 ensure_netns() {
   local ns=$1
+  # a name listed in /run/netns but not a usable namespace any more (e.g. /run/netns/NAME left
+  # as a plain file, not a nsfs bind mount): remove it, then make it anew
+  if [ -e "/run/netns/$ns" ] && ! ip -n "$ns" link show lo >/dev/null 2>&1; then
+    log "network namespace $ns is stale (/run/netns/$ns is no namespace); recreating it"
+    ip netns del "$ns" 2>/dev/null || rm -f "/run/netns/$ns"
+  fi
   if ! ip netns list | awk '{print $1}' | grep -qx "$ns"; then
     log "creating network namespace $ns"
     ip netns add "$ns"
@@ -826,5 +848,6 @@ case "${1:-}" in
     exec nsenter -t "$(cat "$(host_dir "$name")/libvirtd.pid")" -m -C -n -u -- "$@" ;;
   __host-init) host_init "$2" "${3:-}" ;;
   __host-sshd) host_sshd_exec "$2" ;;
+  __cgroup-plan) cgroup_plan "$2" ;;   # (scripts/prove-fresh.sh: its own cgroups, same layout)
   *) sed -n '2,/^set -euo/p' "$self" | sed '$d' >&2; exit 2 ;;
 esac

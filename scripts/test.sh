@@ -11,6 +11,12 @@ step() { printf '\n== %s ==\n' "$*"; }
 step "host setup (packages, npm ci, libvirtd)"
 bash scripts/setup-host.sh
 
+# Nothing below may rely on state an earlier run left (/run/sshd, /run/netns, pid files, the
+# rig's PKI and keys, caches): this proves setup + rig from an empty /run, /tmp and rig dir, in
+# private mount + network namespaces (~55 s; never touches the real rig or the main libvirtd).
+step "from nothing: setup + rig in an empty /run (scripts/prove-fresh.sh)"
+bash scripts/prove-fresh.sh
+
 step "build, typecheck, lint"
 npm run --silent build
 npm run --silent typecheck
@@ -18,10 +24,10 @@ npm run --silent lint
 
 step "test rig (tiny guest, sshd, tcp/tls libvirtd)"
 bash scripts/build-tiny-guest.sh
-bash scripts/test-rig.sh up
-
+# before `up`: a rig that comes up half-way is stopped again too
 cleanup() { bash scripts/test-rig.sh down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
+bash scripts/test-rig.sh up
 
 step "vitest"
 mkdir -p .cache
