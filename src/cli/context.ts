@@ -10,6 +10,7 @@ export interface GlobalArgs {
   'log-level'?: string;
   'log-format'?: string;
   'accept-host-key'?: boolean;
+  progress?: string;
 }
 
 export interface Output {
@@ -28,7 +29,9 @@ export interface Context {
   warn(message: string): void;
   /** a human progress/status line on stderr */
   err(line: string): void;
-  /** open the connection named by --connect / LIBVIRT_DEFAULT_URI, run fn, always close */
+  /** open a connection: the one named by --connect / LIBVIRT_DEFAULT_URI, or `uri` */
+  open(uri?: string): Promise<Connection>;
+  /** open the connection, run fn, always close */
   withConnection<T>(fn: (conn: Connection) => Promise<T>): Promise<T>;
 }
 
@@ -67,8 +70,11 @@ export function makeContext(argv: GlobalArgs, out: Output = stdout): Context {
     err(line) {
       process.stderr.write(line + '\n');
     },
+    open(other) {
+      return Connection.open(other ?? uri, { logger: log, acceptUnknownHostKey: argv['accept-host-key'] === true });
+    },
     async withConnection(fn) {
-      const conn = await Connection.open(uri, { logger: log, acceptUnknownHostKey: argv['accept-host-key'] === true });
+      const conn = await this.open();
       try {
         return await fn(conn);
       } finally {

@@ -2,6 +2,8 @@
 import type { ErrorCode } from '../core/errors.js';
 
 export const EXIT_OK = 0;
+/** Ctrl-C / SIGTERM: like a shell's 128 + SIGINT */
+export const EXIT_INTERRUPTED = 130;
 
 const EXIT_CODES: Record<ErrorCode, number> = {
   USAGE: 2,
@@ -17,6 +19,7 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   RESOURCE: 8,
   UNSUPPORTED: 9,
   LIBVIRT: 10,
+  ABORTED: 130,
   INTERNAL: 70,
 };
 

@@ -5,6 +5,7 @@ import { LOG_LEVELS } from '../core/log.js';
 import { exitCodeFor, EXIT_OK } from './exit.js';
 import { toJson, type GlobalArgs } from './context.js';
 import { commands } from './commands/index.js';
+import { PROGRESS_MODES } from './events.js';
 
 export function buildParser(args: string[]): Argv<GlobalArgs> {
   let parser = yargs(args)
@@ -18,6 +19,11 @@ export function buildParser(args: string[]): Argv<GlobalArgs> {
     .option('json', { type: 'boolean', default: false, description: 'print results as JSON' })
     .option('log-level', { choices: LOG_LEVELS, default: 'warn', description: 'log verbosity (logs go to stderr)' })
     .option('log-format', { choices: ['text', 'json'] as const, default: 'text', description: 'log line format' })
+    .option('progress', {
+      choices: PROGRESS_MODES,
+      default: 'auto' as const,
+      description: 'progress on stderr: auto (tty on a terminal, else plain), tty, plain, json (NDJSON events), none',
+    })
     .option('accept-host-key', {
       type: 'boolean',
       default: false,

@@ -21,6 +21,7 @@ export const ERROR_CODES = [
   'RESOURCE', // out of disk, memory...
   'UNSUPPORTED', // host or daemon cannot do it
   'LIBVIRT', // any other error reported by libvirt
+  'ABORTED', // interrupted (Ctrl-C, SIGTERM): what the command made was undone
   'INTERNAL', // a bug in vmctl
 ] as const;
 
@@ -92,7 +93,7 @@ const TRANSPORT_CODES: Record<TransportErrorCode, ErrorCode> = {
   CONNECT_FAILED: 'CONNECTION',
   PERMISSION_DENIED: 'AUTH',
   TIMEOUT: 'TIMEOUT',
-  ABORTED: 'CONNECTION',
+  ABORTED: 'ABORTED',
   TLS_CREDENTIALS: 'AUTH',
   TLS_VERIFY: 'AUTH',
   SSH_HOSTKEY_UNKNOWN: 'HOST_KEY',

@@ -586,7 +586,7 @@ describe('images', () => {
       expect(signalled, stderr).toBe(true);
       expect(code, stderr).toBe(130);
       expect(stdout).toBe('');
-      expect(stderr).toMatch(/interrupted; nothing was left behind/);
+      expect(stderr).toMatch(/interrupted \(nothing it made was left behind\)/);
       expect(await volumesOf(conn('local'), name)).toEqual([]);
       unlinkSync(big);
     });

@@ -1,11 +1,12 @@
 /** `vmctl create`: a VM from a template. */
 import { readFileSync } from 'node:fs';
-import { makeContext } from '../context.js';
+import type { Context } from '../context.js';
 import { VmctlError } from '../../core/errors.js';
-import type { PhaseEvent } from '../../core/vm/lifecycle.js';
+import type { CreatePlan } from '../../core/vm/lifecycle.js';
 import { parseLibvirtUri } from '../../libvirt/uri.js';
-import { createProgressRenderer } from '../progress.js';
-import { type Cmd, nameArg, vmCore, showPhase } from '../vm-args.js';
+import { formatBytes } from '../render.js';
+import { withOp } from '../op.js';
+import { type Cmd, nameArg, vmCore } from '../vm-args.js';
 
 function readKeyFiles(files: string[] | undefined): string[] | undefined {
   if (!files?.length) return undefined;
@@ -31,6 +32,7 @@ interface CreateArgs {
   start: boolean;
   wait?: 'ssh' | 'ip' | 'none';
   timeout: number;
+  'dry-run': boolean;
 }
 
 export const createCommand: Cmd<CreateArgs> = {
@@ -51,63 +53,69 @@ export const createCommand: Cmd<CreateArgs> = {
         choices: ['ssh', 'ip', 'none'] as const,
         describe: 'what "ready" means (default: ssh; ip over qemu+tcp/qemu+tls, which cannot reach the guest\'s SSH forward)',
       })
-      .option('timeout', { type: 'number', default: 900, describe: 'seconds to wait for readiness' }) as never,
+      .option('timeout', { type: 'number', default: 900, describe: 'seconds to wait for readiness' })
+      .option('dry-run', { type: 'boolean', default: false, describe: 'validate and print what would be made; make nothing' }) as never,
   handler: async (argv) => {
-    const ctx = makeContext(argv);
     // load the VM core while the connection to libvirt is being opened
     const coreLoading = vmCore();
     coreLoading.catch(() => undefined); // awaited below; a failure is reported there
-    const controller = new AbortController();
-    const onSigint = () => controller.abort();
-    process.once('SIGINT', onSigint);
-    const progress = createProgressRenderer({ log: ctx.log, logFormat: argv['log-format'] });
-    try {
-      const sshKeys = readKeyFiles(argv['ssh-key']);
-      const result = await ctx.withConnection(async (conn) =>
-        (await coreLoading).createVm(
-          conn,
-          {
-            name: argv.name,
-            ...(argv.template ? { template: argv.template } : {}),
-            overrides: {
-              ...(argv.cpus !== undefined ? { cpus: argv.cpus } : {}),
-              ...(argv.memory !== undefined ? { memory: argv.memory } : {}),
-              ...(argv['disk-size'] !== undefined ? { diskSize: argv['disk-size'] } : {}),
-              ...(argv.image !== undefined ? { image: argv.image } : {}),
-              ...(argv.network !== undefined ? { network: argv.network } : {}),
-              ...(sshKeys ? { sshKeys } : {}),
-            },
-            accel: argv.accel,
-            start: argv.start,
-            ...(argv.start ? (argv.wait ? { wait: argv.wait } : {}) : { wait: 'none' as const }),
-            timeoutMs: argv.timeout * 1000,
-          },
-          {
-            log: ctx.log,
-            signal: controller.signal,
-            onWarning: (m) => ctx.warn(m),
-            onProgress: (p) => progress.onProgress(p),
-            onPhase: (e: PhaseEvent) => {
-              progress.stop();
-              showPhase(ctx, e);
-            },
-          },
-        ),
-      );
-      if (ctx.json) return ctx.out.json(result);
-      ctx.out.line(`${result.name}: ${result.state} (${result.domainType === 'kvm' ? 'KVM' : 'TCG'}, image ${result.image})`);
-      if (result.ssh) {
+    const sshKeys = readKeyFiles(argv['ssh-key']);
+    await withOp(argv, 'create', async ({ op, ctx, quiet }) => {
+      const r = await (await coreLoading).createVm(op, {
+        name: argv.name,
+        ...(argv.template ? { template: argv.template } : {}),
+        overrides: {
+          ...(argv.cpus !== undefined ? { cpus: argv.cpus } : {}),
+          ...(argv.memory !== undefined ? { memory: argv.memory } : {}),
+          ...(argv['disk-size'] !== undefined ? { diskSize: argv['disk-size'] } : {}),
+          ...(argv.image !== undefined ? { image: argv.image } : {}),
+          ...(argv.network !== undefined ? { network: argv.network } : {}),
+          ...(sshKeys ? { sshKeys } : {}),
+        },
+        accel: argv.accel,
+        start: argv.start,
+        ...(argv.start ? (argv.wait ? { wait: argv.wait } : {}) : { wait: 'none' as const }),
+        timeoutMs: argv.timeout * 1000,
+        dryRun: argv['dry-run'],
+      });
+      quiet();
+      if ('plan' in r) {
+        const { internal: _internal, ...plan } = r.plan;
+        if (ctx.json) return ctx.out.json({ dryRun: true, plan });
+        return printPlan(ctx, plan);
+      }
+      if (ctx.json) return ctx.out.json(r);
+      ctx.out.line(`${r.name}: ${r.state} (${r.domainType === 'kvm' ? 'KVM' : 'TCG'}, image ${r.image})`);
+      if (r.ssh) {
         const u = parseLibvirtUri(ctx.uri);
-        const fwd = `${result.ssh.user}@${result.ssh.host}:${result.ssh.port}${u.host ? ` on ${u.host}` : ''}`;
+        const fwd = `${r.ssh.user}@${r.ssh.host}:${r.ssh.port}${u.host ? ` on ${u.host}` : ''}`;
         if (u.transport === 'tcp' || u.transport === 'tls') {
-          ctx.out.line(`  ssh: ${fwd}, that host's loopback: vmctl ssh ${result.name} needs --connect qemu+ssh://${u.host ?? 'HOST'}/system`);
+          ctx.out.line(`  ssh: ${fwd}, that host's loopback: vmctl ssh ${r.name} needs --connect qemu+ssh://${u.host ?? 'HOST'}/system`);
         } else {
-          ctx.out.line(`  ssh: vmctl ssh ${result.name}${argv.connect ? ` -c ${argv.connect}` : ''}   (${fwd}, host key pinned)`);
+          ctx.out.line(`  ssh: vmctl ssh ${r.name}${argv.connect ? ` -c ${argv.connect}` : ''}   (${fwd}, host key pinned)`);
         }
       }
-    } finally {
-      progress.stop();
-      process.off('SIGINT', onSigint);
-    }
+    });
   },
 };
+
+/** --dry-run: what create would make, and nothing made. */
+function printPlan(ctx: Context, p: Omit<CreatePlan, 'internal'>): void {
+  const rows: [string, string][] = [
+    ['VM', `${p.name} (uuid ${p.uuid})`],
+    ['Template', p.template],
+    ['Image', `${p.image}${p.imagePresent ? '' : ' (not on the host yet: built or uploaded first)'}`],
+    ['Accel', `${p.domainType === 'kvm' ? 'KVM' : 'TCG'} (${p.accelReason})`],
+    ['Size', `${p.cpus} vCPU, ${formatBytes(p.memoryMiB * 1024 * 1024)}`],
+    ['Pool', `${p.pool.name}${p.pool.exists ? (p.pool.path ? ` at ${p.pool.path}` : '') : ' (created first)'}`],
+    ...p.volumes.map((v): [string, string] => [
+      v.role === 'seed' ? 'Seed' : `Disk ${v.disk}`,
+      `${v.name} (${v.format}${v.sizeBytes ? `, ${formatBytes(v.sizeBytes)}` : ''}${v.backingImage ? `, overlay on ${v.backingImage}` : ''}, mode 0600)`,
+    ]),
+    ...(p.sshPort !== undefined ? [['SSH', `127.0.0.1:${p.sshPort} on the host → guest port 22`] as [string, string]] : []),
+    ['Then', p.start ? `start, wait for ${p.wait}` : 'define only'],
+    ['State', p.stateDir],
+  ];
+  ctx.out.line('dry run: nothing was made. create would make:');
+  for (const [k, v] of rows) ctx.out.line(`  ${(k + ':').padEnd(11)} ${v}`);
+}

@@ -1,51 +1,12 @@
 /** `vmctl image …`: base images in vmctl's storage pool (src/core/images.ts). */
 import type { Argv, CommandModule } from 'yargs';
-import { makeContext, toJson, type Context, type GlobalArgs } from '../context.js';
-import { VmctlError } from '../../core/errors.js';
+import { makeContext, type GlobalArgs } from '../context.js';
+import { withOp } from '../op.js';
 import { buildImage, DEFAULT_IMAGE, importImage, listImages, removeImage, type ImageInfo, type ImageProgress } from '../../core/image/images.js';
 import type { Connection } from '../../libvirt/connection.js';
-import { createProgressRenderer } from '../progress.js';
 import { formatBytes, formatTable } from '../render.js';
 
 type Cmd<A> = CommandModule<GlobalArgs, GlobalArgs & A>;
-
-export const EXIT_INTERRUPTED = 130;
-
-/**
- * Runs an operation that Ctrl-C (SIGINT) or SIGTERM should abort: the first
- * signal aborts it (the core rolls back what it created), a second one quits
- * at once. An aborted run prints one line and exits 130.
- */
-async function interruptible<T>(ctx: Context, what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T | undefined> {
-  const ac = new AbortController();
-  let count = 0;
-  const onSignal = (sig: NodeJS.Signals) => {
-    count++;
-    if (count === 1) {
-      process.stderr.write(`\nvmctl: ${sig === 'SIGINT' ? 'interrupted' : 'terminated'}: stopping ${what} and removing what it created (again to quit at once)\n`);
-      ac.abort(new VmctlError('CONFLICT', `${what} interrupted`, { details: { aborted: true } }));
-    } else {
-      process.exit(EXIT_INTERRUPTED);
-    }
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  try {
-    return await fn(ac.signal);
-  } catch (e) {
-    if (!ac.signal.aborted) throw e;
-    const message = `${what} interrupted; nothing was left behind`;
-    const left = e instanceof VmctlError ? (e.details?.leftVolumes as string[] | undefined) : undefined;
-    const text = left?.length ? `${what} interrupted; could not remove volumes ${left.join(', ')}` : message;
-    if (ctx.json) process.stdout.write(toJson({ error: { code: 'INTERRUPTED', message: text, ...(left ? { leftVolumes: left } : {}) } }) + '\n');
-    process.stderr.write(`vmctl: ${text}\n`);
-    process.exitCode = EXIT_INTERRUPTED;
-    return undefined;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
-}
 
 function bootText(i: ImageInfo): string {
   return i.boot.method === 'direct-kernel' ? 'kernel' : 'disk';
@@ -66,20 +27,13 @@ function summary(i: ImageInfo): string {
 type JobHooks = { signal: AbortSignal; onProgress: (p: ImageProgress) => void; onLog: (m: string) => void };
 
 /** import/build: a long job with progress that Ctrl-C rolls back; prints `<verb> image <summary>` or the JSON. */
-async function runImageJob(argv: GlobalArgs, what: string, verb: string, job: (conn: Connection, hooks: JobHooks) => Promise<ImageInfo>): Promise<void> {
-  const ctx = makeContext(argv);
-  const progress = createProgressRenderer({ log: ctx.log, logFormat: argv['log-format'] });
-  try {
-    const info = await ctx.withConnection((conn) =>
-      interruptible(ctx, what, (signal) => job(conn, { signal, onProgress: (p) => progress.onProgress(p), onLog: (m) => ctx.log.info(m) })),
-    );
-    progress.stop();
-    if (!info) return;
+async function runImageJob(argv: GlobalArgs, kind: string, verb: string, job: (conn: Connection, hooks: JobHooks) => Promise<ImageInfo>): Promise<void> {
+  await withOp(argv, kind, async ({ op, ctx, quiet }) => {
+    const info = await job(op.conn, { signal: op.signal, onProgress: (p) => op.progress(p), onLog: (m) => op.log.info(m) });
+    quiet();
     if (ctx.json) return ctx.out.json(info);
     ctx.out.line(`${verb} image ${summary(info)}`);
-  } finally {
-    progress.stop();
-  }
+  });
 }
 
 interface ImportArgs {
@@ -99,7 +53,7 @@ const importCommand: Cmd<ImportArgs> = {
       .option('sha256', { type: 'string', requiresArg: true, describe: 'expected sha256 of the image file; a mismatch imports nothing' })
       .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'replace an existing image of that name (never one in use)' }) as never,
   handler: (argv) =>
-    runImageJob(argv, `import of image ${argv.name}`, 'imported', (conn, hooks) =>
+    runImageJob(argv, 'image-import', 'imported', (conn, hooks) =>
       importImage(conn, { source: argv.source, name: argv.name, ...(argv.sha256 !== undefined ? { sha256: argv.sha256 } : {}), force: argv.force, ...hooks }),
     ),
 };
@@ -146,7 +100,7 @@ const buildCommand: Cmd<{ name: string; force: boolean }> = {
       .positional('name', { type: 'string', default: DEFAULT_IMAGE, describe: 'image to build' })
       .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'replace the image if it is already in the pool' }) as never,
   handler: (argv) =>
-    runImageJob(argv, `build of image ${argv.name}`, 'built and imported', (conn, hooks) => buildImage(conn, argv.name, { force: argv.force, ...hooks })),
+    runImageJob(argv, 'image-build', 'built and imported', (conn, hooks) => buildImage(conn, argv.name, { force: argv.force, ...hooks })),
 };
 
 export const imageCommand: CommandModule<GlobalArgs, GlobalArgs> = {

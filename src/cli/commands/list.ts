@@ -16,11 +16,15 @@ export const listCommand: CommandModule<GlobalArgs, ListArgs> = {
     const ctx = makeContext(argv);
     const vms = await ctx.withConnection((conn) => listVms(conn, { all: argv.all }));
     if (ctx.json) return ctx.out.json(vms);
+    const state = (v: (typeof vms)[number]) =>
+      v.incomplete ? `incomplete (${v.incomplete.op}: ${v.incomplete.step}${v.incomplete.running === 'yes' ? ', still running' : v.incomplete.running === 'no' ? ', interrupted' : ''})` : v.state;
     ctx.out.line(
       formatTable(
         ['ID', 'NAME', 'STATE', 'VCPUS', 'MEMORY'],
-        vms.map((v) => [v.id === null ? '-' : String(v.id), v.name, v.state, String(v.vcpus), formatBytes(v.memoryKiB * 1024)]),
+        vms.map((v) => [v.id === null ? '-' : String(v.id), v.name, state(v), String(v.vcpus), formatBytes(v.memoryKiB * 1024)]),
       ),
     );
+    const stranded = vms.filter((v) => v.incomplete && v.incomplete.running !== 'yes');
+    if (stranded.length > 0) ctx.err(`vmctl: ${stranded.map((v) => v.name).join(', ')}: left incomplete by an interrupted command; vmctl delete NAME removes what it made`);
   },
 };

@@ -1,5 +1,5 @@
 /** One-line power verbs: reboot, suspend, resume, destroy. */
-import { makeContext } from '../context.js';
+import { withOp } from '../op.js';
 import { type Cmd, nameArg, vmCore } from '../vm-args.js';
 
 /** A one-line verb: find the VM, do one thing, say so. */
@@ -11,11 +11,12 @@ function simpleVerb(verb: string, describe: string, fn: Verb, done: string): Cmd
     describe,
     builder: (y) => nameArg(y) as never,
     handler: async (argv) => {
-      const ctx = makeContext(argv);
       const run = (await vmCore())[fn];
-      await ctx.withConnection((conn) => run(conn, argv.name));
-      if (ctx.json) ctx.out.json({ name: argv.name, result: done });
-      else ctx.out.line(`${argv.name}: ${done}`);
+      await withOp(argv, verb, async ({ op, ctx }) => {
+        await run(op, argv.name);
+        if (ctx.json) ctx.out.json({ name: argv.name, result: done });
+        else ctx.out.line(`${argv.name}: ${done}`);
+      });
     },
   };
 }

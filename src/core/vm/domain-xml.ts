@@ -158,7 +158,8 @@ function assertXmlText(node: unknown, where: string): void {
 }
 
 /** The domain XML of a VM. Throws INVALID_INPUT / INTERNAL for a spec that cannot be expressed safely. */
-export function buildDomainXml(spec: VmSpec): string {
+/** `extraMetadata`: further elements of <metadata> in their own namespaces (e.g. an operation's intent marker). */
+export function buildDomainXml(spec: VmSpec, extraMetadata?: Record<string, unknown>): string {
   assertVmName(spec.name);
   if (!Number.isInteger(spec.cpus) || spec.cpus < 1) throw internal(`bad vCPU count ${spec.cpus}`);
   if (!Number.isInteger(spec.memoryMiB) || spec.memoryMiB < 1) throw internal(`bad memory ${spec.memoryMiB}`);
@@ -266,7 +267,7 @@ export function buildDomainXml(spec: VmSpec): string {
     name: spec.name,
     ...(spec.uuid !== undefined ? { uuid: spec.uuid } : {}),
     ...(spec.description !== undefined ? { description: spec.description } : {}),
-    metadata: { 'vmctl:vm': vmctlMeta },
+    metadata: { 'vmctl:vm': vmctlMeta, ...(extraMetadata ?? {}) },
     memory: { '@_unit': 'MiB', '#text': spec.memoryMiB },
     currentMemory: { '@_unit': 'MiB', '#text': spec.memoryMiB },
     vcpu: { '@_placement': 'static', '#text': spec.cpus },

@@ -1,0 +1,127 @@
+/**
+ * Readiness of a booting guest: its addresses (DHCP lease, guest agent, ARP),
+ * then sshd answering with the pinned host key, then cloud-init done. Phases
+ * and what is being waited for go out as events of the operation.
+ */
+import { VmctlError } from '../errors.js';
+import { LibvirtError } from '../../libvirt/errors.js';
+import type { Domain } from '../../libvirt/connection.js';
+import { VirDomainInterfaceAddressesSource } from '../../libvirt/generated/constants.gen.js';
+import { waitForSsh, waitForCloudInit, type GuestTarget } from '../guest/ssh.js';
+import type { OpContext } from '../op/context.js';
+
+export type WaitTarget = 'none' | 'ip' | 'ssh';
+export const PHASES = ['defined', 'started', 'ip', 'sshd', 'cloud-init'] as const;
+export type Phase = (typeof PHASES)[number];
+
+export interface PhaseEvent {
+  phase: Phase;
+  /** ms since the command started */
+  atMs: number;
+  detail?: string;
+}
+
+/** Records readiness phases (for the command's result) and emits each as an event. */
+export function phaseRecorder(op: OpContext) {
+  const phases: PhaseEvent[] = [];
+  const phase = (p: Phase, detail?: string) => {
+    phases.push({ phase: p, atMs: op.elapsedMs, ...(detail ? { detail } : {}) });
+    op.phase(p, detail);
+  };
+  return { phases, phase };
+}
+
+export interface WaitOptions {
+  target: 'ip' | 'ssh';
+  ssh?: GuestTarget;
+  timeoutMs: number;
+  phase: (p: Phase, detail?: string) => void;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The guest's addresses: DHCP lease, then guest agent, then ARP. */
+export async function guestAddresses(dom: Domain): Promise<{ source: 'lease' | 'agent' | 'arp'; addrs: string[] } | undefined> {
+  const S = VirDomainInterfaceAddressesSource;
+  const sources: [number, 'lease' | 'agent' | 'arp'][] = [
+    [S.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 'lease'],
+    [S.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 'agent'],
+    [S.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP, 'arp'],
+  ];
+  for (const [src, label] of sources) {
+    try {
+      const ifaces = await dom.interfaceAddresses(src);
+      const addrs = ifaces
+        .filter((i) => i.name !== 'lo')
+        .flatMap((i) => i.addrs.map((a) => a.addr))
+        .filter((a) => a !== '127.0.0.1' && a !== '::1' && !a.startsWith('fe80:'));
+      if (addrs.length > 0) return { source: label, addrs };
+    } catch (e) {
+      // agent not up yet, no lease for user-mode NICs...: try the next source
+      if (!(e instanceof LibvirtError)) throw e;
+    }
+  }
+  return undefined;
+}
+
+export async function waitReady(op: OpContext, dom: Domain, o: WaitOptions): Promise<{ ip?: string }> {
+  const deadline = op.t0 + o.timeoutMs;
+  let last: Phase = 'started';
+  const stalled = (what: string) =>
+    new VmctlError('TIMEOUT', `VM ${dom.name} did not reach '${what}' within ${Math.round(o.timeoutMs / 1000)} s (last phase reached: '${last}')`, {
+      hint: `watch it boot with vmctl console ${dom.name}; the VM is left running for inspection (vmctl delete ${dom.name} removes it)`,
+    });
+  const assertRunning = async () => {
+    const s = await dom.state();
+    if (s.state !== 'running') {
+      throw new VmctlError('CONFLICT', `VM ${dom.name} stopped while booting (state: ${s.state})`, { hint: `look at vmctl console ${dom.name} and the QEMU log` });
+    }
+  };
+  // ip
+  let ip: string | undefined;
+  op.waiting('an IP address (DHCP lease, guest agent, ARP)');
+  while (!ip) {
+    op.throwIfAborted();
+    if (performance.now() > deadline) throw stalled('ip');
+    const a = await guestAddresses(dom);
+    if (a) {
+      ip = a.addrs[0];
+      o.phase('ip', `${ip} (${a.source})`);
+      last = 'ip';
+      break;
+    }
+    await assertRunning();
+    await sleep(1000);
+  }
+  if (o.target === 'ip') return { ...(ip ? { ip } : {}) };
+  if (!o.ssh) {
+    throw new VmctlError('UNSUPPORTED', `cannot wait for ssh on ${dom.name}: it has no SSH port forward`, { hint: 'use --wait ip' });
+  }
+  // sshd
+  const remaining = () => Math.max(1000, deadline - performance.now());
+  let guest;
+  try {
+    op.waiting(`sshd on ${o.ssh.host}:${o.ssh.port} (pinned host key)`);
+    guest = await waitForSsh(o.ssh, { timeoutMs: remaining(), signal: op.signal });
+  } catch (e) {
+    if (e instanceof VmctlError && e.code === 'TIMEOUT') throw stalled('sshd');
+    throw e;
+  }
+  o.phase('sshd', `${o.ssh.host}:${o.ssh.port}`);
+  last = 'sshd';
+  // cloud-init done
+  op.waiting('cloud-init to finish');
+  try {
+    const st = await waitForCloudInit(guest, { timeoutMs: remaining() });
+    if (st.status !== 'done') {
+      throw new VmctlError('LIBVIRT', `cloud-init on ${dom.name} ended with status '${st.status}'${st.errors.length ? `: ${st.errors.join('; ')}` : ''}`, {
+        hint: `inspect with vmctl ssh ${dom.name} -- sudo cloud-init status --long`,
+      });
+    }
+  } finally {
+    guest.close();
+  }
+  o.phase('cloud-init');
+  return { ...(ip ? { ip } : {}) };
+}
+
