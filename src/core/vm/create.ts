@@ -31,7 +31,8 @@ import type { GuestTarget } from '../guest/ssh.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import type { Connection, Domain, StoragePool, DomainStateName } from '../../libvirt/connection.js';
 import type { OpContext } from '../op/context.js';
-import { clearMarker, markerMetadata, newMarker, parseOpMarker, recordStep, type OpMarker } from '../op/journal.js';
+import { clearMarker, markerLiveness, markerMetadata, newMarker, parseOpMarker, recordStep, type OpMarker } from '../op/journal.js';
+import { describeHolder } from '../op/holder.js';
 import { forwardPortCandidates, forwardPortRange, isForwardPortTaken, isSshForward, pickForwardPort, tunnelFor } from './forward.js';
 import { phaseRecorder, waitReady, type PhaseEvent, type WaitTarget } from './readiness.js';
 import { describeMarker, lookupVm, missingBackingError, undefineDomain } from './domain.js';
@@ -104,6 +105,12 @@ async function assertNameFree(conn: Connection, name: string): Promise<void> {
   const dom = await lookupVm(conn, name);
   if (!dom) return;
   const marker = parseOpMarker(await dom.xml());
+  if (marker && markerLiveness(marker) === 'alive') {
+    throw new VmctlError('CONFLICT', `VM '${name}' is busy: vmctl ${marker.op} by ${describeHolder(marker)} is at step '${marker.step}' (since ${marker.since})`, {
+      hint: 'wait for that command to finish',
+      details: { busy: marker },
+    });
+  }
   if (marker) {
     throw new VmctlError('ALREADY_EXISTS', `'${name}' is an incomplete VM on ${conn.uri.original}: ${describeMarker(marker)}`, {
       hint: `vmctl delete ${name} removes what that command made; then create it again`,
