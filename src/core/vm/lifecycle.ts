@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomInt, randomUUID } from 'node:crypto';
-import { xmlBuilder, xmlParser } from '../xml.js';
+import { xmlParser } from '../xml.js';
 import type { Logger } from 'pino';
 import { silentLogger } from '../log.js';
 import { VmctlError } from '../errors.js';
@@ -20,6 +20,7 @@ import { loadTemplate, type TemplateOverrides } from '../template/load.js';
 import { buildVmSpec, planDiskVolumes } from '../template/model.js';
 import { buildDomainXml, parseVmctlMetadata, type VmctlDomainMetadata } from './domain-xml.js';
 import { ensurePool, poolFreeBytes } from '../storage/pool.js';
+import { diskVolumeName, parseImageVolumeName, seedVolumeName, volumeXml } from '../storage/volume.js';
 import { chooseAccel, type AccelRequest } from '../host/accel.js';
 import { ensureImage, type ImageInfo, type ImageProgress } from '../image/images.js';
 import { buildSeedDocuments, ensureVmKeys, hostPatternFor, pinHostKey, writeSeedIso } from '../guest/cloudinit.js';
@@ -189,18 +190,6 @@ export function tunnelFor(conn: Connection): Pick<GuestTarget, 'via'> {
   }
 }
 
-function volumeXml(o: { name: string; capacityBytes: number; format: 'qcow2' | 'raw'; backing?: { path: string; format: string } }): string {
-  return xmlBuilder.build({
-    volume: {
-      name: o.name,
-      capacity: { '@_unit': 'bytes', '#text': o.capacityBytes },
-      ...(o.format === 'qcow2' ? { allocation: { '@_unit': 'bytes', '#text': 0 } } : {}),
-      target: { format: { '@_type': o.format }, permissions: { mode: '0644' } },
-      ...(o.backing ? { backingStore: { path: o.backing.path, format: { '@_type': o.backing.format } } } : {}),
-    },
-  }) as string;
-}
-
 async function uploadFileAsVolume(pool: StoragePool, name: string, file: string): Promise<StorageVolume> {
   const size = statSync(file).size;
   const vol = await pool.createVolume(volumeXml({ name, capacityBytes: size, format: 'raw' }));
@@ -227,7 +216,7 @@ export const MIN_FREE_FOR_VM = 512n * 1024n * 1024n;
 async function assertPoolRoom(conn: Connection, pool: StoragePool, poolPath: string, imageName: string): Promise<void> {
   const free = await poolFreeBytes(conn, pool);
   let need = MIN_FREE_FOR_VM;
-  const present = (await pool.listVolumes()).some((v) => v.name.startsWith(`img_${imageName}.`));
+  const present = (await pool.listVolumes()).some((v) => parseImageVolumeName(v.name)?.name === imageName);
   if (!present) need += 512n * 1024n * 1024n; // the image itself (the default one is ~140 MiB, qcow2-compressed)
   if (free < need) {
     const mib = (b: bigint) => `${b / (1024n * 1024n)} MiB`;
@@ -332,7 +321,7 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
     const diskWork = (async () => {
       const refs = [];
       for (const plan of planDiskVolumes(spec, imageName)) {
-        const volName = `${name}-${plan.disk}.${plan.format}`;
+        const volName = diskVolumeName(name, plan.disk, plan.format);
         const backing = plan.backingImage !== undefined ? (plan.backingImage === imageName ? image : await ensureImage(conn, plan.backingImage, imageOpts)) : undefined;
         const capacity = Math.max(plan.sizeBytes, backing?.virtualSizeBytes ?? 0);
         const vol = await pool.createVolume(
@@ -357,7 +346,7 @@ export async function createVm(conn: Connection, opts: CreateOptions, hooks: Cre
       });
       const iso = join(tmp, 'seed.iso');
       await writeSeedIso(docs, iso);
-      const seedName = `${name}-seed.iso`;
+      const seedName = seedVolumeName(name);
       const seedVol = await uploadFileAsVolume(pool, seedName, iso);
       rollback.add(`volume ${seedName}`, () => seedVol.delete());
       return { pool: pool.name, name: seedName, path: await seedVol.path() };
