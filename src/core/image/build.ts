@@ -3,7 +3,7 @@
  * the build cache (cacheDir()/images, owner-only), then imports the result.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Connection } from '../../libvirt/connection.js';
 import { VmctlError } from '../errors.js';
@@ -124,9 +124,11 @@ export function builtImageFiles(out: string): string[] {
   return [out, `${out}.json`, `${out}.vmlinuz`, `${out}.initrd`];
 }
 
-/** Makes the build's outputs owner-only (0600), whatever mode the script left them with. */
+/** Makes the build's outputs owner-only (0600), whatever mode the script left them with (never through a symlink). */
 function privateBuildOutputs(out: string): void {
-  for (const f of builtImageFiles(out)) if (existsSync(f)) chmodSync(f, 0o600);
+  for (const f of builtImageFiles(out)) {
+    if (existsSync(f) && lstatSync(f).isFile()) chmodSync(f, 0o600);
+  }
 }
 
 /** Builds image `name` (only debian-12) into the build cache, then imports it. */
