@@ -98,7 +98,7 @@ size_bytes=$(( size_bytes / 1048576 * 1048576 ))
 
 cache=$repo/.cache
 [ -n "$OUT" ] || OUT=$cache/images/$IMAGE_NAME.qcow2
-mkdir -p "$(dirname "$OUT")"
+mkdir -p -m 0700 "$(dirname "$OUT")"   # a new output dir is owner-only (vmctl tightens an existing one)
 OUT=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")
 outbase=$(basename "$OUT")
 mkdir -p "$cache/debootstrap" "$cache/apt-archives/partial" "$cache/tmp"
@@ -541,8 +541,8 @@ run mke2fs -q -F -t ext4 -L "$FS_LABEL" -U "$fs_uuid" -m 1 -O "$fs_features" \
   -E "offset=$(( start_sector * 512 ))" -d "$root" "$raw" "$(( part_sectors / 2 ))k"
 
 progress 88 "exporting kernel and initrd"
-install -m 0644 "$root/boot/vmlinuz-$kver" "$OUT.vmlinuz$tag"
-install -m 0644 "$root/boot/initrd.img-$kver" "$OUT.initrd$tag"
+install -m 0600 "$root/boot/vmlinuz-$kver" "$OUT.vmlinuz$tag"
+install -m 0600 "$root/boot/initrd.img-$kver" "$OUT.initrd$tag"
 
 progress 90 "converting to compressed qcow2"
 run qemu-img convert -q -c -f raw -O qcow2 -o compression_type=zstd "$raw" "$OUT$tag"
@@ -607,6 +607,7 @@ EOF
 
 # ---------------------------------------------------------------- 7. publish
 progress 99 "publishing"
+chmod 0600 "${tmp_outputs[@]}"   # owner-only, like every volume vmctl makes from them
 mv -f "$OUT$tag" "$OUT"
 mv -f "$OUT.vmlinuz$tag" "$OUT.vmlinuz"
 mv -f "$OUT.initrd$tag" "$OUT.initrd"

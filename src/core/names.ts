@@ -108,19 +108,6 @@ export const assertBridgeName = (v: unknown): string => assert(BRIDGE_NAME, v);
 export const checkPoolName = (v: unknown): string | null => check(POOL_NAME, v);
 export const assertPoolName = (v: unknown): string => assert(POOL_NAME, v);
 
-/** The volume vmctl creates for one disk of a VM: `<vm>-<disk>.<format>`. */
-export function diskVolumeName(vmName: string, diskName: string, format: 'qcow2' | 'raw'): string {
-  assertVmName(vmName);
-  assertDiskName(diskName);
-  return `${vmName}-${diskName}.${format === 'qcow2' ? 'qcow2' : 'img'}`;
-}
-
-/** The cloud-init NoCloud seed ISO of a VM: `<vm>-seed.iso`. */
-export function seedVolumeName(vmName: string): string {
-  assertVmName(vmName);
-  return `${vmName}-seed.iso`;
-}
-
 /** Characters that XML 1.0 cannot carry at all (escaping does not help), plus lone surrogates. */
 // eslint-disable-next-line no-control-regex
 export const XML_ILLEGAL_RE = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;

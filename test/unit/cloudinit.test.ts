@@ -274,9 +274,9 @@ describe('keys', () => {
     expect(statSync(state).mode & 0o777).toBe(0o700);
     expect(a.userKeyFile).toBe(join(state, 'id_ed25519'));
     expect(statSync(a.userKeyFile!).mode & 0o777).toBe(0o600);
-    expect(statSync(`${a.userKeyFile}.pub`).mode & 0o777).toBe(0o644);
-    expect(statSync(join(state, 'ssh_host_ed25519_key')).mode & 0o777).toBe(0o600);
-    expect(statSync(a.knownHostsFile).mode & 0o777).toBe(0o600);
+    // every file of the state dir is owner-only, public halves included
+    expect(readdirSync(state).sort()).toEqual(['id_ed25519', 'id_ed25519.pub', 'known_hosts', 'ssh_host_ed25519_key', 'ssh_host_ed25519_key.pub']);
+    for (const f of readdirSync(state)) expect(statSync(join(state, f)).mode & 0o777, f).toBe(0o600);
     expect(readFileSync(a.knownHostsFile, 'utf8')).toBe('');
     expect(readFileSync(join(state, 'ssh_host_ed25519_key'), 'utf8')).toBe(a.hostKey.privateKey);
     expect(readFileSync(join(state, 'ssh_host_ed25519_key.pub'), 'utf8')).toBe(`${a.hostKey.publicKey}\n`);
@@ -302,6 +302,10 @@ describe('keys', () => {
     chmodSync(a.userKeyFile!, 0o644);
     ensureVmKeys(state);
     expect(statSync(a.userKeyFile!).mode & 0o777).toBe(0o600);
+    // and so is a loosened state dir
+    chmodSync(state, 0o755);
+    ensureVmKeys(state);
+    expect(statSync(state).mode & 0o777).toBe(0o700);
   });
 
   it('ensureVmKeys with the caller’s public keys keeps no user key', () => {

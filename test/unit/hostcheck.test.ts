@@ -2,7 +2,7 @@
  * Pure parts of the host check: line rendering, evaluations, capabilities
  * parsing, the probe's domain XML, the pool's target path, the per-host cache.
  */
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLParser } from 'fast-xml-parser';
@@ -18,7 +18,8 @@ import {
 import { offersKvm, parseCapabilities, virtFlags } from '../../src/core/host/capabilities.js';
 import { probeDomainXml, summarizeProbe, type AccelProbeResult, type ProbeRun } from '../../src/core/host/accel.js';
 import { describePoolXml, poolTargetPath, vmctlPoolXml } from '../../src/core/storage/pool.js';
-import { hostCachePath, readHostCache, vmctlCacheDir, writeHostCache, type HostIdentity } from '../../src/core/host/cache.js';
+import { hostCachePath, readHostCache, writeHostCache, type HostIdentity } from '../../src/core/host/cache.js';
+import { cacheDir } from '../../src/core/paths.js';
 import { parseLibvirtUri } from '../../src/libvirt/uri.js';
 import { VmctlError } from '../../src/core/errors.js';
 
@@ -220,10 +221,35 @@ describe('per-host cache', () => {
     local: true,
   });
 
-  it('uses $XDG_CACHE_HOME/vmctl, else ~/.cache/vmctl', () => {
-    expect(vmctlCacheDir({ XDG_CACHE_HOME: '/x/cache', HOME: '/home/u' })).toBe('/x/cache/vmctl');
-    expect(vmctlCacheDir({ HOME: '/home/u' })).toBe('/home/u/.cache/vmctl');
-    expect(vmctlCacheDir({ XDG_CACHE_HOME: 'relative', HOME: '/home/u' })).toBe('/home/u/.cache/vmctl');
+  it('uses $VMCTL_CACHE_DIR, else $XDG_CACHE_HOME/vmctl, else ~/.cache/vmctl', () => {
+    expect(cacheDir({ VMCTL_CACHE_DIR: '/v/cache', XDG_CACHE_HOME: '/x/cache', HOME: '/home/u' })).toBe('/v/cache');
+    expect(cacheDir({ XDG_CACHE_HOME: '/x/cache', HOME: '/home/u' })).toBe('/x/cache/vmctl');
+    expect(cacheDir({ HOME: '/home/u' })).toBe('/home/u/.cache/vmctl');
+    expect(cacheDir({ XDG_CACHE_HOME: 'relative', HOME: '/home/u' })).toBe('/home/u/.cache/vmctl');
+  });
+
+  it('writes into $VMCTL_CACHE_DIR (owner-only) when no dir is given, never into ~/.cache', () => {
+    const saved = { VMCTL_CACHE_DIR: process.env.VMCTL_CACHE_DIR, HOME: process.env.HOME, XDG_CACHE_HOME: process.env.XDG_CACHE_HOME };
+    const home = join(dir, 'home');
+    const vmctlCache = join(dir, 'vmctl-cache-dir');
+    mkdirSync(vmctlCache, { mode: 0o755 });
+    chmodSync(vmctlCache, 0o755);
+    try {
+      process.env.HOME = home;
+      delete process.env.XDG_CACHE_HOME;
+      process.env.VMCTL_CACHE_DIR = vmctlCache;
+      const path = writeHostCache('accel', id('env'), { ok: 1 });
+      expect(path).toBe(join(vmctlCache, `accel-${id('env').key}.json`));
+      expect(hostCachePath('accel', id('env'))).toBe(path);
+      expect(readHostCache('accel', id('env'))?.value).toEqual({ ok: 1 });
+      expect(statSync(vmctlCache).mode & 0o777).toBe(0o700);
+      expect(() => statSync(join(home, '.cache'))).toThrow();
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
   });
 
   it('returns what was written for the same host while fresh, privately stored', () => {

@@ -7,11 +7,11 @@
  * per-VM known_hosts file before the guest ever boots: the first connection is
  * already strictly verified (no trust on first use). Unless the caller brings
  * its own public keys, vmctl also keeps a per-VM *user* key. Client-side state
- * of one VM (see paths.ts vmStateDir):
+ * of one VM (see paths.ts vmStateDir), a 0700 directory whose files are all 0600:
  *
- *   id_ed25519, id_ed25519.pub                  user key (only when vmctl manages it), 0600 / 0644
- *   ssh_host_ed25519_key, ssh_host_ed25519_key.pub   the guest's host key pair, 0600 / 0644
- *   known_hosts                                 the host public key pinned for the address vmctl uses, 0600
+ *   id_ed25519, id_ed25519.pub                  user key (only when vmctl manages it)
+ *   ssh_host_ed25519_key, ssh_host_ed25519_key.pub   the guest's host key pair
+ *   known_hosts                                 the host public key pinned for the address vmctl uses
  *
  * Documents. The base files in the package's cloud-init/ directory are loaded
  * as YAML objects, per-VM values are merged in as objects, and the result is
@@ -51,6 +51,7 @@ import { fingerprintSha256, parseKnownHostsLine } from '../../libvirt/transport/
 import { VmctlError } from '../errors.js';
 import { HOSTNAME_RE, quote, SSH_PUBLIC_KEY_RE, USER_NAME_RE } from '../names.js';
 import { packagePath } from '../package-root.js';
+import { ensurePrivateDir } from '../paths.js';
 
 const { utils } = ssh2;
 
@@ -153,13 +154,6 @@ function writeFileAtomic(path: string, data: string, mode: number): void {
   }
 }
 
-function ensureDir(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const st = statSync(dir);
-  if (!st.isDirectory()) throw new VmctlError('INVALID_INPUT', `${dir} is not a directory`);
-  if ((st.mode & 0o077) !== 0) chmodSync(dir, 0o700);
-}
-
 export interface VmKeys {
   readonly stateDir: string;
   /** stateDir/id_ed25519 when vmctl manages the login key; undefined when the caller brought public keys */
@@ -205,7 +199,7 @@ export function assertPublicKeys(keys: readonly string[]): string[] {
  * pinHostKey is called with the address vmctl will use).
  */
 export function ensureVmKeys(stateDir: string, opts: EnsureVmKeysOptions = {}): VmKeys {
-  ensureDir(stateDir);
+  ensurePrivateDir(stateDir);
   const label = basename(stateDir);
   let userKey: SshKeyPair | undefined;
   let userKeyFile: string | undefined;
@@ -221,14 +215,14 @@ export function ensureVmKeys(stateDir: string, opts: EnsureVmKeysOptions = {}): 
       userKey = generateUserKey(opts.userKeyComment ?? `vmctl@${label}`);
       writeFileAtomic(userKeyFile, userKey.privateKey, 0o600);
     }
-    writeFileAtomic(`${userKeyFile}.pub`, `${userKey.publicKey}\n`, 0o644);
+    writeFileAtomic(`${userKeyFile}.pub`, `${userKey.publicKey}\n`, 0o600);
     authorizedKeys = [userKey.publicKey];
   }
 
   const hostKey = generateHostKey(opts.hostKeyComment ?? `root@${label}`);
   const hostKeyFile = join(stateDir, HOST_KEY_FILE);
   writeFileAtomic(hostKeyFile, hostKey.privateKey, 0o600);
-  writeFileAtomic(`${hostKeyFile}.pub`, `${hostKey.publicKey}\n`, 0o644);
+  writeFileAtomic(`${hostKeyFile}.pub`, `${hostKey.publicKey}\n`, 0o600);
 
   const knownHostsFile = join(stateDir, KNOWN_HOSTS_FILE);
   writeFileAtomic(knownHostsFile, '', 0o600);
@@ -290,7 +284,7 @@ export function pinHostKey(stateDir: string, hostPattern: string, publicKey: str
   if (!key || !parseKnownHostsLine(line)) {
     throw new VmctlError('INVALID_INPUT', `not an SSH public key: ${quote(publicKey, 60)}`);
   }
-  ensureDir(stateDir);
+  ensurePrivateDir(stateDir);
   const file = join(stateDir, KNOWN_HOSTS_FILE);
   const kept = existsSync(file)
     ? readFileSync(file, 'utf8')

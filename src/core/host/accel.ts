@@ -17,7 +17,7 @@
  * and the volume; stale probe volumes (from a vmctl killed mid-probe, older
  * than an hour) are removed on the next probe. Nothing else is touched.
  *
- * Results are cached per host (./hostcache.ts) for HOST_CACHE_TTL_MS;
+ * Results are cached per host (./cache.ts) for HOST_CACHE_TTL_MS;
  * `refresh` ignores the cache.
  */
 import { randomBytes } from 'node:crypto';
@@ -32,6 +32,7 @@ import { BOOT_SECTOR_SIZE, PROBE_DISK_SIZE, PROBE_ITERATIONS, DEBUG_EXIT_PORT, b
 import { hostCapabilities, hostIdentity, readHostCache, writeHostCache, type CacheOptions } from './cache.js';
 import { offersKvm, parseCapabilities } from './capabilities.js';
 import { ensurePool, VMCTL_POOL, type EnsurePoolResult } from '../storage/pool.js';
+import { volumeXml } from '../storage/volume.js';
 
 export type AccelRequest = 'auto' | 'kvm' | 'tcg';
 export type ProbeDomainType = 'kvm' | 'qemu';
@@ -141,16 +142,6 @@ export function probeDomainXml(o: { name: string; domainType: ProbeDomainType; p
       'qemu:commandline': {
         'qemu:arg': [{ '@_value': '-device' }, { '@_value': `isa-debug-exit,iobase=0x${DEBUG_EXIT_PORT.toString(16)},iosize=0x04` }],
       },
-    },
-  }) as string;
-}
-
-function probeVolumeXml(name: string): string {
-  return builder.build({
-    volume: {
-      name,
-      capacity: { '@_unit': 'bytes', '#text': PROBE_DISK_SIZE },
-      target: { format: { '@_type': 'raw' }, permissions: { mode: '0600' } },
     },
   }) as string;
 }
@@ -363,7 +354,7 @@ export async function probeAccelerators(conn: Connection, opts: ProbeOptions = {
   let kvm: ProbeRun;
   let tcg: ProbeRun;
   try {
-    vol = await pool.createVolume(probeVolumeXml(volName));
+    vol = await pool.createVolume(volumeXml({ name: volName, capacityBytes: PROBE_DISK_SIZE, format: 'raw' }));
     if (!x86) {
       kvm = skippedRun('kvm', kvmTimeoutMs, `the probe guest is x86 and the host is ${caps.arch}`);
     } else if (!offersKvm(caps, 'x86_64')) {

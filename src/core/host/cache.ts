@@ -1,8 +1,9 @@
 /**
  * Per-host on-disk cache for facts that are expensive to learn and change only
  * when the host changes: libvirt's capabilities XML (seconds on some hosts)
- * and the accelerator probe (tens of seconds). Lives under
- * `$XDG_CACHE_HOME/vmctl/` (default `~/.cache/vmctl/`), one JSON file per
+ * and the accelerator probe (tens of seconds). Lives in paths.ts cacheDir()
+ * ($VMCTL_CACHE_DIR, else `$XDG_CACHE_HOME/vmctl/`, else `~/.cache/vmctl/`,
+ * owner-only), one JSON file per
  * (kind, host), written atomically, read only when fresh (TTL) and made for the
  * same host.
  *
@@ -14,11 +15,12 @@
  * kernel therefore starts afresh.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { homedir, release } from 'node:os';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { release } from 'node:os';
 import { join } from 'node:path';
 import type { Connection } from '../../libvirt/connection.js';
 import { formatLibvirtVersion } from './version.js';
+import { cacheDir, ensurePrivateDir } from '../paths.js';
 
 /** Cached entries older than this are ignored (and overwritten on the next fetch). */
 export const HOST_CACHE_TTL_MS = 7 * 24 * 3600 * 1000;
@@ -73,15 +75,8 @@ async function computeIdentity(conn: Connection): Promise<HostIdentity> {
   return { key, ...fields };
 }
 
-/** `$XDG_CACHE_HOME/vmctl` (an absolute XDG_CACHE_HOME only, as the spec says), else `~/.cache/vmctl`. */
-export function vmctlCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  const xdg = env['XDG_CACHE_HOME'];
-  const base = xdg !== undefined && xdg.startsWith('/') ? xdg : join(env['HOME'] || homedir(), '.cache');
-  return join(base, 'vmctl');
-}
-
 export interface CacheOptions {
-  /** cache directory (default vmctlCacheDir()) */
+  /** cache directory (default cacheDir(): $VMCTL_CACHE_DIR, else $XDG_CACHE_HOME/vmctl, else ~/.cache/vmctl) */
   readonly dir?: string;
   /** maximum age (default HOST_CACHE_TTL_MS) */
   readonly ttlMs?: number;
@@ -106,7 +101,7 @@ interface CacheFile<T> {
 
 export type CacheKind = 'capabilities' | 'accel';
 
-export function hostCachePath(kind: CacheKind, identity: HostIdentity, dir: string = vmctlCacheDir()): string {
+export function hostCachePath(kind: CacheKind, identity: HostIdentity, dir: string = cacheDir()): string {
   return join(dir, `${kind}-${identity.key}.json`);
 }
 
@@ -132,7 +127,7 @@ export function readHostCache<T>(kind: CacheKind, identity: HostIdentity, opts: 
  * time. Returns the path, or undefined when it could not be written.
  */
 export function writeHostCache<T>(kind: CacheKind, identity: HostIdentity, value: T, opts: CacheOptions = {}): string | undefined {
-  const dir = opts.dir ?? vmctlCacheDir();
+  const dir = opts.dir ?? cacheDir();
   const path = hostCachePath(kind, identity, dir);
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   const file: CacheFile<T> = {
@@ -144,7 +139,7 @@ export function writeHostCache<T>(kind: CacheKind, identity: HostIdentity, value
     value,
   };
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    ensurePrivateDir(dir);
     writeFileSync(tmp, JSON.stringify(file, null, 1) + '\n', { mode: 0o600 });
     renameSync(tmp, path);
     return path;

@@ -15,7 +15,6 @@ import { mkdtempSync, rmSync, createReadStream, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { xmlBuilder } from '../xml.js';
 import { VmctlError } from '../errors.js';
 import { assertVmName } from '../names.js';
 import { vmStateDir } from '../paths.js';
@@ -24,6 +23,7 @@ import { loadTemplate, type TemplateOverrides } from '../template/load.js';
 import { buildVmSpec, planDiskVolumes, type DiskFormat, type ResolvedTemplate } from '../template/model.js';
 import { buildDomainXml } from './domain-xml.js';
 import { ensurePool, findPool, poolFreeBytes, VMCTL_POOL } from '../storage/pool.js';
+import { diskVolumeName, seedVolumeName, volumeXml } from '../storage/volume.js';
 import { chooseAccel, type AccelRequest } from '../host/accel.js';
 import { ensureImage, findImage, type ImageInfo, type ImageProgress } from '../image/images.js';
 import { buildSeedDocuments, ensureVmKeys, hostPatternFor, pinHostKey, writeSeedIso } from '../guest/cloudinit.js';
@@ -95,11 +95,6 @@ export interface CreateResult {
   phases: PhaseEvent[];
 }
 
-/** Per-VM volume names: NAME-DISK.FORMAT for disks, NAME-seed.iso for the cloud-init seed. */
-export function vmVolumeName(vm: string, role: 'disk' | 'seed', disk = 'root', format: string = 'qcow2'): string {
-  return role === 'seed' ? `${vm}-seed.iso` : `${vm}-${disk}.${format}`;
-}
-
 /** Refuse a name that is taken, saying whether it is a VM or what an interrupted command left. */
 async function assertNameFree(conn: Connection, name: string): Promise<void> {
   const dom = await lookupVm(conn, name);
@@ -162,12 +157,12 @@ export async function planCreate(op: OpContext, opts: CreateOptions): Promise<Cr
   const volumes: PlannedVolume[] = planDiskVolumes(spec, imageName).map((p) => ({
     role: 'disk',
     disk: p.disk,
-    name: vmVolumeName(name, 'disk', p.disk, p.format),
+    name: diskVolumeName(name, p.disk, p.format),
     format: p.format,
     sizeBytes: Math.max(p.sizeBytes, p.backingImage === imageName ? (image?.virtualSizeBytes ?? 0) : 0),
     ...(p.backingImage !== undefined ? { backingImage: p.backingImage } : {}),
   }));
-  if (spec.cloudInit) volumes.push({ role: 'seed', name: vmVolumeName(name, 'seed'), format: 'raw', sizeBytes: 0 });
+  if (spec.cloudInit) volumes.push({ role: 'seed', name: seedVolumeName(name), format: 'raw', sizeBytes: 0 });
   const portCandidates = forwardPortCandidates();
   const sshPort = autoSsh ? await pickForwardPort(conn, portCandidates) : undefined;
   op.throwIfAborted();
@@ -211,18 +206,6 @@ async function assertPoolRoom(conn: Connection, pool: StoragePool, poolPath: str
       details: { freeBytes: free, neededBytes: need },
     });
   }
-}
-
-function volumeXml(o: { name: string; capacityBytes: number; format: 'qcow2' | 'raw'; backing?: { path: string; format: string } }): string {
-  return xmlBuilder.build({
-    volume: {
-      name: o.name,
-      capacity: { '@_unit': 'bytes', '#text': o.capacityBytes },
-      ...(o.format === 'qcow2' ? { allocation: { '@_unit': 'bytes', '#text': 0 } } : {}),
-      target: { format: { '@_type': o.format }, permissions: { mode: '0600' } },
-      ...(o.backing ? { backingStore: { path: o.backing.path, format: { '@_type': o.backing.format } } } : {}),
-    },
-  }) as string;
 }
 
 /** Undo of a volume this create made: by pool and name, on whatever connection is live. */

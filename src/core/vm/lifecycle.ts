@@ -3,7 +3,7 @@
  * apply), the power verbs, delete, info, readiness, and the SSH-forward helpers.
  * Each verb runs inside an OpContext (src/core/op) and never prints.
  */
-export { createVm, planCreate, applyCreate, vmVolumeName, MIN_FREE_FOR_VM, type CreateOptions, type CreatePlan, type CreateResult, type PlannedVolume } from './create.js';
+export { createVm, planCreate, applyCreate, MIN_FREE_FOR_VM, type CreateOptions, type CreatePlan, type CreateResult, type PlannedVolume } from './create.js';
 export { startVm, stopVm, rebootVm, suspendVm, resumeVm, destroyVm } from './power.js';
 export { deleteVm, type DeleteResult } from './remove.js';
 export { vmInfo, vmSshTarget, type VmInfo } from './info.js';

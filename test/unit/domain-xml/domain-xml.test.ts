@@ -13,7 +13,7 @@ import { XMLParser } from 'fast-xml-parser';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildDomainXml, commandlineNicAddress, parseVmctlMetadata, QEMU_XMLNS, VMCTL_XMLNS } from '../../../src/core/vm/domain-xml.js';
 import { VmctlError } from '../../../src/core/errors.js';
-import { diskVolumeName, seedVolumeName } from '../../../src/core/names.js';
+import { diskVolumeName, seedVolumeName } from '../../../src/core/storage/volume.js';
 import { listTemplates, loadTemplate, SHIPPED_TEMPLATE_DIR, validateTemplate } from '../../../src/core/template/load.js';
 import { buildVmSpec, DEBIAN_OVMF, type DomainType, type ResolvedTemplate, type VmSpec } from '../../../src/core/template/model.js';
 

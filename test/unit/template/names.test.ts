@@ -7,9 +7,7 @@ import {
   checkImageName,
   checkTemplateName,
   checkVmName,
-  diskVolumeName,
   resolveUserPath,
-  seedVolumeName,
 } from '../../../src/core/names.js';
 
 const RULE = "use lowercase letters, digits and '-' (max 63), starting with a letter and not ending with '-'";
@@ -84,14 +82,6 @@ describe('other names', () => {
     expect(checkBridgeName('a'.repeat(16))).not.toBeNull();
     expect(checkBridgeName('br 0')).not.toBeNull();
     expect(checkBridgeName('br/0')).not.toBeNull();
-  });
-
-  it('volume names derive from validated names', () => {
-    expect(diskVolumeName('web', 'root', 'qcow2')).toBe('web-root.qcow2');
-    expect(diskVolumeName('web', 'data', 'raw')).toBe('web-data.img');
-    expect(seedVolumeName('web')).toBe('web-seed.iso');
-    expect(() => diskVolumeName('../x', 'root', 'qcow2')).toThrow(VmctlError);
-    expect(() => diskVolumeName('web', '../root', 'qcow2')).toThrow(VmctlError);
   });
 });
 
