@@ -4,18 +4,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { VmctlError } from '../../../src/core/errors.js';
-import {
-  checkTemplate,
-  defaultTemplateDirs,
-  formatProblem,
-  listTemplates,
-  loadTemplate,
-  mergeTemplates,
-  SHIPPED_TEMPLATE_DIR,
-  userTemplateDir,
-  type LoadTemplateOptions,
-  type TemplateOverrides,
-} from '../../../src/core/template/load.js';
+import { defaultTemplateDirs, listTemplates, SHIPPED_TEMPLATE_DIR, userTemplateDir } from '../../../src/core/template/dirs.js';
+import { checkTemplate, loadTemplate, type LoadTemplateOptions } from '../../../src/core/template/load.js';
+import { mergeTemplates } from '../../../src/core/template/merge.js';
+import type { TemplateOverrides } from '../../../src/core/template/overrides.js';
+import { formatProblem } from '../../../src/core/template/problems.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@host';
