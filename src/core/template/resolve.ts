@@ -26,9 +26,9 @@ export interface ExtendsChain {
   blame: Blame;
 }
 
-/** "extends cycle: a -> b -> a" */
+/** "template "a": extends cycle a → b → a" */
 export function cycleMessage(names: readonly string[]): string {
-  return `extends cycle: ${names.join(' -> ')}`;
+  return `template "${names[0]}": extends cycle ${names.join(' → ')}`;
 }
 
 async function availableNames(dirs: readonly string[]): Promise<string> {
@@ -87,6 +87,10 @@ export async function resolveExtends(
     const parentName = parent as string;
     const self = parentName === cur.name;
     const found = await findIn(parentName, dirs, self ? cur.dirIndex + 1 : 0);
+    if (!found && self) {
+      const message = `${cycleMessage([...names, parentName])} (no lower-priority template directory has a "${parentName}" to extend)`;
+      return fail([{ ...at, rule: 'extends-cycle', message }]);
+    }
     if (!found) return fail([{ ...at, rule: 'extends', message: `unknown template "${parentName}" (available: ${await availableNames(dirs)})` }]);
     cur = { name: parentName, ...found };
   }

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { exitCodeFor } from '../../../src/cli/exit.js';
 import { VmctlError } from '../../../src/core/errors.js';
 import { defaultTemplateDirs, listTemplates, SHIPPED_TEMPLATE_DIR, userTemplateDir } from '../../../src/core/template/dirs.js';
 import { checkTemplate, loadTemplate, type LoadTemplateOptions } from '../../../src/core/template/load.js';
@@ -133,12 +134,35 @@ describe('extends', () => {
 
   it('cycles are errors naming the chain', async () => {
     const d = dir({ a: 'extends: b\n', b: 'extends: c\n', c: 'extends: a\n' });
-    expect(await problems('a', { dirs: [d] })).toEqual([`${path.join(d, 'c.yaml')}: /extends: extends cycle: a -> b -> c -> a`]);
+    expect(await problems('a', { dirs: [d] })).toEqual([`${path.join(d, 'c.yaml')}: /extends: template "a": extends cycle a → b → c → a`]);
+    const two = dir({ a: 'cpus: 1\nextends: b\n', b: 'extends: a\n' });
+    expect(await problems('b', { dirs: [two] })).toEqual([`${path.join(two, 'a.yaml')}: /extends: template "b": extends cycle b → a → b`]);
   });
 
-  it('a template extending its own name with nothing below is an unknown parent', async () => {
+  it('a template extending its own name with nothing below is a cycle, not an unknown template', async () => {
     const d = dir({ a: 'extends: a\n' });
-    expect(await problems('a', { dirs: [d] })).toEqual([`${path.join(d, 'a.yaml')}: /extends: unknown template "a" (available: a)`]);
+    expect(await problems('a', { dirs: [d] })).toEqual([
+      `${path.join(d, 'a.yaml')}: /extends: template "a": extends cycle a → a (no lower-priority template directory has a "a" to extend)`,
+    ]);
+    // the same name one directory down is what a self-extends means: no cycle
+    const shipped = dir({ a: 'cpus: 2\n' });
+    const r = await checkTemplate('a', { dirs: [d, shipped] });
+    expect(r.ok && r.value.spec.cpus).toBe(2);
+  });
+
+  it('loadTemplate throws INVALID_TEMPLATE (exit status 2) for a cycle, whose problem says extends-cycle', async () => {
+    const d = dir({ a: 'extends: b\n', b: 'extends: a\n', self: 'extends: self\n' });
+    for (const name of ['a', 'self']) {
+      const err = await loadTemplate(name, { dirs: [d] }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(VmctlError);
+      expect((err as VmctlError).code).toBe('INVALID_TEMPLATE');
+      expect(exitCodeFor((err as VmctlError).code)).toBe(2);
+      expect((err as VmctlError).message).toContain(`template "${name}": extends cycle ${name === 'a' ? 'a → b → a' : 'self → self'}`);
+      expect((err as VmctlError).details?.problems).toMatchObject([{ rule: 'extends-cycle', path: '/extends' }]);
+    }
   });
 
   it('unknown and malformed parents', async () => {
