@@ -33,6 +33,8 @@ export interface TemplateInfo {
   dirIndex: number;
   /** the description field, when the file parses */
   description?: string;
+  /** the extends field, when the file parses and it is a string */
+  extends?: string;
   /** files of the same name in lower-priority directories, hidden by this one */
   shadows: string[];
 }
@@ -67,7 +69,10 @@ export async function listTemplates(dirs: readonly string[] = defaultTemplateDir
     infos.map(async (info) => {
       try {
         const parsed = parseTemplateText(await readFile(info.file, 'utf8'), info.file);
-        if (parsed.ok && typeof parsed.file.data.description === 'string') info.description = parsed.file.data.description;
+        if (!parsed.ok) return;
+        const { description, extends: parent } = parsed.file.data;
+        if (typeof description === 'string') info.description = description;
+        if (typeof parent === 'string') info.extends = parent;
       } catch {
         // unreadable: loadTemplate will say why
       }
