@@ -2,7 +2,7 @@
 import type { Logger } from 'pino';
 import { createLogger, type LogFormat } from '../core/log.js';
 import { Connection } from '../libvirt/connection.js';
-import { resolveDefaultUri } from '../libvirt/uri.js';
+import { parseLibvirtUri, plaintextConnectionWarning, resolveDefaultUri } from '../libvirt/uri.js';
 
 export interface GlobalArgs {
   connect?: string;
@@ -55,7 +55,8 @@ export const stdout: Output = {
 export function makeContext(argv: GlobalArgs, out: Output = stdout): Context {
   const log = createLogger((argv['log-level'] ?? 'warn') as 'warn', (argv['log-format'] ?? 'text') as LogFormat);
   const uri = resolveDefaultUri(argv.connect);
-  return {
+  let warnedPlaintext = false;
+  const ctx: Context = {
     json: argv.json === true,
     uri,
     log,
@@ -68,6 +69,11 @@ export function makeContext(argv: GlobalArgs, out: Output = stdout): Context {
       process.stderr.write(line + '\n');
     },
     async withConnection(fn) {
+      if (!warnedPlaintext) {
+        warnedPlaintext = true;
+        const warning = plaintextWarningFor(uri);
+        if (warning !== undefined) ctx.warn(warning);
+      }
       const conn = await Connection.open(uri, { logger: log, acceptUnknownHostKey: argv['accept-host-key'] === true });
       try {
         return await fn(conn);
@@ -76,4 +82,14 @@ export function makeContext(argv: GlobalArgs, out: Output = stdout): Context {
       }
     },
   };
+  return ctx;
+}
+
+/** The clear-text warning for `uri` (qemu+tcp:// off loopback), said before connecting; a bad URI is Connection.open's to report. */
+export function plaintextWarningFor(uri: string): string | undefined {
+  try {
+    return plaintextConnectionWarning(parseLibvirtUri(uri));
+  } catch {
+    return undefined;
+  }
 }
