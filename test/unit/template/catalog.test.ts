@@ -1,25 +1,12 @@
 /** `vmctl template list/show` data: origin, overrides, extends, summaries, the resolved document and its YAML. */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { templateDir as userDir } from '../../_helpers/template-dir.js';
 import { parse } from 'yaml';
 import { VmctlError } from '../../../src/core/errors.js';
 import { listTemplateEntries, originOf, showTemplate, templateYaml } from '../../../src/core/template/catalog.js';
 import { SHIPPED_TEMPLATE_DIR } from '../../../src/core/template/dirs.js';
 import { validateTemplate } from '../../../src/core/template/validate.js';
-
-const tmpRoots: string[] = [];
-afterAll(() => {
-  for (const d of tmpRoots) rmSync(d, { recursive: true, force: true });
-});
-
-function userDir(files: Record<string, string>): string {
-  const d = mkdtempSync(path.join(tmpdir(), 'vmctl-catalog-'));
-  tmpRoots.push(d);
-  for (const [name, text] of Object.entries(files)) writeFileSync(path.join(d, `${name}.yaml`), text);
-  return d;
-}
 
 describe('listTemplateEntries', () => {
   it('lists shipped and user templates with origin, overrides, extends, description and resolved summary', async () => {

@@ -1,8 +1,8 @@
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { templateDir as dir } from '../../_helpers/template-dir.js';
 import { exitCodeFor } from '../../../src/cli/exit.js';
 import { VmctlError } from '../../../src/core/errors.js';
 import { defaultTemplateDirs, listTemplates, SHIPPED_TEMPLATE_DIR, userTemplateDir } from '../../../src/core/template/dirs.js';
@@ -14,19 +14,6 @@ import { formatProblem } from '../../../src/core/template/problems.js';
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@host';
 const GiB = 1024 ** 3;
-
-const tmpRoots: string[] = [];
-afterAll(() => {
-  for (const d of tmpRoots) rmSync(d, { recursive: true, force: true });
-});
-
-/** A fresh directory holding the given templates (name → YAML text). */
-function dir(files: Record<string, string>): string {
-  const d = mkdtempSync(path.join(tmpdir(), 'vmctl-tpl-'));
-  tmpRoots.push(d);
-  for (const [name, text] of Object.entries(files)) writeFileSync(path.join(d, `${name}.yaml`), text);
-  return d;
-}
 
 async function problems(name: string, opts: LoadTemplateOptions): Promise<string[]> {
   const r = await checkTemplate(name, opts);
