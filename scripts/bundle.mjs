@@ -11,7 +11,8 @@
  *   ssh2                         optional native addons (cpu-features, sshcrypto)
  *   pino, pino-pretty, thread-stream
  *                                worker-thread transports resolve files by path
- * Everything else (yargs, yaml, fast-xml-parser, cli-progress, …) is bundled.
+ * Everything else (yargs, yaml, fast-xml-parser, cli-progress, …) is bundled,
+ * cliui (yargs' help layout) from its CommonJS entry, which wraps at words.
  *
  * Files shipped beside the code (vm-templates/, cloud-init/, scripts/,
  * package.json) are found from the package root (src/core/package-root.ts),
@@ -67,6 +68,24 @@ const yargsLocalesPlugin = {
   },
 };
 
+/**
+ * cliui's ESM entry (what yargs' ESM shim imports) wraps text at exactly the
+ * column width, splitting words anywhere (`--timeout` became `-` + `-timeout`
+ * at 80 columns); its CommonJS entry wraps at word boundaries (wrap-ansi).
+ * Bundle the CommonJS one. Fails the build if cliui stops offering it.
+ */
+const cliuiWordWrapPlugin = {
+  name: 'cliui-word-wrap',
+  setup(build) {
+    build.onResolve({ filter: /^cliui$/ }, async (args) => {
+      if (args.pluginData === 'cliui-cjs') return undefined;
+      const r = await build.resolve('cliui', { kind: 'require-call', resolveDir: args.resolveDir, pluginData: 'cliui-cjs' });
+      if (r.errors.length > 0 || !r.path.endsWith('.cjs')) throw new Error(`cliui: no CommonJS entry to bundle (got ${r.path}); check how it wraps help text`);
+      return { path: r.path };
+    });
+  },
+};
+
 export async function bundle({ metafile = false } = {}) {
   // built beside the old bundle and swapped in, so a vmctl started meanwhile never sees half a bundle
   const tmpdir = `${root}dist/.bundle-${process.pid}`;
@@ -87,7 +106,7 @@ export async function bundle({ metafile = false } = {}) {
     sourcesContent: false,
     // bundled CommonJS packages (cli-progress, yaml, …) call require() for Node built-ins
     banner: { js: "import { createRequire as __vmctlBundleRequire } from 'node:module';\nconst require = __vmctlBundleRequire(import.meta.url);" },
-    plugins: [entryPlugin, yargsLocalesPlugin],
+    plugins: [entryPlugin, yargsLocalesPlugin, cliuiWordWrapPlugin],
     metafile,
     logLevel: 'warning',
     legalComments: 'none',

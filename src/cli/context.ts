@@ -2,7 +2,7 @@
 import type { Logger } from 'pino';
 import { createLogger, type LogFormat } from '../core/log.js';
 import { Connection } from '../libvirt/connection.js';
-import { resolveDefaultUri } from '../libvirt/uri.js';
+import { parseLibvirtUri, plaintextConnectionWarning, resolveDefaultUri } from '../libvirt/uri.js';
 
 export interface GlobalArgs {
   connect?: string;
@@ -58,7 +58,8 @@ export const stdout: Output = {
 export function makeContext(argv: GlobalArgs, out: Output = stdout): Context {
   const log = createLogger((argv['log-level'] ?? 'warn') as 'warn', (argv['log-format'] ?? 'text') as LogFormat);
   const uri = resolveDefaultUri(argv.connect);
-  return {
+  const warnedPlaintext = new Set<string>();
+  const ctx: Context = {
     json: argv.json === true,
     uri,
     log,
@@ -71,7 +72,13 @@ export function makeContext(argv: GlobalArgs, out: Output = stdout): Context {
       process.stderr.write(line + '\n');
     },
     open(other) {
-      return Connection.open(other ?? uri, { logger: log, acceptUnknownHostKey: argv['accept-host-key'] === true });
+      const target = other ?? uri;
+      if (!warnedPlaintext.has(target)) {
+        warnedPlaintext.add(target);
+        const warning = plaintextWarningFor(target);
+        if (warning !== undefined) ctx.warn(warning);
+      }
+      return Connection.open(target, { logger: log, acceptUnknownHostKey: argv['accept-host-key'] === true });
     },
     async withConnection(fn) {
       const conn = await this.open();
@@ -82,4 +89,14 @@ export function makeContext(argv: GlobalArgs, out: Output = stdout): Context {
       }
     },
   };
+  return ctx;
+}
+
+/** The clear-text warning for `uri` (qemu+tcp:// off loopback), said before connecting; a bad URI is Connection.open's to report. */
+export function plaintextWarningFor(uri: string): string | undefined {
+  try {
+    return plaintextConnectionWarning(parseLibvirtUri(uri));
+  } catch {
+    return undefined;
+  }
 }

@@ -7,6 +7,21 @@ import { toJson, type GlobalArgs } from './context.js';
 import { commands } from './commands/index.js';
 import { PROGRESS_MODES } from './events.js';
 
+/** When stdout is not a terminal and $COLUMNS says nothing usable. */
+export const DEFAULT_HELP_WIDTH = 100;
+const MIN_HELP_WIDTH = 40;
+
+/**
+ * Width --help wraps at: the terminal's when stdout is one, else $COLUMNS
+ * (shells set it, e.g. `COLUMNS=80 vmctl --help | less`), else 100; never
+ * below 40 columns (narrower cannot hold a flag and its description).
+ */
+export function helpWidth(out: { isTTY?: boolean; columns?: number } = process.stdout, env: NodeJS.ProcessEnv = process.env): number {
+  const fromEnv = Number(env.COLUMNS);
+  const width = out.isTTY && out.columns ? out.columns : Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : DEFAULT_HELP_WIDTH;
+  return Math.max(MIN_HELP_WIDTH, width);
+}
+
 export function buildParser(args: string[]): Argv<GlobalArgs> {
   let parser = yargs(args)
     .scriptName('vmctl')
@@ -32,10 +47,12 @@ export function buildParser(args: string[]): Argv<GlobalArgs> {
     .strict()
     .demandCommand(1, 'name a command; see vmctl --help')
     .recommendCommands()
+    // `vmctl completion` prints the bash (zsh when $SHELL is zsh) script; the script calls `vmctl --get-yargs-completions …`
+    .completion('completion', 'print a bash/zsh completion script (add `source <(vmctl completion)` to ~/.bashrc or ~/.zshrc)')
     .help()
     .alias('help', 'h')
     .version(false)
-    .wrap(Math.min(110, process.stdout.columns || 100))
+    .wrap(helpWidth())
     .exitProcess(false)
     .fail((msg, err) => {
       if (err) throw err;

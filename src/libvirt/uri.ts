@@ -7,6 +7,7 @@
  * src/remote/remote_driver.c (doRemoteOpen: client-only parameters stripped
  * from the name sent to the daemon).
  */
+import { BlockList, isIP } from 'node:net';
 import { InvalidUriError } from './transport/errors.js';
 import type { LibvirtUri, TransportKind } from './transport/types.js';
 
@@ -98,6 +99,40 @@ export function uriFlag(uri: LibvirtUri, name: string): boolean {
 /** The host to connect to for network transports (libvirt defaults to localhost). */
 export function uriHost(uri: LibvirtUri): string {
   return uri.host !== undefined && uri.host !== '' ? uri.host : 'localhost';
+}
+
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+
+/**
+ * Whether traffic to `host` stays on this machine's loopback: localhost,
+ * 127.0.0.0/8, ::1 (in any spelling, IPv4-mapped too). Any other name or
+ * address may be another machine. Pure: no name is resolved.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  if (h === 'localhost' || h === 'localhost.') return true;
+  const family = isIP(h);
+  return family !== 0 && LOOPBACK.check(h, family === 4 ? 'ipv4' : 'ipv6');
+}
+
+/**
+ * The warning for a connection whose traffic crosses a network in clear
+ * text, or undefined: qemu+tcp:// to a host other than loopback (libvirt's
+ * tcp transport has no encryption, and vmctl speaks no SASL), so console
+ * traffic and volume data (image uploads) are readable and changeable on the way.
+ */
+export function plaintextConnectionWarning(uri: LibvirtUri): string | undefined {
+  if (uri.transport !== 'tcp') return undefined;
+  const host = uriHost(uri);
+  if (isLoopbackHost(host)) return undefined;
+  const shown = formatHostPort(host);
+  return (
+    `${display(uri.original)} is not encrypted: console traffic, volume data (image uploads) and every other call ` +
+    `cross the network to ${shown} in clear text; use ${uri.driver}+tls://${shown}${uri.path} or ${uri.driver}+ssh://USER@${shown}${uri.path}`
+  );
 }
 
 /** Format a host for display, bracketing IPv6 literals. */

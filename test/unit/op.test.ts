@@ -128,6 +128,7 @@ describe('event rendering', () => {
     const live = text.split('\r\x1b[2K').filter((l) => l.includes('waiting for an IP address'));
     expect(live.length).toBeGreaterThan(2); // redrawn while waiting
     expect(live.at(-1)).toMatch(/waiting for an IP address \(DHCP lease, guest agent, ARP\) … \d+\.\d s/);
+    // eslint-disable-next-line no-control-regex -- the live line is cleared with ESC [2K
     expect(text).toMatch(/\r\x1b\[2K {2}ip +38\.0 s {2}10\.0\.2\.15 \(agent\)\n$/);
   });
 

@@ -1,6 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { TransportError } from '../../src/libvirt/transport/errors.js';
-import { InvalidUriError, defaultUri, parseLibvirtUri, resolveDefaultUri, uriFlag, uriParam } from '../../src/libvirt/uri.js';
+import {
+  InvalidUriError,
+  defaultUri,
+  isLoopbackHost,
+  parseLibvirtUri,
+  plaintextConnectionWarning,
+  resolveDefaultUri,
+  uriFlag,
+  uriParam,
+} from '../../src/libvirt/uri.js';
 
 interface Row {
   uri: string;
@@ -175,5 +184,39 @@ describe('defaultUri', () => {
   });
   it('is also exported as resolveDefaultUri', () => {
     expect(resolveDefaultUri('test:///default', {})).toBe('test:///default');
+  });
+});
+
+describe('isLoopbackHost', () => {
+  it.each(['localhost', 'LocalHost', 'localhost.', '127.0.0.1', '127.1.2.3', '127.255.255.254', '::1', '[::1]', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1'])(
+    '%s is loopback',
+    (h) => expect(isLoopbackHost(h)).toBe(true),
+  );
+  it.each(['10.0.0.1', '128.0.0.1', '126.255.255.255', '0.0.0.0', '::', '::2', 'fe80::1', '::ffff:10.0.0.1', 'kvm1', 'localhost.example.com', 'mylocalhost', '127.0.0.1.nip.io', ''])(
+    '%s is not loopback',
+    (h) => expect(isLoopbackHost(h)).toBe(false),
+  );
+});
+
+describe('plaintextConnectionWarning', () => {
+  it('qemu+tcp:// to a host other than loopback warns, naming qemu+tls:// and qemu+ssh:// for that host', () => {
+    expect(plaintextConnectionWarning(parseLibvirtUri('qemu+tcp://kvm1.example.com/system'))).toBe(
+      'qemu+tcp://kvm1.example.com/system is not encrypted: console traffic, volume data (image uploads) and every other call ' +
+        'cross the network to kvm1.example.com in clear text; use qemu+tls://kvm1.example.com/system or qemu+ssh://USER@kvm1.example.com/system',
+    );
+    const v6 = plaintextConnectionWarning(parseLibvirtUri('qemu+tcp://[2001:db8::5]:16509/session'));
+    expect(v6).toContain('qemu+tls://[2001:db8::5]/session or qemu+ssh://USER@[2001:db8::5]/session');
+    expect(plaintextConnectionWarning(parseLibvirtUri('qemu+tcp://10.254.0.12/system'))).toContain('in clear text');
+  });
+  it.each([
+    'qemu+tcp://127.0.0.1:16509/system',
+    'qemu+tcp://localhost/system',
+    'qemu+tcp:///system',
+    'qemu+tcp://[::1]/system',
+    'qemu+tls://kvm1/system',
+    'qemu+ssh://root@kvm1/system',
+    'qemu:///system',
+  ])('%s: no warning', (u) => {
+    expect(plaintextConnectionWarning(parseLibvirtUri(u))).toBeUndefined();
   });
 });

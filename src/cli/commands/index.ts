@@ -12,6 +12,7 @@ import { infoCommand, ipCommand } from './info.js';
 import { sshCommand } from './ssh.js';
 import { consoleCommand } from './console.js';
 import { eventsCommand } from './events.js';
+import { templateCommand } from './template.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
@@ -20,6 +21,7 @@ export const commands: CommandModule<any, any>[] = [
   hostCommand,
   doctorCommand,
   imageCommand,
+  templateCommand,
   createCommand,
   startCommand,
   stopCommand,

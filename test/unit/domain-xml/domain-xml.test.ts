@@ -14,7 +14,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { buildDomainXml, commandlineNicAddress, parseVmctlMetadata, QEMU_XMLNS, VMCTL_XMLNS } from '../../../src/core/vm/domain-xml.js';
 import { VmctlError } from '../../../src/core/errors.js';
 import { diskVolumeName, seedVolumeName } from '../../../src/core/storage/volume.js';
-import { listTemplates, loadTemplate, SHIPPED_TEMPLATE_DIR, validateTemplate } from '../../../src/core/template/load.js';
+import { listTemplates, SHIPPED_TEMPLATE_DIR } from '../../../src/core/template/dirs.js';
+import { loadTemplate } from '../../../src/core/template/load.js';
+import { validateTemplate } from '../../../src/core/template/validate.js';
 import { buildVmSpec, DEBIAN_OVMF, type DomainType, type ResolvedTemplate, type VmSpec } from '../../../src/core/template/model.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));

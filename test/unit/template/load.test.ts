@@ -1,38 +1,19 @@
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { templateDir as dir } from '../../_helpers/template-dir.js';
+import { exitCodeFor } from '../../../src/cli/exit.js';
 import { VmctlError } from '../../../src/core/errors.js';
-import {
-  checkTemplate,
-  defaultTemplateDirs,
-  formatProblem,
-  listTemplates,
-  loadTemplate,
-  mergeTemplates,
-  SHIPPED_TEMPLATE_DIR,
-  userTemplateDir,
-  type LoadTemplateOptions,
-  type TemplateOverrides,
-} from '../../../src/core/template/load.js';
+import { defaultTemplateDirs, listTemplates, SHIPPED_TEMPLATE_DIR, userTemplateDir } from '../../../src/core/template/dirs.js';
+import { checkTemplate, loadTemplate, type LoadTemplateOptions } from '../../../src/core/template/load.js';
+import { mergeTemplates } from '../../../src/core/template/merge.js';
+import type { TemplateOverrides } from '../../../src/core/template/overrides.js';
+import { formatProblem } from '../../../src/core/template/problems.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@host';
 const GiB = 1024 ** 3;
-
-const tmpRoots: string[] = [];
-afterAll(() => {
-  for (const d of tmpRoots) rmSync(d, { recursive: true, force: true });
-});
-
-/** A fresh directory holding the given templates (name → YAML text). */
-function dir(files: Record<string, string>): string {
-  const d = mkdtempSync(path.join(tmpdir(), 'vmctl-tpl-'));
-  tmpRoots.push(d);
-  for (const [name, text] of Object.entries(files)) writeFileSync(path.join(d, `${name}.yaml`), text);
-  return d;
-}
 
 async function problems(name: string, opts: LoadTemplateOptions): Promise<string[]> {
   const r = await checkTemplate(name, opts);
@@ -140,12 +121,35 @@ describe('extends', () => {
 
   it('cycles are errors naming the chain', async () => {
     const d = dir({ a: 'extends: b\n', b: 'extends: c\n', c: 'extends: a\n' });
-    expect(await problems('a', { dirs: [d] })).toEqual([`${path.join(d, 'c.yaml')}: /extends: extends cycle: a -> b -> c -> a`]);
+    expect(await problems('a', { dirs: [d] })).toEqual([`${path.join(d, 'c.yaml')}: /extends: template "a": extends cycle a → b → c → a`]);
+    const two = dir({ a: 'cpus: 1\nextends: b\n', b: 'extends: a\n' });
+    expect(await problems('b', { dirs: [two] })).toEqual([`${path.join(two, 'a.yaml')}: /extends: template "b": extends cycle b → a → b`]);
   });
 
-  it('a template extending its own name with nothing below is an unknown parent', async () => {
+  it('a template extending its own name with nothing below is a cycle, not an unknown template', async () => {
     const d = dir({ a: 'extends: a\n' });
-    expect(await problems('a', { dirs: [d] })).toEqual([`${path.join(d, 'a.yaml')}: /extends: unknown template "a" (available: a)`]);
+    expect(await problems('a', { dirs: [d] })).toEqual([
+      `${path.join(d, 'a.yaml')}: /extends: template "a": extends cycle a → a (no lower-priority template directory has a "a" to extend)`,
+    ]);
+    // the same name one directory down is what a self-extends means: no cycle
+    const shipped = dir({ a: 'cpus: 2\n' });
+    const r = await checkTemplate('a', { dirs: [d, shipped] });
+    expect(r.ok && r.value.spec.cpus).toBe(2);
+  });
+
+  it('loadTemplate throws INVALID_TEMPLATE (exit status 2) for a cycle, whose problem says extends-cycle', async () => {
+    const d = dir({ a: 'extends: b\n', b: 'extends: a\n', self: 'extends: self\n' });
+    for (const name of ['a', 'self']) {
+      const err = await loadTemplate(name, { dirs: [d] }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(VmctlError);
+      expect((err as VmctlError).code).toBe('INVALID_TEMPLATE');
+      expect(exitCodeFor((err as VmctlError).code)).toBe(2);
+      expect((err as VmctlError).message).toContain(`template "${name}": extends cycle ${name === 'a' ? 'a → b → a' : 'self → self'}`);
+      expect((err as VmctlError).details?.problems).toMatchObject([{ rule: 'extends-cycle', path: '/extends' }]);
+    }
   });
 
   it('unknown and malformed parents', async () => {

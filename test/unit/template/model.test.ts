@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { VmctlError } from '../../../src/core/errors.js';
-import { validateTemplate } from '../../../src/core/template/load.js';
+import { validateTemplate } from '../../../src/core/template/validate.js';
 import { buildVmSpec, chooseDomainType, planDiskVolumes, type ResolvedTemplate } from '../../../src/core/template/model.js';
 
 function template(doc: Record<string, unknown>, name = 't'): ResolvedTemplate {

@@ -4,7 +4,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { formatProblem, parseSize, validateTemplate, validateTemplateText } from '../../../src/core/template/load.js';
+import { formatProblem } from '../../../src/core/template/problems.js';
+import { parseSize } from '../../../src/core/template/size.js';
+import { validateTemplate, validateTemplateText } from '../../../src/core/template/validate.js';
 
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@host';
 
