@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import ssh2 from 'ssh2';
-import { fingerprintSha256, parseKnownHostsLine } from '../../libvirt/transport/known-hosts.js';
+import { fingerprintSha256, knownHostsName, parseKnownHostsLine } from '../../libvirt/transport/known-hosts.js';
 import { VmctlError } from '../errors.js';
 import { quote, SSH_PUBLIC_KEY_RE } from '../names.js';
 import { withSecret } from './redact.js';
@@ -222,8 +222,7 @@ export function loadVmKeys(stateDir: string): StoredVmKeys {
 
 /** known_hosts name of an address: 'host' for port 22, '[host]:port' otherwise (e.g. '[127.0.0.1]:2222'). */
 export function hostPatternFor(host: string, port: number): string {
-  const h = host.toLowerCase();
-  return port === 22 ? h : `[${h}]:${port}`;
+  return knownHostsName(host, port);
 }
 
 const HOST_PATTERN_RE = /^(?:\[[A-Za-z0-9.:_-]+\]:[0-9]{1,5}|[A-Za-z0-9.:_-]+)$/;

@@ -9,8 +9,8 @@ import type { ServerHostKeyAlgorithm } from 'ssh2';
 import {
   entryMatchesName,
   fingerprintSha256,
-  hostKeyAlgorithmsForType,
   keyTypeOfBlob,
+  preferredHostKeyAlgorithmsForName,
   type KnownHostEntry,
 } from '../../libvirt/transport/known-hosts.js';
 import { SUPPORTED_HOST_KEY_ALGORITHMS } from '../../libvirt/transport/ssh.js';
@@ -74,11 +74,5 @@ export function checkPinnedHostKey(entries: readonly KnownHostEntry[], pattern: 
 
 /** The server host key algorithms to offer: those of the pinned keys first, then the rest. */
 export function hostKeyAlgorithms(entries: readonly KnownHostEntry[], pattern: string): ServerHostKeyAlgorithm[] {
-  const known: string[] = [];
-  for (const e of entries) {
-    if (e.marker !== undefined || !entryMatchesName(e, pattern)) continue;
-    for (const a of hostKeyAlgorithmsForType(e.keyType)) if (!known.includes(a)) known.push(a);
-  }
-  const first = SUPPORTED_HOST_KEY_ALGORITHMS.filter((a) => known.includes(a));
-  return [...first, ...SUPPORTED_HOST_KEY_ALGORITHMS.filter((a) => !first.includes(a))];
+  return preferredHostKeyAlgorithmsForName(entries, pattern, SUPPORTED_HOST_KEY_ALGORITHMS);
 }
