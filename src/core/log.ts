@@ -28,6 +28,6 @@ export function createLogger(level: Level | 'silent' = 'warn', format: LogFormat
   return pino(opts, lazyPretty);
 }
 
-/** A logger that drops everything: the default for library use and tests. */
-export const silentLogger: Logger = pino({ level: 'silent' });
+/** A logger that drops everything: the default for library use and tests (one instance, shared with src/libvirt). */
+export { silentLogger } from '../libvirt/log.js';
 export type { Logger };

@@ -1,6 +1,6 @@
-/** `vmctl events`: lifecycle events as they happen. */
+/** `vmctl events`: lifecycle events as they happen (the watch is src/core/vm/events.ts). */
 import { makeContext } from '../context.js';
-import type { DomainLifecycleEvent } from '../../libvirt/connection.js';
+import { watchVmEvents, type DomainLifecycleEvent } from '../../core/vm/events.js';
 import type { Cmd } from '../vm-args.js';
 
 export const eventsCommand: Cmd<{ name?: string }> = {
@@ -9,20 +9,22 @@ export const eventsCommand: Cmd<{ name?: string }> = {
   builder: (y) => y.positional('name', { type: 'string', describe: 'only this VM' }) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const render = (e: DomainLifecycleEvent) => {
+      if (ctx.json) process.stdout.write(JSON.stringify({ time: e.receivedAt.toISOString(), vm: e.domain.name, event: e.event, detail: e.detail }) + '\n');
+      else ctx.out.line(`${e.receivedAt.toISOString()}  ${e.domain.name}  ${e.event} (detail ${e.detail})`);
+    };
     await ctx.withConnection(async (conn) => {
-      const onEvent = (e: DomainLifecycleEvent) => {
-        if (argv.name && e.domain.name !== argv.name) return;
-        if (ctx.json) process.stdout.write(JSON.stringify({ time: e.receivedAt.toISOString(), vm: e.domain.name, event: e.event, detail: e.detail }) + '\n');
-        else ctx.out.line(`${e.receivedAt.toISOString()}  ${e.domain.name}  ${e.event} (detail ${e.detail})`);
-      };
-      conn.on('lifecycle', onEvent);
-      await conn.subscribeLifecycle();
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-        conn.once('close', () => resolve());
-      });
-      await conn.unsubscribeLifecycle().catch(() => undefined);
+      // Ctrl-C / SIGTERM stop the watch once connected (before that they end the process as usual)
+      const stop = new AbortController();
+      const onSignal = () => stop.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        await watchVmEvents(conn, { name: argv.name, signal: stop.signal }, render);
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
     });
   },
 };

@@ -199,7 +199,11 @@ export function preferredHostKeyAlgorithms(
   port: number,
   supported: readonly string[],
 ): string[] {
-  const name = knownHostsName(host, port);
+  return preferredHostKeyAlgorithmsForName(entries, knownHostsName(host, port), supported);
+}
+
+/** preferredHostKeyAlgorithms for a known_hosts name ('host' or '[host]:port') that is already formed. */
+export function preferredHostKeyAlgorithmsForName<A extends string>(entries: readonly KnownHostEntry[], name: string, supported: readonly A[]): A[] {
   const known: string[] = [];
   for (const e of entries) {
     if (e.marker !== undefined || !entryMatchesName(e, name)) continue;

@@ -1,0 +1,25 @@
+/** A libvirt virtual network. */
+import type { NonnullNetwork } from '../generated/remote.gen.js';
+import type { Connection } from '../connection.js';
+
+export class Network {
+  readonly name: string;
+  constructor(
+    readonly conn: Connection,
+    readonly ref: NonnullNetwork,
+  ) {
+    this.name = ref.name;
+  }
+
+  async isActive(): Promise<boolean> {
+    return (await this.conn.remote.networkIsActive({ net: this.ref })).active === 1;
+  }
+
+  async xml(flags = 0): Promise<string> {
+    return (await this.conn.remote.networkGetXmlDesc({ net: this.ref, flags })).xml;
+  }
+
+  async start(): Promise<void> {
+    await this.conn.remote.networkCreate({ net: this.ref });
+  }
+}
