@@ -17,22 +17,10 @@
 import cliProgress from 'cli-progress';
 import type { Logger } from 'pino';
 import { formatBytes } from './render.js';
+import type { ProgressFields } from '../core/op/events.js';
 
-export interface ProgressEvent {
-  phase: string;
-  /** bytes done (transfers) or percent/steps done */
-  done: number;
-  /** bytes / percent total; absent when unknown */
-  total?: number;
-  message?: string;
-  image?: string;
-  item?: string;
-  /** present on byte transfers */
-  bytesPerSecond?: number;
-  etaSeconds?: number | null;
-  /** last event of a transfer phase */
-  finished?: boolean;
-}
+/** What a progress bar shows: an operation's progress event (src/core/op/events.ts). */
+export type ProgressEvent = ProgressFields;
 
 export interface ProgressReporter {
   update(p: ProgressEvent): void;

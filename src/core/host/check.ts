@@ -18,29 +18,8 @@ import { toVmctlError } from '../errors.js';
 import { hostCapabilities, hostIdentity, type CacheOptions } from './cache.js';
 import { hvmGuest, offersKvm, parseCapabilities, virtFlags, type HostCapabilities } from './capabilities.js';
 import { probeAccelerators, type AccelProbeResult } from './accel.js';
-import { interruptedOperations, type InterruptedOps } from '../op/recovery.js';
+import { checkInterrupted, interruptedOperations } from '../op/recovery.js';
 import { findPool, localAvailableBytes, poolSpace, poolTargetPath, VMCTL_POOL } from '../storage/pool.js';
-
-/** VMs left incomplete by interrupted commands, and leases of processes that are gone. */
-export function checkInterrupted(found: InterruptedOps): CheckResult {
-  const base = { id: 'interrupted', check: 'interrupted operations' };
-  const vms = found.vms.filter((v) => v.running !== 'alive');
-  const busy = found.vms.filter((v) => v.running === 'alive');
-  if (vms.length === 0 && found.staleLeases.length === 0) {
-    return { ...base, status: 'PASS', finding: busy.length ? `none (${busy.map((v) => `${v.name}: vmctl ${v.marker.op} running`).join(', ')})` : 'none' };
-  }
-  const parts = [
-    ...vms.map((v) => `${v.name}: vmctl ${v.marker.op} by ${v.marker.user}@${v.marker.host} pid ${v.marker.pid} stopped at '${v.marker.step}' (${v.marker.since})`),
-    ...found.staleLeases.map((l) => `lock on ${l.resource} of a process that is gone${l.record ? ` (vmctl ${l.record.op}, pid ${l.record.pid})` : ''}`),
-  ];
-  return {
-    ...base,
-    status: 'WARN',
-    finding: parts.join('; '),
-    fix: vms.length ? vms.map((v) => `vmctl delete ${v.name}`).join('; ') : 'nothing to do: the next vmctl command on that VM takes a stale lock over',
-    data: { vms: found.vms.map((v) => ({ name: v.name, ...v.marker, running: v.running })), staleLeases: found.staleLeases },
-  };
-}
 
 export type CheckStatus = 'PASS' | 'WARN' | 'FAIL';
 

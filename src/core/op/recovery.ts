@@ -4,6 +4,7 @@
  * them with the command that clears each.
  */
 import type { Connection } from '../../libvirt/connection.js';
+import type { CheckResult } from '../host/check.js';
 import { parseOpMarker, markerLiveness, type OpMarker } from './journal.js';
 import { listLeases, type LeaseInfo } from './lease.js';
 
@@ -21,4 +22,25 @@ export async function interruptedOperations(conn: Connection): Promise<Interrupt
   });
   const staleLeases = (await listLeases(conn)).filter((l) => l.state === 'stale');
   return { vms, staleLeases };
+}
+
+/** VMs left incomplete by interrupted commands, and leases of processes that are gone. */
+export function checkInterrupted(found: InterruptedOps): CheckResult {
+  const base = { id: 'interrupted', check: 'interrupted operations' };
+  const vms = found.vms.filter((v) => v.running !== 'alive');
+  const busy = found.vms.filter((v) => v.running === 'alive');
+  if (vms.length === 0 && found.staleLeases.length === 0) {
+    return { ...base, status: 'PASS', finding: busy.length ? `none (${busy.map((v) => `${v.name}: vmctl ${v.marker.op} running`).join(', ')})` : 'none' };
+  }
+  const parts = [
+    ...vms.map((v) => `${v.name}: vmctl ${v.marker.op} by ${v.marker.user}@${v.marker.host} pid ${v.marker.pid} stopped at '${v.marker.step}' (${v.marker.since})`),
+    ...found.staleLeases.map((l) => `lock on ${l.resource} of a process that is gone${l.record ? ` (vmctl ${l.record.op}, pid ${l.record.pid})` : ''}`),
+  ];
+  return {
+    ...base,
+    status: 'WARN',
+    finding: parts.join('; '),
+    fix: vms.length ? vms.map((v) => `vmctl delete ${v.name}`).join('; ') : 'nothing to do: the next vmctl command on that VM takes a stale lock over',
+    data: { vms: found.vms.map((v) => ({ name: v.name, ...v.marker, running: v.running })), staleLeases: found.staleLeases },
+  };
 }

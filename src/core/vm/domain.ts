@@ -10,7 +10,7 @@ import type { Connection, Domain } from '../../libvirt/connection.js';
 import { VirDomainUndefineFlagsValues } from '../../libvirt/generated/constants.gen.js';
 import { describeHolder } from '../op/holder.js';
 import { markerLiveness, type OpMarker } from '../op/journal.js';
-import { parseImageVolumeName } from '../image/images.js';
+import { isBuildableImage, parseImageVolumeName } from '../image/images.js';
 
 /** The domain, or undefined when there is none of that name. */
 export async function lookupVm(conn: Connection, name: string): Promise<Domain | undefined> {
@@ -52,7 +52,7 @@ export function missingBackingError(vm: string, err: unknown): VmctlError | unde
   const image = parseImageVolumeName(path.slice(path.lastIndexOf('/') + 1));
   if (image && image.kind === 'disk') {
     return new VmctlError('NOT_FOUND', `VM ${vm} cannot start: its base image '${image.name}' is missing (${path})`, {
-      hint: `bring it back with vmctl image build ${image.name} (or vmctl image import FILE --name ${image.name}), then vmctl start ${vm}`,
+      hint: `bring it back with ${isBuildableImage(image.name) ? `vmctl image build ${image.name}` : `vmctl image import FILE --name ${image.name}`} (the same image it was created from), then vmctl start ${vm}`,
       cause: err,
     });
   }
