@@ -122,6 +122,27 @@ describe('create interrupted at every step', () => {
     expect({ domains: domains(), volumes: volumes() }).toEqual(before);
   });
 
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    it(`${sig} in the middle undoes everything, exit 130, one line`, async () => {
+      const before = { domains: domains(), volumes: volumes() };
+      const child = spawn(process.execPath, [join(repoRoot, 'bin', 'vmctl.js'), 'create', VM, '--accel', 'tcg', '--no-start', '--progress', 'plain'], {
+        env: { ...process.env, ...env, VMCTL_FAULT: 'create:after-volumes:sleep=5000' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const done = new Promise<number>((res) => child.on('close', (c) => res(c ?? 1)));
+      for (let i = 0; i < 200 && !err.includes('fault point create:after-volumes'); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(err).toContain('fault point create:after-volumes');
+      child.kill(sig);
+      expect(await done).toBe(130);
+      expect(err).toContain(`undone     volume ${VM}-seed.iso`);
+      expect(err.trim().split('\n').at(-1)).toBe('vmctl: create interrupted (nothing it made was left behind)');
+      expect({ domains: domains(), volumes: volumes() }).toEqual(before);
+      expect(secrets()).toEqual([]);
+    });
+  }
+
   it('two creates of one name at once: one wins, the loser says who holds it and removes nothing', async () => {
     const first = spawn(process.execPath, [join(repoRoot, 'bin', 'vmctl.js'), 'create', VM, '--accel', 'tcg', '--no-start', '--progress', 'plain'], {
       env: { ...process.env, ...env, VMCTL_FAULT: 'create:after-define:sleep=4000' },
