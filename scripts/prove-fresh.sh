@@ -87,9 +87,17 @@ ssh_lands_in() { # NAME PORT: the ssh session runs in NAME's namespaces (hostnam
 }
 
 inside() {
-  # a clean slate: nothing on /run or /tmp, loopback up (the only link in this netns)
+  # a clean slate: nothing on /run or /tmp, loopback up (the only link in this netns). A checkout
+  # under /tmp or /run (CI may clone there) is held aside and bound back at its own path.
+  local hold=''
+  case "$root/" in
+    /tmp/*|/run/*) hold=$(mktemp -d /var/tmp/vmctl-prove-repo.XXXXXX); mount --bind "$root" "$hold" ;;
+  esac
   mount -t tmpfs -o mode=755,nosuid,nodev prove-fresh-run /run
   mount -t tmpfs -o mode=1777,nosuid,nodev prove-fresh-tmp /tmp
+  if [ -n "$hold" ]; then
+    mkdir -p "$root"; mount --bind "$hold" "$root"; umount "$hold"; rmdir "$hold"
+  fi
   ip link set lo up
   local base=/tmp/prove-fresh
   mkdir -p "$base/home"; chmod 700 "$base/home"
