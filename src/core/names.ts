@@ -76,6 +76,14 @@ const BRIDGE_NAME: NameRule = {
   rule: "use letters, digits, '.', '_' and '-' (max 15, a Linux interface name)",
 };
 
+/** Snapshot names: part of file names of external snapshots (NAME-vda.SNAP.qcow2). */
+export const SNAPSHOT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+const SNAPSHOT_NAME: NameRule = {
+  what: 'snapshot name',
+  re: SNAPSHOT_NAME_RE,
+  rule: "use letters, digits, '_' and '-' (max 63), starting with a letter or digit",
+};
+
 /** Pool names. */
 export const POOL_NAME_RE = NETWORK_NAME_RE;
 const POOL_NAME: NameRule = { ...NETWORK_NAME, what: 'pool name' };
@@ -105,6 +113,7 @@ export const checkNetworkName = (v: unknown): string | null => check(NETWORK_NAM
 export const assertNetworkName = (v: unknown): string => assert(NETWORK_NAME, v);
 export const checkBridgeName = (v: unknown): string | null => check(BRIDGE_NAME, v);
 export const assertBridgeName = (v: unknown): string => assert(BRIDGE_NAME, v);
+export const assertSnapshotName = (v: unknown): string => assert(SNAPSHOT_NAME, v);
 export const checkPoolName = (v: unknown): string | null => check(POOL_NAME, v);
 export const assertPoolName = (v: unknown): string => assert(POOL_NAME, v);
 

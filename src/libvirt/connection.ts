@@ -178,6 +178,11 @@ export class Connection extends EventEmitter<{
     return new Domain(this, (await this.remote.domainDefineXmlFlags({ xml, flags })).dom);
   }
 
+  /** Restore a domain from a saved memory image on the host, with `dxml` as its new definition (VIR_DOMAIN_SAVE_RUNNING / _PAUSED). */
+  async restoreDomain(path: string, dxml: string | null, flags = 0): Promise<void> {
+    await this.remote.domainRestoreFlags({ from: path, dxml, flags });
+  }
+
   /** Start a transient domain (gone when it stops); flags e.g. VIR_DOMAIN_START_AUTODESTROY. */
   async createTransientDomain(xml: string, flags = 0): Promise<Domain> {
     return new Domain(this, (await this.remote.domainCreateXml({ xmlDesc: xml, flags })).dom);

@@ -13,6 +13,7 @@ import type { OpContext } from '../op/context.js';
 import { parseOpMarker, recordStep, newMarker } from '../op/journal.js';
 import { parseVmctlMetadata } from './domain-xml.js';
 import { findVm, undefineDomain } from './domain.js';
+import { parseSnapshotFiles } from '../snapshot/model.js';
 
 export interface DeleteResult {
   removedVolumes: string[];
@@ -49,6 +50,20 @@ export async function deleteVm(op: OpContext, name: string): Promise<DeleteResul
       throw e;
     }
     await op.fault('after-volume');
+  }
+  // files vmctl's snapshot commands made (external overlays, memory images, revert overlays)
+  const snapFiles = parseSnapshotFiles(xml);
+  if (snapFiles.length > 0) {
+    for (const p of await conn.listStoragePools()) if (await p.isActive()) await p.refresh().catch(() => undefined);
+    for (const f of snapFiles) {
+      try {
+        const vol = await conn.lookupStorageVolumeByPath(f.path);
+        await vol.delete();
+        removed.push(`${vol.poolName}/${vol.name}`);
+      } catch (e) {
+        if (!(e instanceof LibvirtError && e.isNotFound())) throw e;
+      }
+    }
   }
   rmSync(vmStateDir(conn.uri.original, name), { recursive: true, force: true });
   await undefineDomain(dom);

@@ -113,6 +113,26 @@ export class Domain {
     return r.snapshots.map((s) => new Snapshot(this, s));
   }
 
+  /** The current snapshot, or null when there is none. */
+  async currentSnapshot(): Promise<Snapshot | null> {
+    if ((await this.r.domainHasCurrentSnapshot({ dom: this.ref, flags: 0 })).result !== 1) return null;
+    return new Snapshot(this, (await this.r.domainSnapshotCurrent({ dom: this.ref, flags: 0 })).snap);
+  }
+
+  /** Merge the layers of `disk` from `top` (null: the active layer) down into `base` (a block job). */
+  async blockCommit(disk: string, base: string | null, top: string | null, flags = 0): Promise<void> {
+    await this.r.domainBlockCommit({ dom: this.ref, disk, base, top, bandwidth: 0n, flags });
+  }
+
+  /** Freeze the guest's filesystems through qemu-guest-agent; returns how many were frozen. */
+  async fsFreeze(): Promise<number> {
+    return (await this.r.domainFsfreeze({ dom: this.ref, mountpoints: [], flags: 0 })).filesystems;
+  }
+
+  async fsThaw(): Promise<number> {
+    return (await this.r.domainFsthaw({ dom: this.ref, mountpoints: [], flags: 0 })).filesystems;
+  }
+
   async lookupSnapshot(name: string): Promise<Snapshot> {
     const r = await this.r.domainSnapshotLookupByName({ dom: this.ref, name, flags: 0 });
     return new Snapshot(this, r.snap);
