@@ -26,7 +26,8 @@ const volumes = (uri = URI) =>
     .map((l) => l.trim().split(/\s+/)[0]!)
     .filter(Boolean)
     .sort();
-const secrets = (uri = URI) => virsh(uri, 'secret-list').split('\n').filter((l) => l.includes('vmctl-lease/'));
+// leases of this file's VMs (other vmctl commands may hold theirs meanwhile)
+const secrets = (uri = URI) => virsh(uri, 'secret-list').split('\n').filter((l) => /vmctl-lease\/vm\/flt\d/.test(l));
 
 interface ListedVm {
   name: string;

@@ -25,6 +25,9 @@ export const listCommand: CommandModule<GlobalArgs, ListArgs> = {
       ),
     );
     const stranded = vms.filter((v) => v.incomplete && v.incomplete.running !== 'yes');
-    if (stranded.length > 0) ctx.err(`vmctl: ${stranded.map((v) => v.name).join(', ')}: left incomplete by an interrupted command; vmctl delete NAME removes what it made`);
+    const made = stranded.filter((v) => !v.incomplete!.op.startsWith('snapshot'));
+    const snaps = stranded.filter((v) => v.incomplete!.op.startsWith('snapshot'));
+    if (made.length > 0) ctx.err(`vmctl: ${made.map((v) => v.name).join(', ')}: left incomplete by an interrupted command; vmctl delete NAME removes what it made`);
+    if (snaps.length > 0) ctx.err(`vmctl: ${snaps.map((v) => v.name).join(', ')}: a snapshot command was interrupted; the next vmctl snapshot or start command on it cleans up`);
   },
 };

@@ -119,7 +119,10 @@ const revertCommand: Cmd<{ vm: string; snapshot: string; running: boolean; pause
       .option('running', { type: 'boolean', default: false, describe: 'running afterwards' })
       .option('paused', { type: 'boolean', default: false, describe: 'paused afterwards' })
       .option('discard', { type: 'boolean', default: false, describe: 'external: delete the abandoned branch instead of keeping it' })
-      .conflicts('running', 'paused') as never,
+      .check((a) => {
+        if (a.running && a.paused) throw new Error('--running and --paused exclude each other');
+        return true;
+      }) as never,
   handler: async (argv) => {
     const { revertSnapshot } = await core();
     await withOp(argv, 'snapshot-revert', async ({ op, ctx, quiet }) => {

@@ -17,9 +17,10 @@ import { parseVmctlMetadata } from '../vm/domain-xml.js';
 import { findVm } from '../vm/domain.js';
 import { buildSnapshotXml, parseSnapshotFiles, parseSnapshotXml, writeSnapshotFiles, type SnapshotFile, type SnapshotInfo, type SnapshotKind } from './model.js';
 import { domainDisks, snapshotableDisks } from './disks.js';
-import { assertComplete, listSnapshotInfos } from './list.js';
+import { listSnapshotInfos } from './list.js';
 import { deleteSnapshotIn } from './remove.js';
 import { refreshPools } from './pools.js';
+import { settleSnapshotState } from './recover.js';
 
 export interface SnapshotCreateOptions {
   name?: string;
@@ -75,11 +76,11 @@ export async function createSnapshot(op: OpContext, vm: string, opts: SnapshotCr
   const conn = op.conn;
   const dom = await findVm(conn, vm);
   await op.lease(`vm/${vm}`, `VM '${vm}'`);
-  const xml = await dom.xml(VirDomainXMLFlags.VIR_DOMAIN_XML_INACTIVE);
-  if (!parseVmctlMetadata(xml)) {
+  if (!parseVmctlMetadata(await dom.xml())) {
     throw new VmctlError('CONFLICT', `VM '${vm}' was not created by vmctl; vmctl snapshots only its own VMs`, { hint: `use virsh snapshot-create-as ${vm}` });
   }
-  assertComplete(vm, await dom.xml());
+  await settleSnapshotState(op, dom);
+  const xml = await dom.xml(VirDomainXMLFlags.VIR_DOMAIN_XML_INACTIVE);
   const name = assertSnapshotName(opts.name ?? defaultName());
   const existing = await listSnapshotInfos(dom);
   if (existing.some((s) => s.name === name)) {
@@ -98,7 +99,7 @@ export async function createSnapshot(op: OpContext, vm: string, opts: SnapshotCr
     hasExternal: existing.some((s) => s.kind === 'external'),
   });
   if (choice.why) op.notice(`snapshot ${name}: ${choice.why}`);
-  if (choice.kind === 'external' && existing.some((s) => s.kind === 'internal')) {
+  if (choice.kind === 'external' && !existing.some((s) => s.kind === 'external') && existing.some((s) => s.kind === 'internal')) {
     op.warn(`the internal snapshots of ${vm} (${existing.filter((s) => s.kind === 'internal').map((s) => s.name).join(', ')}) stay in the layer under this one: reverting to them needs the external snapshots above deleted first`);
   }
 

@@ -2,8 +2,7 @@
 import { VmctlError } from '../errors.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import type { Connection, Domain, Snapshot } from '../../libvirt/connection.js';
-import { parseOpMarker } from '../op/journal.js';
-import { describeMarker, findVm } from '../vm/domain.js';
+import { findVm } from '../vm/domain.js';
 import { parseSnapshotXml, type SnapshotInfo } from './model.js';
 
 export interface SnapshotEntry extends Omit<SnapshotInfo, 'domainXml'> {
@@ -13,11 +12,6 @@ export interface SnapshotEntry extends Omit<SnapshotInfo, 'domainXml'> {
   sizeBytes?: number;
   /** depth in the tree (roots 0) */
   depth: number;
-}
-
-export function assertComplete(vm: string, domainXml: string): void {
-  const m = parseOpMarker(domainXml);
-  if (m) throw new VmctlError('CONFLICT', `VM ${vm} is incomplete: ${describeMarker(m)}`, { hint: `vmctl delete ${vm} removes what that command made` });
 }
 
 export async function listSnapshotInfos(dom: Domain): Promise<(SnapshotInfo & { snap: Snapshot })[]> {

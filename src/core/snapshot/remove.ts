@@ -21,8 +21,9 @@ import { clearMarker, newMarker, recordStep } from '../op/journal.js';
 import { findVm } from '../vm/domain.js';
 import { parseSnapshotFiles, writeSnapshotFiles, type SnapshotInfo } from './model.js';
 import { backingChain, domainDisks, withDiskSources } from './disks.js';
-import { assertComplete, findSnapshot, listSnapshotInfos } from './list.js';
+import { findSnapshot, listSnapshotInfos } from './list.js';
 import { refreshPools } from './pools.js';
+import { settleSnapshotState } from './recover.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -36,7 +37,7 @@ export interface SnapshotDeleteResult {
 export async function deleteSnapshot(op: OpContext, vm: string, name: string, opts: { children?: boolean } = {}): Promise<SnapshotDeleteResult> {
   const dom = await findVm(op.conn, vm);
   await op.lease(`vm/${vm}`, `VM '${vm}'`);
-  assertComplete(vm, await dom.xml());
+  await settleSnapshotState(op, dom);
   const info = await findSnapshot(dom, name);
   return deleteSnapshotIn(op, dom, info, { children: opts.children === true });
 }
@@ -108,6 +109,8 @@ export async function deleteSnapshotIn(
       });
     }
     if (!running) {
+      // recorded first: whoever finishes an interrupted delete stops it again
+      await recordStep(dom, marker, 'merge-paused', false);
       await dom.start(VirDomainCreateFlags.VIR_DOMAIN_START_PAUSED);
       running = true;
       startedForMerge = true;
@@ -134,8 +137,14 @@ export async function deleteSnapshotIn(
     running = false;
   }
   await recordStep(dom, marker, 'remove-files', running);
-  // the overlays and the memory image go, then the metadata
+  // the overlays and the memory image go, then the metadata; so do abandoned branches of vmctl's
+  // that were built on a layer going away (they could never be used again)
   await refreshPools(op);
+  for (const f of parseSnapshotFiles(xml)) {
+    if (f.role !== 'overlay' || gone.has(f.path) || [...sources.values()].includes(f.path)) continue;
+    const chain = await backingChain(op.conn, f.path);
+    if (chain.slice(1).some((p) => gone.has(p))) gone.add(f.path);
+  }
   for (const path of gone) {
     try {
       await (await op.conn.lookupStorageVolumeByPath(path)).delete();

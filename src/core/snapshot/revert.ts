@@ -24,8 +24,9 @@ import { volumeXml } from '../storage/volume.js';
 import { findVm } from '../vm/domain.js';
 import { parseSnapshotFiles, writeSnapshotFiles } from './model.js';
 import { backingChain, domainDisks, withDiskSources } from './disks.js';
-import { assertComplete, findSnapshot, listSnapshotInfos } from './list.js';
+import { findSnapshot, listSnapshotInfos } from './list.js';
 import { refreshPools } from './pools.js';
+import { settleSnapshotState } from './recover.js';
 
 export interface SnapshotRevertOptions {
   /** state afterwards: running, paused, or the snapshot's own (default) */
@@ -50,7 +51,7 @@ export async function revertSnapshot(op: OpContext, vm: string, name: string, op
   const conn = op.conn;
   const dom = await findVm(conn, vm);
   await op.lease(`vm/${vm}`, `VM '${vm}'`);
-  assertComplete(vm, await dom.xml());
+  await settleSnapshotState(op, dom);
   const info = await findSnapshot(dom, name);
   const all = await listSnapshotInfos(dom);
 

@@ -14,7 +14,11 @@ export async function startVm(op: OpContext, name: string, opts: { wait?: WaitTa
   const { phases, phase } = phaseRecorder(op);
   const dom = await findVm(conn, name);
   await op.lease(`vm/${name}`, `VM '${name}'`);
-  const marker = parseOpMarker(await dom.xml());
+  let marker = parseOpMarker(await dom.xml());
+  if (marker?.op.startsWith('snapshot')) {
+    await (await import('../snapshot/recover.js')).settleSnapshotState(op, dom);
+    marker = null;
+  }
   if (marker) {
     throw new VmctlError('CONFLICT', `VM ${name} is incomplete: ${describeMarker(marker)}`, { hint: `vmctl delete ${name} removes what that command made` });
   }

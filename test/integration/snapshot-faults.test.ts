@@ -1,0 +1,90 @@
+/**
+ * Snapshot commands interrupted (kill -9 at their fault points) on a stopped
+ * vmctl VM — no guest boots: external snapshots of a stopped VM are made with
+ * qemu-img by libvirt, and a delete starts QEMU paused only for its merge. The
+ * next snapshot command finishes the cleanup: no stray files, no QEMU left
+ * running paused, no block job, and it then does its own work.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { repoRoot } from '../_helpers/rig.js';
+import { ensureBuilt, vmctl } from '../_helpers/vmctl.js';
+
+const VM = 'tsf1';
+const virsh = (...args: string[]) => execFileSync('virsh', ['-c', 'qemu:///system', ...args], { encoding: 'utf8' });
+const domains = () => virsh('list', '--all', '--name').split('\n').filter(Boolean);
+const files = () => execFileSync('ls', ['/var/lib/vmctl/images'], { encoding: 'utf8' }).split('\n').filter((f) => f.startsWith(`${VM}-`) || f.startsWith(`${VM}.`)).sort();
+
+interface Listed {
+  name: string;
+  incomplete?: { op: string; step: string };
+}
+
+describe('snapshot commands interrupted', () => {
+  let env: NodeJS.ProcessEnv;
+  let dataDir: string;
+
+  beforeAll(async () => {
+    ensureBuilt();
+    dataDir = mkdtempSync(join(tmpdir(), 'vmctl-snapfaults-'));
+    env = { VMCTL_CACHE_DIR: join(repoRoot, '.cache'), VMCTL_DATA_DIR: dataDir, LIBVIRT_DEFAULT_URI: 'qemu:///system' };
+    if (domains().includes(VM)) throw new Error(`a domain named ${VM} exists; remove it before running this test`);
+    const r = await vmctl(['create', VM, '--accel', 'tcg', '--no-start'], { env, timeoutMs: 300_000 });
+    expect(r.code, r.stderr).toBe(0);
+  });
+
+  afterAll(async () => {
+    if (domains().includes(VM)) await vmctl(['delete', VM], { env });
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('a stopped VM gets an internal snapshot; a disk-only one is external', async () => {
+    const i = await vmctl(['snapshot', 'create', VM, 'i1', '--json'], { env });
+    expect(i.code, i.stderr).toBe(0);
+    expect(JSON.parse(i.stdout)).toMatchObject({ kind: 'internal', memory: false });
+    const bad = await vmctl(['snapshot', 'create', VM, 'bad/name'], { env });
+    expect(bad.code).toBe(2);
+    const dup = await vmctl(['snapshot', 'create', VM, 'i1'], { env });
+    expect(dup.code).toBe(4);
+    const del = await vmctl(['snapshot', 'delete', VM, 'i1'], { env });
+    expect(del.code, del.stderr).toBe(0);
+  });
+
+  it('create killed after recording its files: the next snapshot command removes them, then works', async () => {
+    const before = files();
+    const k = await vmctl(['snapshot', 'create', VM, 'e1', '--disk-only'], { env: { ...env, VMCTL_FAULT: 'snapshot:after-record:kill' } });
+    expect(k.code).toBe(128);
+    const listed = (JSON.parse((await vmctl(['list', '--json'], { env })).stdout) as Listed[]).find((v) => v.name === VM);
+    expect(listed?.incomplete).toMatchObject({ op: 'snapshot', step: 'record' });
+    const r = await vmctl(['snapshot', 'create', VM, 'e1', '--disk-only', '--progress', 'plain'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/finished after an interrupted vmctl snapshot \(step 'record'\)/);
+    expect(files()).toEqual([...before, `${VM}-vda.e1.qcow2`].sort());
+  });
+
+  it('delete killed after its merge (QEMU started paused for it): the next command stops QEMU, then the delete completes', async () => {
+    const k = await vmctl(['snapshot', 'delete', VM, 'e1'], { env: { ...env, VMCTL_FAULT: 'snapshot-delete:after-merge:kill' } });
+    expect(k.code).toBe(128);
+    expect(virsh('domstate', VM).trim()).toBe('paused');
+    const r = await vmctl(['snapshot', 'delete', VM, 'e1', '--progress', 'plain'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/finished after an interrupted vmctl snapshot-delete/);
+    expect(virsh('domstate', VM).trim()).toBe('shut off');
+    expect(virsh('domblklist', VM)).toContain(`/var/lib/vmctl/images/${VM}-root.qcow2`);
+    expect(files()).toEqual([`${VM}-root.qcow2`, `${VM}-seed.iso`]);
+    expect(JSON.parse((await vmctl(['snapshot', 'list', VM, '--json'], { env })).stdout)).toEqual([]);
+  });
+
+  it('vmctl delete removes the files external snapshots made, and nothing else', async () => {
+    expect((await vmctl(['snapshot', 'create', VM, 'e2', '--disk-only'], { env })).code).toBe(0);
+    const overlay = `/var/lib/vmctl/images/${VM}-vda.e2.qcow2`;
+    expect(existsSync(overlay)).toBe(true);
+    const d = await vmctl(['delete', VM], { env });
+    expect(d.code, d.stderr).toBe(0);
+    expect(existsSync(overlay)).toBe(false);
+    expect(files()).toEqual([]);
+  });
+});
