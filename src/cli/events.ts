@@ -9,7 +9,8 @@
  * - none:  warnings only.
  *
  * `--progress auto` (the default) is tty when stderr is a terminal, plain
- * otherwise, and none with --json or --log-level error|fatal|silent.
+ * otherwise (with --json too: results stay alone on stdout), and none with
+ * --log-level error|fatal|silent.
  */
 import type { Logger } from 'pino';
 import type { OpEventEnvelope, OpEventSink } from '../core/op/events.js';
@@ -38,7 +39,7 @@ export interface RendererOptions {
 export function resolveMode(o: Pick<RendererOptions, 'mode' | 'json' | 'log' | 'stream'>): Exclude<ProgressMode, 'auto'> {
   if (o.mode !== 'auto') return o.mode;
   const level = o.log?.level;
-  if (o.json || level === 'error' || level === 'fatal' || level === 'silent') return 'none';
+  if (level === 'error' || level === 'fatal' || level === 'silent') return 'none';
   return (o.stream ?? process.stderr).isTTY ? 'tty' : 'plain';
 }
 

@@ -108,10 +108,11 @@ describe('event rendering', () => {
     return { stream: s as unknown as NodeJS.WriteStream, out: () => out };
   };
 
-  it('auto is tty on a terminal, plain on a pipe, none with --json', () => {
+  it('auto is tty on a terminal, plain on a pipe (with --json too), none when logs are silenced', () => {
     expect(resolveMode({ mode: 'auto', stream: { isTTY: true } as NodeJS.WriteStream })).toBe('tty');
     expect(resolveMode({ mode: 'auto', stream: { isTTY: false } as NodeJS.WriteStream })).toBe('plain');
-    expect(resolveMode({ mode: 'auto', json: true })).toBe('none');
+    expect(resolveMode({ mode: 'auto', json: true, stream: { isTTY: false } as NodeJS.WriteStream })).toBe('plain');
+    expect(resolveMode({ mode: 'auto', log: { level: 'silent' } as never })).toBe('none');
     expect(resolveMode({ mode: 'json', json: true })).toBe('json');
   });
 
