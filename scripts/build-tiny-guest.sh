@@ -2,7 +2,7 @@
 # Builds the "tiny guest" used by the lifecycle/integration tests: a Debian kernel plus a
 # busybox-only initramfs, booted with libvirt direct kernel boot (no disk needed).
 #
-# Usage: scripts/build-tiny-guest.sh [--force] [OUTDIR]      (default OUTDIR: .cache/images/tiny)
+# Usage: scripts/build-tiny-guest.sh [--force] [OUTDIR]      (default OUTDIR: .cache/tiny)
 #
 # Outputs in OUTDIR:
 #   vmlinuz        kernel from Debian's linux-image-6.1.0-*-amd64 (what linux-image-amd64 depends on)
@@ -39,7 +39,7 @@ for a in "$@"; do
     *) [ -z "$outdir" ] || die "only one OUTDIR allowed"; outdir=$a ;;
   esac
 done
-outdir=${outdir:-$root/.cache/images/tiny}
+outdir=${outdir:-$root/.cache/tiny}
 mkdir -p "$outdir"
 outdir=$(cd "$outdir" && pwd)
 

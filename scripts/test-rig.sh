@@ -31,7 +31,7 @@
 # Inside a host's namespace: scripts/test-rig.sh exec NAME CMD...   (e.g. exec host1 virsh list)
 #
 # Environment: VMCTL_RIG_DIR (default: <repo>/.cache/rig), VMCTL_TINY_DIR (default:
-# <repo>/.cache/images/tiny; only reported by `env`), VMCTL_RIG_HOSTS (default
+# <repo>/.cache/tiny; only reported by `env`), VMCTL_RIG_HOSTS (default
 # "host1 mig1:vmctl-rig-mig1 mig2:vmctl-rig-mig2"; hosts as NAME or NAME:NETNS, see RIG_HOSTS below),
 # VMCTL_RIG_KVM=hide|keep (default hide, see host_init), VMCTL_RIG_SSH_PORT (default 16522: the
 # first netns host's root-netns ssh port).
@@ -43,7 +43,7 @@ root=$(cd "$here/.." && pwd)
 self="$here/$(basename "$0")"
 
 RIG_DIR=${VMCTL_RIG_DIR:-$root/.cache/rig}
-TINY_DIR=${VMCTL_TINY_DIR:-$root/.cache/images/tiny}
+TINY_DIR=${VMCTL_TINY_DIR:-$root/.cache/tiny}
 PKI=$RIG_DIR/pki                 # pkipath-style: cacert.pem clientcert.pem clientkey.pem (+ server*)
 PKI_CA=$RIG_DIR/pki-ca           # the CA's private key (not part of any pkipath)
 PKI_UNTRUSTED=$RIG_DIR/pki-untrusted   # a client cert/key from an unrelated CA (negative tests)

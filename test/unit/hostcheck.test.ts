@@ -239,10 +239,12 @@ describe('per-host cache', () => {
       delete process.env.XDG_CACHE_HOME;
       process.env.VMCTL_CACHE_DIR = vmctlCache;
       const path = writeHostCache('accel', id('env'), { ok: 1 });
-      expect(path).toBe(join(vmctlCache, `accel-${id('env').key}.json`));
+      expect(path).toBe(join(vmctlCache, 'hosts', `accel-${id('env').key}.json`));
       expect(hostCachePath('accel', id('env'))).toBe(path);
       expect(readHostCache('accel', id('env'))?.value).toEqual({ ok: 1 });
-      expect(statSync(vmctlCache).mode & 0o777).toBe(0o700);
+      expect(statSync(join(vmctlCache, 'hosts')).mode & 0o777).toBe(0o700);
+      // the cache root itself is left as it was (the QEMU user may need to pass through it)
+      expect(statSync(vmctlCache).mode & 0o777).toBe(0o755);
       expect(() => statSync(join(home, '.cache'))).toThrow();
     } finally {
       for (const [k, v] of Object.entries(saved)) {

@@ -76,7 +76,7 @@ async function computeIdentity(conn: Connection): Promise<HostIdentity> {
 }
 
 export interface CacheOptions {
-  /** cache directory (default cacheDir(): $VMCTL_CACHE_DIR, else $XDG_CACHE_HOME/vmctl, else ~/.cache/vmctl) */
+  /** cache directory (default hostCacheDir(): hosts/ under $VMCTL_CACHE_DIR, else $XDG_CACHE_HOME/vmctl, else ~/.cache/vmctl) */
   readonly dir?: string;
   /** maximum age (default HOST_CACHE_TTL_MS) */
   readonly ttlMs?: number;
@@ -101,7 +101,12 @@ interface CacheFile<T> {
 
 export type CacheKind = 'capabilities' | 'accel';
 
-export function hostCachePath(kind: CacheKind, identity: HostIdentity, dir: string = cacheDir()): string {
+/** Where host caches live: their own owner-only directory (never the cache root: other things there must stay reachable). */
+export function hostCacheDir(): string {
+  return join(cacheDir(), 'hosts');
+}
+
+export function hostCachePath(kind: CacheKind, identity: HostIdentity, dir: string = hostCacheDir()): string {
   return join(dir, `${kind}-${identity.key}.json`);
 }
 
@@ -127,7 +132,7 @@ export function readHostCache<T>(kind: CacheKind, identity: HostIdentity, opts: 
  * time. Returns the path, or undefined when it could not be written.
  */
 export function writeHostCache<T>(kind: CacheKind, identity: HostIdentity, value: T, opts: CacheOptions = {}): string | undefined {
-  const dir = opts.dir ?? cacheDir();
+  const dir = opts.dir ?? hostCacheDir();
   const path = hostCachePath(kind, identity, dir);
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   const file: CacheFile<T> = {
