@@ -53,6 +53,17 @@ describe('snapshot commands interrupted', () => {
     expect(del.code, del.stderr).toBe(0);
   });
 
+  it('--keep N deletes the oldest beyond N; --quiesce on a stopped VM says there is nothing to freeze', async () => {
+    for (const n of ['k1', 'k2', 'k3']) {
+      const r = await vmctl(['snapshot', 'create', VM, n, '--keep', '2', '--quiesce', '--progress', 'plain'], { env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain('is not running, its disks are already consistent');
+    }
+    const names = (JSON.parse((await vmctl(['snapshot', 'list', VM, '--json'], { env })).stdout) as { name: string }[]).map((s) => s.name);
+    expect(names.sort()).toEqual(['k2', 'k3']);
+    for (const n of names) expect((await vmctl(['snapshot', 'delete', VM, n], { env })).code).toBe(0);
+  });
+
   it('create killed after recording its files: the next snapshot command removes them, then works', async () => {
     const before = files();
     const k = await vmctl(['snapshot', 'create', VM, 'e1', '--disk-only'], { env: { ...env, VMCTL_FAULT: 'snapshot:after-record:kill' } });

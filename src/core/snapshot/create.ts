@@ -167,7 +167,11 @@ export async function createSnapshot(op: OpContext, vm: string, opts: SnapshotCr
 
   const pruned: string[] = [];
   if (opts.keep !== undefined) {
-    const all2 = (await listSnapshotInfos(dom)).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    const infos = await listSnapshotInfos(dom);
+    const parentOf = new Map(infos.map((s) => [s.name, s.parent]));
+    const depth = (n: string | undefined): number => (n === undefined ? 0 : 1 + depth(parentOf.get(n)));
+    // oldest first: by creation time, then (same second) ancestors before descendants
+    const all2 = infos.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || depth(a.name) - depth(b.name));
     for (const old of all2.slice(0, Math.max(0, all2.length - opts.keep))) {
       if (old.name === name) continue;
       await deleteSnapshotIn(op, dom, old, { children: false, quietChildren: true }).then(

@@ -66,13 +66,14 @@ export async function deleteSnapshotIn(
   const all = await listSnapshotInfos(dom);
   const children = all.filter((s) => s.parent === info.name);
   const result: SnapshotDeleteResult = { vm, deleted: [], merged: [] };
-  if (children.length > 0 && !opts.children) {
+  // an internal snapshot's children are re-parented by libvirt; an external one's depend on its layer
+  if (children.length > 0 && !opts.children && info.kind === 'external') {
     throw new VmctlError('CONFLICT', `snapshot ${info.name} of ${vm} has children (${children.map((c) => c.name).join(', ')})`, {
       hint: `delete those first, or pass --children to delete them with it`,
     });
   }
   // children first, deepest first
-  for (const c of children) {
+  for (const c of opts.children ? children : []) {
     const r = await deleteSnapshotIn(op, dom, c, opts);
     result.deleted.push(...r.deleted);
     result.merged.push(...r.merged);
