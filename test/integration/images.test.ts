@@ -434,7 +434,7 @@ describe('images', () => {
           if (e.phase === 'upload' && e.done > 0) ac.abort();
         },
       });
-      const e = await expectVmctlError(p, 'CONFLICT', /interrupted/);
+      const e = await expectVmctlError(p, 'ABORTED', /interrupted/);
       expect(e.details).toMatchObject({ aborted: true });
       expect(await volumesOf(conn('local'), name)).toEqual([]);
       unlinkSync(big);

@@ -35,7 +35,7 @@ export function sshStageOf(err: unknown): SshStage | undefined {
 export function abortedError(what: string, signal: AbortSignal): VmctlError {
   const reason = signal.reason as unknown;
   const timeout = reason instanceof Error && reason.name === 'TimeoutError';
-  return new VmctlError(timeout ? 'TIMEOUT' : 'CONNECTION', `${what}: ${timeout ? 'timed out' : 'aborted'}`, {
+  return new VmctlError(timeout ? 'TIMEOUT' : 'ABORTED', `${what}: ${timeout ? 'timed out' : 'interrupted'}`, {
     cause: reason,
     details: { aborted: true },
   });

@@ -90,7 +90,7 @@ export async function hashFile(path: string, meter: Meter, signal?: AbortSignal)
 export function abortedError(what: string, signal: AbortSignal): VmctlError {
   const reason: unknown = signal.reason;
   if (reason instanceof VmctlError) return reason;
-  return new VmctlError('CONFLICT', `${what} interrupted`, { details: { aborted: true }, cause: reason });
+  return new VmctlError('ABORTED', `${what} interrupted`, { details: { aborted: true }, cause: reason });
 }
 
 /** True for errors that an abort produced (AbortError, or any error after the signal fired). */
