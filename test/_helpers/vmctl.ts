@@ -53,3 +53,37 @@ export function vmctl(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: s
     child.stdin.end(opts.input ?? '');
   });
 }
+
+export interface RunningVmctl {
+  readonly pid: number | undefined;
+  /** what it wrote to stderr so far */
+  stderr(): string;
+  /** resolves once stderr contains `text` (fails after timeoutMs) */
+  waitFor(text: string, timeoutMs?: number): Promise<void>;
+  kill(sig: NodeJS.Signals): void;
+  /** its exit code (128 when a signal ended it) */
+  done: Promise<number>;
+}
+
+/** Start vmctl in the background, e.g. to act while it sits at a VMCTL_FAULT sleep point. */
+export function startVmctl(args: string[], env: NodeJS.ProcessEnv = {}): RunningVmctl {
+  ensureBuilt();
+  const child = spawn(process.execPath, [join(repoRoot, 'bin', 'vmctl.js'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  child.stdout.resume();
+  const done = new Promise<number>((res) => child.on('close', (code, signal) => res(code ?? (signal ? 128 : 1))));
+  return {
+    pid: child.pid,
+    stderr: () => err,
+    async waitFor(text, timeoutMs = 30_000) {
+      const end = Date.now() + timeoutMs;
+      while (!err.includes(text)) {
+        if (Date.now() > end || child.exitCode !== null) throw new Error(`vmctl ${args.join(' ')} did not print ${JSON.stringify(text)}; stderr: ${err}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    kill: (sig) => void child.kill(sig),
+    done,
+  };
+}

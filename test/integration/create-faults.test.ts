@@ -8,13 +8,13 @@
  * the name works. Two creates of one name at once: one wins, the loser removes
  * nothing of the winner's. All against the real libvirtd.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureRig, repoRoot, type RigEnv } from '../_helpers/rig.js';
-import { ensureBuilt, vmctl } from '../_helpers/vmctl.js';
+import { ensureBuilt, startVmctl, vmctl } from '../_helpers/vmctl.js';
 
 const URI = 'qemu:///system';
 const virsh = (uri: string, ...args: string[]) => execFileSync('virsh', ['-c', uri, ...args], { encoding: 'utf8' });
@@ -126,17 +126,11 @@ describe('create interrupted at every step', () => {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     it(`${sig} in the middle undoes everything, exit 130, one line`, async () => {
       const before = { domains: domains(), volumes: volumes() };
-      const child = spawn(process.execPath, [join(repoRoot, 'bin', 'vmctl.js'), 'create', VM, '--accel', 'tcg', '--no-start', '--progress', 'plain'], {
-        env: { ...process.env, ...env, VMCTL_FAULT: 'create:after-volumes:sleep=5000' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let err = '';
-      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      const done = new Promise<number>((res) => child.on('close', (c) => res(c ?? 1)));
-      for (let i = 0; i < 200 && !err.includes('fault point create:after-volumes'); i++) await new Promise((r) => setTimeout(r, 50));
-      expect(err).toContain('fault point create:after-volumes');
+      const child = startVmctl(['create', VM, '--accel', 'tcg', '--no-start', '--progress', 'plain'], { ...env, VMCTL_FAULT: 'create:after-volumes:sleep=5000' });
+      await child.waitFor('fault point create:after-volumes');
       child.kill(sig);
-      expect(await done).toBe(130);
+      expect(await child.done).toBe(130);
+      const err = child.stderr();
       expect(err).toContain(`undone     volume ${VM}-seed.iso`);
       expect(err.trim().split('\n').at(-1)).toBe('vmctl: create interrupted (nothing it made was left behind)');
       expect({ domains: domains(), volumes: volumes() }).toEqual(before);
@@ -145,22 +139,15 @@ describe('create interrupted at every step', () => {
   }
 
   it('two creates of one name at once: one wins, the loser says who holds it and removes nothing', async () => {
-    const first = spawn(process.execPath, [join(repoRoot, 'bin', 'vmctl.js'), 'create', VM, '--accel', 'tcg', '--no-start', '--progress', 'plain'], {
-      env: { ...process.env, ...env, VMCTL_FAULT: 'create:after-define:sleep=4000' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let firstErr = '';
-    first.stderr.on('data', (d: Buffer) => (firstErr += d.toString()));
-    const firstDone = new Promise<number>((res) => first.on('close', (c) => res(c ?? 1)));
+    const first = startVmctl(['create', VM, '--accel', 'tcg', '--no-start', '--progress', 'plain'], { ...env, VMCTL_FAULT: 'create:after-define:sleep=4000' });
     try {
-    for (let i = 0; i < 200 && !firstErr.includes('fault point create:after-define'); i++) await new Promise((r) => setTimeout(r, 50));
-    expect(firstErr).toContain('fault point create:after-define');
+      await first.waitFor('fault point create:after-define');
 
     const second = await vmctl(['create', VM, '--accel', 'tcg', '--no-start'], { env });
     expect(second.code).toBe(4);
     expect(second.stderr).toMatch(new RegExp(`VM '${VM}' is busy: vmctl create by \\S+ pid ${first.pid}`));
 
-    expect(await firstDone).toBe(0);
+      expect(await first.done).toBe(0);
     } finally {
       first.kill('SIGKILL');
     }
@@ -222,15 +209,8 @@ describe('libvirtd restarted in the middle of a create (rig host1)', () => {
   it('the command fails with one line, undoes what it made once the daemon is back, and the name works again', async () => {
     const uri = rig.unixUri;
     const before = { domains: domains(uri), volumes: volumes(uri) };
-    const child = spawn(process.execPath, [join(repoRoot, 'bin', 'vmctl.js'), 'create', VM, '--accel', 'tcg', '--no-start', '--progress', 'plain'], {
-      env: { ...process.env, ...env, VMCTL_FAULT: 'create:after-keys:sleep=3000' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const done = new Promise<number>((res) => child.on('close', (c) => res(c ?? 1)));
-    for (let i = 0; i < 300 && !err.includes('fault point create:after-keys'); i++) await new Promise((r) => setTimeout(r, 50));
-    expect(err).toContain('fault point create:after-keys');
+    const child = startVmctl(['create', VM, '--accel', 'tcg', '--no-start', '--progress', 'plain'], { ...env, VMCTL_FAULT: 'create:after-keys:sleep=3000' });
+    await child.waitFor('fault point create:after-keys');
 
     // restart host1's libvirtd while create sleeps: its connection dies under it
     const pid = Number(readFileSync(join(rig.hostDir, 'libvirtd.pid'), 'utf8').trim());
@@ -245,8 +225,8 @@ describe('libvirtd restarted in the middle of a create (rig host1)', () => {
     }
     execFileSync('bash', [join(repoRoot, 'scripts', 'test-rig.sh'), 'up'], { stdio: 'ignore' });
 
-    const code = await done;
-    expect(code).toBe(5); // CONNECTION
+    expect(await child.done).toBe(5); // CONNECTION
+    const err = child.stderr();
     const last = err.trim().split('\n').at(-1)!;
     expect(last).toMatch(/^vmctl: /);
     // undo ran on a new connection: nothing of it is left
