@@ -1,7 +1,7 @@
 /** What every command handler gets: parsed global options, a logger, output, a connection factory. */
 import type { Logger } from 'pino';
 import { createLogger, type LogFormat } from '../core/log.js';
-import { Connection } from '../libvirt/connection.js';
+import type { Connection } from '../libvirt/connection.js';
 import { parseLibvirtUri, plaintextConnectionWarning, resolveDefaultUri } from '../libvirt/uri.js';
 
 export interface GlobalArgs {
@@ -78,7 +78,8 @@ export function makeContext(argv: GlobalArgs, out: Output = stdout): Context {
         const warning = plaintextWarningFor(target);
         if (warning !== undefined) ctx.warn(warning);
       }
-      return Connection.open(target, { logger: log, acceptUnknownHostKey: argv['accept-host-key'] === true });
+      // the RPC client and the generated protocol load only when a command connects
+      return import('../libvirt/connection.js').then(({ Connection }) => Connection.open(target, { logger: log, acceptUnknownHostKey: argv['accept-host-key'] === true }));
     },
     async withConnection(fn) {
       const conn = await this.open();

@@ -7,7 +7,7 @@
 import { makeContext, type Context, type GlobalArgs } from './context.js';
 import { createEventRenderer, type ProgressMode } from './events.js';
 import { VmctlError } from '../core/errors.js';
-import { runOperation, type OpContext } from '../core/op/context.js';
+import type { OpContext } from '../core/op/context.js';
 import { EXIT_INTERRUPTED } from './exit.js';
 
 export interface CliOp {
@@ -36,6 +36,7 @@ export async function withOp<T>(argv: GlobalArgs, kind: string, fn: (c: CliOp) =
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
+    const { runOperation } = await import('../core/op/context.js');
     return await runOperation({ kind, open: () => ctx.open(), openUri: (uri) => ctx.open(uri), signal: ac.signal, log: ctx.log, sink: renderer.sink }, (op) =>
       fn({ op, ctx, quiet: () => renderer.stop() }),
     );

@@ -1,6 +1,6 @@
 /** `vmctl console`: the serial console (the pump is src/core/guest/console.ts). */
 import { makeContext } from '../context.js';
-import { attachConsole } from '../../core/guest/console.js';
+
 import { type Cmd, nameArg, vmCore } from '../vm-args.js';
 
 export const consoleCommand: Cmd<{ name: string }> = {
@@ -14,7 +14,7 @@ export const consoleCommand: Cmd<{ name: string }> = {
       const dom = await findVm(conn, argv.name);
       ctx.err(`Connected to ${argv.name}'s serial console. Escape character is ^]`);
       try {
-        await attachConsole(dom, { input: process.stdin, output: process.stdout });
+        await (await import('../../core/guest/console.js')).attachConsole(dom, { input: process.stdin, output: process.stdout });
       } finally {
         process.stdin.destroy(); // pause() alone keeps a piped stdin (and so the process) alive
       }

@@ -1,6 +1,6 @@
 /** `vmctl events`: lifecycle events as they happen (the watch is src/core/vm/events.ts). */
 import { makeContext } from '../context.js';
-import { watchVmEvents, type DomainLifecycleEvent } from '../../core/vm/events.js';
+import type { DomainLifecycleEvent } from '../../core/vm/events.js';
 import type { Cmd } from '../vm-args.js';
 
 export const eventsCommand: Cmd<{ name?: string }> = {
@@ -20,7 +20,7 @@ export const eventsCommand: Cmd<{ name?: string }> = {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       try {
-        await watchVmEvents(conn, { name: argv.name, signal: stop.signal }, render);
+        await (await import('../../core/vm/events.js')).watchVmEvents(conn, { name: argv.name, signal: stop.signal }, render);
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

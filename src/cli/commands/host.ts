@@ -1,6 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { makeContext, type GlobalArgs } from '../context.js';
-import { runHostChecks, renderCheckLine, renderSummaryLine } from '../../core/host/check.js';
+const hostCore = () => import('../../core/host/check.js');
 import { exitCodeFor } from '../exit.js';
 
 interface CheckArgs extends GlobalArgs {
@@ -24,6 +24,7 @@ function checkOptions<T>(y: Argv<T>): Argv<T & { refresh: boolean; probe: boolea
 
 async function checkHandler(argv: CheckArgs): Promise<void> {
   const ctx = makeContext(argv);
+  const { runHostChecks, renderCheckLine, renderSummaryLine } = await hostCore();
   const report = await ctx.withConnection((conn) => runHostChecks(conn, { refresh: argv.refresh, probe: argv.probe, log: ctx.log }));
   if (ctx.json) ctx.out.json(report);
   else {

@@ -2,7 +2,11 @@
 import type { Argv, CommandModule } from 'yargs';
 import { makeContext, type GlobalArgs } from '../context.js';
 import { withOp } from '../op.js';
-import { buildImage, DEFAULT_IMAGE, importImage, listImages, removeImage, type ImageInfo, type ImageProgress } from '../../core/image/images.js';
+import { DEFAULT_IMAGE } from '../../core/image/types.js';
+import type { ImageInfo, ImageProgress } from '../../core/image/images.js';
+
+// the image core (fast-xml-parser, streams, the build runner) loads only when an image command runs
+const core = () => import('../../core/image/images.js');
 import type { Connection } from '../../libvirt/connection.js';
 import { formatBytes, formatTable } from '../render.js';
 
@@ -54,7 +58,7 @@ const importCommand: Cmd<ImportArgs> = {
       .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'replace an existing image of that name (never one in use)' }) as never,
   handler: (argv) =>
     runImageJob(argv, 'image-import', 'imported', (conn, hooks) =>
-      importImage(conn, { source: argv.source, name: argv.name, ...(argv.sha256 !== undefined ? { sha256: argv.sha256 } : {}), force: argv.force, ...hooks }),
+      core().then((c) => c.importImage(conn, { source: argv.source, name: argv.name, ...(argv.sha256 !== undefined ? { sha256: argv.sha256 } : {}), force: argv.force, ...hooks })),
     ),
 };
 
@@ -64,6 +68,7 @@ const listCommand: Cmd<object> = {
   describe: 'list images in vmctl\'s storage pool',
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { listImages } = await core();
     const images = await ctx.withConnection((conn) => listImages(conn, { onLog: (m) => ctx.log.warn(m) }));
     if (ctx.json) return ctx.out.json(images);
     if (images.length === 0) {
@@ -86,6 +91,7 @@ const rmCommand: Cmd<{ name: string }> = {
   builder: (y) => y.positional('name', { type: 'string', demandOption: true, describe: 'image name' }) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { removeImage } = await core();
     const r = await ctx.withConnection((conn) => removeImage(conn, argv.name, { onLog: (m) => ctx.log.warn(m) }));
     if (ctx.json) return ctx.out.json(r);
     ctx.out.line(`removed image ${r.name} (${r.removedVolumes.length} volume${r.removedVolumes.length === 1 ? '' : 's'})`);
@@ -100,7 +106,7 @@ const buildCommand: Cmd<{ name: string; force: boolean }> = {
       .positional('name', { type: 'string', default: DEFAULT_IMAGE, describe: 'image to build' })
       .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'replace the image if it is already in the pool' }) as never,
   handler: (argv) =>
-    runImageJob(argv, 'image-build', 'built and imported', (conn, hooks) => buildImage(conn, argv.name, { force: argv.force, ...hooks })),
+    runImageJob(argv, 'image-build', 'built and imported', (conn, hooks) => core().then((c) => c.buildImage(conn, argv.name, { force: argv.force, ...hooks }))),
 };
 
 export const imageCommand: CommandModule<GlobalArgs, GlobalArgs> = {

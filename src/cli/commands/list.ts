@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { makeContext, type GlobalArgs } from '../context.js';
-import { listVms } from '../../core/vm/list.js';
+
 import { formatTable, formatBytes } from '../render.js';
 
 interface ListArgs extends GlobalArgs {
@@ -14,6 +14,7 @@ export const listCommand: CommandModule<GlobalArgs, ListArgs> = {
   builder: (y) => y.option('all', { alias: 'a', type: 'boolean', default: false, description: 'include stopped VMs' }),
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { listVms } = await import('../../core/vm/list.js');
     const vms = await ctx.withConnection((conn) => listVms(conn, { all: argv.all }));
     if (ctx.json) return ctx.out.json(vms);
     const state = (v: (typeof vms)[number]) =>

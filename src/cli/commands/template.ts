@@ -1,7 +1,7 @@
 /** `vmctl template …`: the templates vmctl can create VMs from (src/core/template/catalog.ts). */
 import type { Argv, CommandModule } from 'yargs';
 import { makeContext, type GlobalArgs } from '../context.js';
-import { DEFAULT_IMAGE } from '../../core/image/images.js';
+import { DEFAULT_IMAGE } from '../../core/image/types.js';
 import type { TemplateListEntry } from '../../core/template/catalog.js';
 import { formatTable } from '../render.js';
 // templates (yaml, the generated ajv validator) load only when a template command runs

@@ -10,7 +10,8 @@ import type { Connection, Domain } from '../../libvirt/connection.js';
 import { VirDomainUndefineFlagsValues } from '../../libvirt/generated/constants.gen.js';
 import { describeHolder } from '../op/holder.js';
 import { markerLiveness, type OpMarker } from '../op/journal.js';
-import { isBuildableImage, parseImageVolumeName } from '../image/images.js';
+import { parseImageVolumeName } from '../storage/volume.js';
+import { isBuildableImage } from '../image/types.js';
 
 /** The domain, or undefined when there is none of that name. */
 export async function lookupVm(conn: Connection, name: string): Promise<Domain | undefined> {
