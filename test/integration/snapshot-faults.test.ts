@@ -27,6 +27,13 @@ describe('snapshot commands interrupted', () => {
   let env: NodeJS.ProcessEnv;
   let dataDir: string;
 
+  /** run vmctl and require success, showing its stderr when it fails */
+  const ok = async (args: string[]) => {
+    const r = await vmctl(args, { env });
+    expect(r.code, `vmctl ${args.join(' ')}: ${r.stderr}`).toBe(0);
+    return r;
+  };
+
   beforeAll(async () => {
     ensureBuilt();
     dataDir = mkdtempSync(join(tmpdir(), 'vmctl-snapfaults-'));
@@ -61,7 +68,7 @@ describe('snapshot commands interrupted', () => {
     }
     const names = (JSON.parse((await vmctl(['snapshot', 'list', VM, '--json'], { env })).stdout) as { name: string }[]).map((s) => s.name);
     expect(names.sort()).toEqual(['k2', 'k3']);
-    for (const n of names) expect((await vmctl(['snapshot', 'delete', VM, n], { env })).code).toBe(0);
+    for (const n of names) await ok(['snapshot', 'delete', VM, n]);
   });
 
   it('create killed after recording its files: the next snapshot command removes them, then works', async () => {
@@ -89,8 +96,25 @@ describe('snapshot commands interrupted', () => {
     expect(JSON.parse((await vmctl(['snapshot', 'list', VM, '--json'], { env })).stdout)).toEqual([]);
   });
 
+  it('revert killed after making its overlays: the next snapshot command removes them; the VM is as before', async () => {
+    await ok(['snapshot', 'create', VM, 'r1', '--disk-only']);
+    const before = files();
+    const disk = virsh('domblklist', VM);
+    const k = await vmctl(['snapshot', 'revert', VM, 'r1'], { env: { ...env, VMCTL_FAULT: 'snapshot-revert:after-overlays:kill' } });
+    expect(k.code).toBe(128);
+    expect(files().length).toBe(before.length + 1); // the new overlay, not yet used
+    const r = await vmctl(['snapshot', 'list', VM], { env });
+    expect(r.code).toBe(0);
+    const again = await vmctl(['snapshot', 'create', VM, 'r2', '--disk-only', '--progress', 'plain'], { env });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/finished after an interrupted vmctl snapshot-revert \(step 'overlays'\): removed .*r1\.r/);
+    expect(files()).toEqual([...before, `${VM}-vda.r2.qcow2`].sort());
+    expect(disk).toContain(`${VM}-vda.r1.qcow2`);
+    for (const n of ['r2', 'r1']) await ok(['snapshot', 'delete', VM, n]);
+  });
+
   it('vmctl delete removes the files external snapshots made, and nothing else', async () => {
-    expect((await vmctl(['snapshot', 'create', VM, 'e2', '--disk-only'], { env })).code).toBe(0);
+    await ok(['snapshot', 'create', VM, 'e2', '--disk-only']);
     const overlay = `/var/lib/vmctl/images/${VM}-vda.e2.qcow2`;
     expect(existsSync(overlay)).toBe(true);
     const d = await vmctl(['delete', VM], { env });
