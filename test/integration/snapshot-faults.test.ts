@@ -113,6 +113,19 @@ describe('snapshot commands interrupted', () => {
     for (const n of ['r2', 'r1']) await ok(['snapshot', 'delete', VM, n]);
   });
 
+  it('revert keeps the branch written since as a sibling, or deletes it with --discard', async () => {
+    await ok(['snapshot', 'create', VM, 'd1', '--disk-only']);
+    const kept = JSON.parse((await ok(['snapshot', 'revert', VM, 'd1', '--json'])).stdout) as { abandoned: string[]; overlays: string[] };
+    expect(kept.abandoned.map((p) => p.split('/').pop())).toEqual([`${VM}-vda.d1.qcow2`]);
+    expect(existsSync(kept.abandoned[0]!)).toBe(true);
+    const gone = JSON.parse((await ok(['snapshot', 'revert', VM, 'd1', '--discard', '--json'])).stdout) as { abandoned: string[]; discarded: boolean };
+    expect(gone.discarded).toBe(true);
+    expect(gone.abandoned.map((p) => p.split('/').pop())).toEqual([kept.overlays[0]!.split('/').pop()]);
+    expect(existsSync(gone.abandoned[0]!)).toBe(false);
+    await ok(['snapshot', 'delete', VM, 'd1']);
+    expect(files()).toEqual([`${VM}-root.qcow2`, `${VM}-seed.iso`]);
+  });
+
   it('vmctl delete removes the files external snapshots made, and nothing else', async () => {
     await ok(['snapshot', 'create', VM, 'e2', '--disk-only']);
     const overlay = `/var/lib/vmctl/images/${VM}-vda.e2.qcow2`;
