@@ -1,0 +1,198 @@
+/**
+ * Disk data into a backup point: volumes downloaded through libvirt volume
+ * streams (sparse: holes stay holes in the local file), made into the guest's
+ * view locally with qemu-img, and stored as chunks of a 4 MiB grid.
+ */
+import { open } from 'node:fs/promises';
+import type { Connection, StorageVolume } from '../../libvirt/connection.js';
+import { LibvirtError } from '../../libvirt/errors.js';
+import { VmctlError } from '../errors.js';
+import type { OpContext } from '../op/context.js';
+import { CHUNK_SIZE } from './format.js';
+import type { PayloadWriter } from './chunks.js';
+import { imageMap, qemuImg, type MapExtent } from './qemu-img.js';
+
+/** Byte progress of one phase as op.progress events: bytes, rate, ETA (at most every 250 ms). */
+export class Meter {
+  private done = 0;
+  private last = 0;
+  private readonly t0 = performance.now();
+  constructor(
+    private readonly op: OpContext,
+    private readonly phase: string,
+    private readonly item: string,
+    private readonly total?: number,
+  ) {}
+
+  add(n: number): void {
+    this.done += n;
+    const now = performance.now();
+    if (now - this.last >= 250) this.report(false, now);
+  }
+
+  get bytes(): number {
+    return this.done;
+  }
+
+  get bytesPerSecond(): number {
+    const s = (performance.now() - this.t0) / 1000;
+    return s > 0 ? Math.round(this.done / s) : 0;
+  }
+
+  finish(): void {
+    this.report(true, performance.now());
+  }
+
+  private report(finished: boolean, now: number): void {
+    this.last = now;
+    const rate = this.bytesPerSecond;
+    const eta = this.total !== undefined && rate > 0 ? Math.max(0, Math.round((this.total - this.done) / rate)) : null;
+    this.op.progress({
+      phase: this.phase,
+      item: this.item,
+      done: this.done,
+      ...(this.total !== undefined ? { total: this.total } : {}),
+      bytesPerSecond: rate,
+      etaSeconds: finished ? 0 : eta,
+      finished,
+    });
+  }
+}
+
+export async function lookupVolumeByPath(conn: Connection, path: string): Promise<StorageVolume | undefined> {
+  try {
+    return await conn.lookupStorageVolumeByPath(path);
+  } catch (e) {
+    if (e instanceof LibvirtError && e.isNotFound()) return undefined;
+    throw e;
+  }
+}
+
+const isZero = (b: Buffer): boolean => {
+  for (let i = 0; i < b.length; i += 8192) {
+    const end = Math.min(i + 8192, b.length);
+    const s = b.subarray(i, end);
+    if (s[0] !== 0 || !s.equals(Buffer.alloc(end - i))) return false;
+  }
+  return true;
+};
+
+/**
+ * Download a volume into a local file through a sparse volume stream: holes
+ * arrive as hole packets and are skipped (the local file keeps them as holes),
+ * zero data runs are skipped too.
+ */
+export async function downloadVolume(
+  op: OpContext,
+  vol: StorageVolume,
+  localPath: string,
+  meter: Meter,
+  onBytes?: (total: number) => Promise<void>,
+): Promise<number> {
+  const stream = await vol.downloadSparse();
+  const onAbort = () => stream.abort();
+  op.signal.addEventListener('abort', onAbort, { once: true });
+  const fh = await open(localPath, 'wx', 0o600);
+  let pos = 0;
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      if (!isZero(chunk)) await fh.write(chunk, 0, chunk.length, pos);
+      pos += chunk.length;
+      meter.add(chunk.length);
+      if (onBytes) await onBytes(pos);
+    }
+    await stream.done;
+    await fh.truncate(pos);
+    await fh.sync();
+    return pos;
+  } catch (e) {
+    stream.destroy();
+    op.throwIfAborted();
+    throw e;
+  } finally {
+    op.signal.removeEventListener('abort', onAbort);
+    await fh.close();
+  }
+}
+
+/** Merge [start, end) ranges that touch, sorted. */
+function mergeRanges(r: Array<[number, number]>): Array<[number, number]> {
+  const s = [...r].sort((a, b) => a[0] - b[0]);
+  const out: Array<[number, number]> = [];
+  for (const x of s) {
+    const last = out[out.length - 1];
+    if (last && x[0] <= last[1]) last[1] = Math.max(last[1], x[1]);
+    else out.push([x[0], x[1]]);
+  }
+  return out;
+}
+
+/** Split ranges at the 4 MiB grid: [cell start, [ranges inside the cell]] */
+function byCell(ranges: Array<[number, number]>): Map<number, Array<[number, number]>> {
+  const cells = new Map<number, Array<[number, number]>>();
+  for (const [a, b] of ranges) {
+    for (let c = Math.floor(a / CHUNK_SIZE) * CHUNK_SIZE; c < b; c += CHUNK_SIZE) {
+      const lo = Math.max(a, c);
+      const hi = Math.min(b, c + CHUNK_SIZE);
+      if (hi > lo) cells.set(c, [...(cells.get(c) ?? []), [lo, hi]]);
+    }
+  }
+  return cells;
+}
+
+export interface StoredDisk {
+  dataBytes: number;
+  storedBytes: number;
+}
+
+/**
+ * Store the guest view of `image` (a local qcow2 or raw, backing chain included):
+ * full — the data extents (qemu-img map of the raw view), split at the 4 MiB
+ * grid, all-zero pieces skipped, so a point is as big as the guest's data; incremental — only
+ * the ranges allocated in the image's top layer (a push-mode incremental target
+ * holds exactly the clusters that changed), zero ones as explicit zero chunks.
+ */
+export async function storeDisk(
+  op: OpContext,
+  image: { path: string; format: string },
+  rawPath: string,
+  kind: 'full' | 'incremental',
+  writer: PayloadWriter,
+  virtualSize: number,
+  meter: Meter,
+): Promise<StoredDisk> {
+  let changed: Array<[number, number]> | undefined;
+  if (kind === 'incremental') {
+    const map = await imageMap(image.path, image.format, op.signal);
+    changed = mergeRanges(map.filter((e: MapExtent) => e.depth === 0 && (e.present ?? (e.data || e.zero))).map((e) => [e.start, e.start + e.length]));
+  }
+  await qemuImg(['convert', '-f', image.format, '-O', 'raw', '-S', '4k', image.path, rawPath], op.signal);
+  op.throwIfAborted();
+  const ranges = changed ?? mergeRanges((await imageMap(rawPath, 'raw', op.signal)).filter((e) => e.data).map((e) => [e.start, e.start + e.length]));
+  const fh = await open(rawPath, 'r');
+  let dataBytes = 0;
+  let storedBytes = 0;
+  try {
+    const cells = [...byCell(ranges).entries()].sort((a, b) => a[0] - b[0]);
+    for (const [cell, inCell] of cells) {
+      op.throwIfAborted();
+      const pieces = mergeRanges(inCell).map(([a, b]): [number, number] => [a, Math.min(b, virtualSize)]).filter(([a, b]) => b > a);
+      void cell;
+      for (const [a, b] of pieces) {
+        const buf = Buffer.alloc(b - a);
+        const { bytesRead } = await fh.read(buf, 0, buf.length, a);
+        if (bytesRead !== buf.length) throw new VmctlError('INTERNAL', `short read of ${rawPath} at ${a}`);
+        if (isZero(buf)) {
+          if (kind === 'incremental') writer.zero(a, buf.length);
+        } else {
+          storedBytes += await writer.write(a, buf);
+          dataBytes += buf.length;
+        }
+        meter.add(buf.length);
+      }
+    }
+  } finally {
+    await fh.close();
+  }
+  return { dataBytes, storedBytes };
+}
