@@ -14,6 +14,7 @@ import { consoleCommand } from './console.js';
 import { eventsCommand } from './events.js';
 import { templateCommand } from './template.js';
 import { backupCommand } from './backup.js';
+import { restoreCommand } from './restore.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
@@ -34,4 +35,5 @@ export const commands: CommandModule<any, any>[] = [
   consoleCommand,
   eventsCommand,
   backupCommand,
+  restoreCommand,
 ];
