@@ -16,6 +16,7 @@
  */
 import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Connection, Domain } from '../../libvirt/connection.js';
@@ -232,9 +233,13 @@ export async function restoreBackup(op: OpContext, opts: RestoreOptions): Promis
       const bytes = statSync(local).size;
       op.undo.push(`volume ${p.name}`, (c) => deleteVolumeIfThere(c, p.pool, p.name));
       const vol = await pool.createVolume(volumeXml({ name: p.name, capacityBytes: p.role === 'disk' ? p.size : bytes, format }));
-      const src = createReadStream(local, { highWaterMark: 1024 * 1024 });
-      src.on('data', (c) => up.add(c.length));
-      await op.step(`upload ${p.name}`, () => vol.upload(src, { length: BigInt(bytes) }));
+      const counted = async function* () {
+        for await (const c of createReadStream(local, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+          up.add(c.length);
+          yield c;
+        }
+      };
+      await op.step(`upload ${p.name}`, () => vol.upload(Readable.from(counted(), { objectMode: false }), { length: BigInt(bytes) }));
       rmSync(local, { force: true });
       volumes.push({ pool: p.pool, name: p.name, bytes });
     }
