@@ -81,8 +81,9 @@ const verifyCommand: Cmd<{ dir: string; 'key-file'?: string }> = {
   handler: async (argv) => {
     const ctx = makeContext(argv);
     const r = await verifySet(resolve(argv.dir), argv['key-file'] ? { keyFile: argv['key-file'] } : {});
-    if (ctx.json) ctx.out.json(r);
-    else {
+    if (ctx.json) {
+      if (r.ok) ctx.out.json(r); // else the error (on stdout too, with --json) carries the problems
+    } else {
       ctx.out.line(`${r.ok ? 'OK' : 'DAMAGED'}: ${r.points} points, ${r.files} files, ${r.chunks} chunks, ${formatBytes(r.bytes)} checked${r.authenticated ? ', authenticated' : ''}`);
       for (const p of r.problems) ctx.out.line(`  ${p.point}: ${p.file ?? ''}${p.offset !== undefined ? ` at offset ${p.offset}` : ''}: ${p.problem}`);
     }

@@ -313,7 +313,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
       let faulted = false;
       await op.step(`download ${d.target}`, () =>
         downloadVolume(op, vol, local, dl, async (n) => {
-          if (!faulted && n >= 1024 * 1024) {
+          if (!faulted && n > 0) {
             faulted = true;
             await op.fault('mid-download');
           }
@@ -335,6 +335,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
         const det = parseVolumeXml(await vol.xml());
         const local = join(tmp, `${d.target}.${depth}.img`);
         await downloadVolume(op, vol, local, dl);
+        await op.fault('mid-download');
         chain.push({ local, format: det.format });
         path = det.backingPath ?? '';
       }
@@ -344,7 +345,6 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     }
     dl.finish();
   }
-  await op.fault('mid-download');
 
   // 3. chunks
   const store = new Meter(op, 'store', opts.name, localImages.reduce((a, l) => a + l.capacity, 0));
@@ -425,6 +425,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
   if (keys) manifest.mac = manifestMac(keys, JSON.stringify(manifest));
   writePrivateFile(join(work, 'manifest.json'), JSON.stringify(manifest, null, 1) + '\n');
   await op.fault('before-commit');
+  op.throwIfAborted();
   if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
   renameSync(work, pointDir(dir, pointId));
 
