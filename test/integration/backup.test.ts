@@ -243,6 +243,20 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     virsh('destroy', COPY);
   });
 
+  it('restore killed after the volumes leaves an incomplete VM that list shows and delete removes with exactly its volumes', { timeout: 300_000 }, async () => {
+    const half = `${tag}-half`;
+    const r = await vmctl(['restore', set(), '--name', half], { env: { ...env, VMCTL_FAULT: 'restore:after-volumes:kill' }, timeoutMs: 300_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/fault point restore:after-volumes/);
+    const l = JSON.parse((await vmctl(['list', '--all', '--json'], { env })).stdout) as { name: string; incomplete?: { op: string; step: string } }[];
+    expect(l.find((v) => v.name === half)?.incomplete).toMatchObject({ op: 'restore', step: 'volumes' });
+    expect(volumes().filter((v) => v.startsWith(`${half}-`)).length).toBe(3);
+    const d = await vmctl(['delete', half], { env });
+    expect(d.code, d.stderr).toBe(0);
+    expect(volumes().filter((v) => v.startsWith(`${half}-`))).toEqual([]);
+    expect(virsh('list', '--all', '--name')).not.toContain(half);
+  });
+
   it('encrypted: round trip; a tampered ciphertext chunk is refused', { timeout: 300_000 }, async () => {
     const enc = join(work, 'enc');
     const key = join(work, 'key');

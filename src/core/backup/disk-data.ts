@@ -68,11 +68,11 @@ export async function lookupVolumeByPath(conn: Connection, path: string): Promis
   }
 }
 
+const ZEROS = Buffer.alloc(64 * 1024);
 const isZero = (b: Buffer): boolean => {
-  for (let i = 0; i < b.length; i += 8192) {
-    const end = Math.min(i + 8192, b.length);
-    const s = b.subarray(i, end);
-    if (s[0] !== 0 || !s.equals(Buffer.alloc(end - i))) return false;
+  for (let i = 0; i < b.length; i += ZEROS.length) {
+    const end = Math.min(i + ZEROS.length, b.length);
+    if (b[i] !== 0 || b.compare(ZEROS, 0, end - i, i, end) !== 0) return false;
   }
   return true;
 };

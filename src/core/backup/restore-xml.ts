@@ -81,23 +81,26 @@ export function rewriteDomainXml(xml: string, o: RewriteOptions): string {
     }
   }
   // <metadata>: vmctl's record of the VM names the new volumes and port; the source's intent records go
-  const md = (d.metadata ?? {}) as XmlNode;
+  const md = (d.metadata && typeof d.metadata === 'object' ? d.metadata : {}) as XmlNode;
+  const volumeNodes = (p: string) => ({
+    [`${p}volume`]: o.volumes.map((x) => ({
+      '@_role': x.role === 'seed' ? 'seed' : 'disk',
+      ...(x.disk ? { '@_disk': x.disk } : x.role !== 'disk' && x.role !== 'seed' ? { '@_disk': x.role } : {}),
+      '@_pool': x.pool,
+      '@_name': x.name,
+      '@_path': x.path,
+    })),
+  });
+  let hadVmctl = false;
   for (const [k, v] of Object.entries(md)) {
     if (!v || typeof v !== 'object') continue;
     const node = v as XmlNode;
     const prefix = k.includes(':') ? k.slice(0, k.indexOf(':')) : '';
     const ns = node[prefix ? `@_xmlns:${prefix}` : '@_xmlns'];
     if (ns === VMCTL_XMLNS) {
+      hadVmctl = true;
       const p = prefix ? `${prefix}:` : '';
-      node[`${p}volumes`] = {
-        [`${p}volume`]: o.volumes.map((x) => ({
-          '@_role': x.role === 'seed' ? 'seed' : 'disk',
-          ...(x.disk ? { '@_disk': x.disk } : x.role !== 'disk' && x.role !== 'seed' ? { '@_disk': x.role } : {}),
-          '@_pool': x.pool,
-          '@_name': x.name,
-          '@_path': x.path,
-        })),
-      };
+      node[`${p}volumes`] = volumeNodes(p);
       const fw = node[`${p}forwards`] as XmlNode | undefined;
       if (fw && o.sshPort) {
         for (const f of asArray(fw[`${p}forward`] as XmlNode[] | undefined)) {
@@ -108,7 +111,9 @@ export function rewriteDomainXml(xml: string, o: RewriteOptions): string {
       delete md[k];
     }
   }
-  d.metadata = { ...md, ...(o.extraMetadata ?? {}) };
+  // a VM vmctl did not create gets vmctl's record too: vmctl delete then removes exactly the restored volumes
+  const record = hadVmctl ? {} : { 'vmctl:vm': { '@_xmlns:vmctl': VMCTL_XMLNS, 'vmctl:template': '', 'vmctl:created-by': 'vmctl restore', 'vmctl:volumes': volumeNodes('vmctl:') } };
+  d.metadata = { ...md, ...record, ...(o.extraMetadata ?? {}) };
   return (builder.build(doc) as string).trimEnd() + '\n';
 }
 
