@@ -70,7 +70,7 @@ describe('backup a running guest, restore it on another host, boot it (TCG)', ()
     expect(res.chain.length).toBe(2);
     expect(res.phases.map((p) => p.phase)).toEqual(expect.arrayContaining(['started', 'sshd']));
     process.stderr.write(`[dr] restore → ssh ready: ${res.phases.map((p) => `${p.phase} ${p.atMs}`).join(', ')}\n`);
-    const cat = await vmctl(['ssh', VM, '-c', rig.unixUri, '--', 'sh', '-c', "'cat one.txt two.txt; test -e three.txt && echo THREE'"], { env });
+    const cat = await vmctl(['ssh', VM, '-c', rig.unixUri, '--', 'sh', '-c', "'cat one.txt two.txt; test -e three.txt && echo THREE; true'"], { env });
     expect(cat.code, cat.stderr).toBe(0);
     expect(cat.stdout).toBe(`${one}\n${two}\n`);
     expect(virsh(rig.unixUri, 'domstate', VM).trim()).toBe('running');
