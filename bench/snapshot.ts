@@ -13,12 +13,13 @@
  *     fresh VM to sshd). Ratio restore / create.
  * Runs on qemu:///system under TCG; guests are named tbak-bench-*, one at a time.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { median, runTimed } from './lib.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, 'skip-boot': { type: 'boolean', default: false } } });
 const rounds = Number(values.rounds);
@@ -28,24 +29,7 @@ const work = mkdtempSync(join(tmpdir(), 'vmctl-bench-bak-'));
 const env = { ...process.env, VMCTL_CACHE_DIR: process.env.VMCTL_CACHE_DIR ?? join(repo, '.cache'), VMCTL_DATA_DIR: join(work, 'data'), LIBVIRT_DEFAULT_URI: 'qemu:///system' };
 const virsh = (...a: string[]) => execFileSync('virsh', ['-c', 'qemu:///system', ...a], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const MiB = 1024 * 1024;
-const median = (xs: number[]) => {
-  const a = [...xs].sort((x, y) => x - y);
-  const m = a.length >> 1;
-  return a.length % 2 ? a[m]! : (a[m - 1]! + a[m]!) / 2;
-};
-
-function run(cmd: string, args: string[]): Promise<{ ms: number; code: number; out: string; err: string }> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    c.on('error', reject);
-    c.on('close', (code) => resolve({ ms: performance.now() - t0, code: code ?? 1, out, err }));
-  });
-}
+const run = (cmd: string, args: string[]) => runTimed(cmd, args, env);
 const must = <T extends { code: number; err: string }>(r: T, what: string): T => {
   if (r.code !== 0) throw new Error(`${what} failed: ${r.err.trim().split('\n').slice(-3).join(' / ')}`);
   return r;

@@ -19,7 +19,7 @@ import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Connection, Domain } from '../../libvirt/connection.js';
+import type { Domain } from '../../libvirt/connection.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import { VmctlError } from '../errors.js';
 import { assertVmName } from '../names.js';
@@ -28,7 +28,8 @@ import type { OpContext } from '../op/context.js';
 import { clearMarker, markerMetadata, newMarker, recordStep } from '../op/journal.js';
 import { ensurePool, VMCTL_POOL } from '../storage/pool.js';
 import { diskVolumeName, seedVolumeName, volumeXml } from '../storage/volume.js';
-import { lookupVm, undefineDomain } from '../vm/domain.js';
+import { lookupVm } from '../vm/domain.js';
+import { deleteVolumeIfThere, removeDomainIfOurs } from '../vm/create.js';
 import { parseVmctlMetadata } from '../vm/domain-xml.js';
 import { forwardPortCandidates, pickForwardPort, tunnelFor } from '../vm/forward.js';
 import { phaseRecorder, waitReady, type PhaseEvent } from '../vm/readiness.js';
@@ -91,21 +92,6 @@ async function readPayload(dir: string, m: Manifest, f: PayloadFile, codec: Code
 
 function codecOf(m: Manifest, keys: DerivedKeys | undefined): Codec {
   return { compress: m.compression === 'gzip', ...(keys ? { key: keys.data } : {}) };
-}
-
-async function deleteVolumeIfThere(conn: Connection, pool: string, name: string): Promise<void> {
-  try {
-    await (await (await conn.lookupStoragePool(pool)).lookupVolume(name)).delete();
-  } catch (e) {
-    if (!(e instanceof LibvirtError && e.isNotFound())) throw e;
-  }
-}
-
-async function removeDomainIfOurs(conn: Connection, name: string, uuid: string): Promise<void> {
-  const dom = await lookupVm(conn, name);
-  if (!dom || dom.uuidString !== uuid) return;
-  if ((await dom.state()).state !== 'shutoff') await dom.destroy().catch(() => undefined);
-  await undefineDomain(dom);
 }
 
 export async function restoreBackup(op: OpContext, opts: RestoreOptions): Promise<RestoreResult> {
