@@ -196,3 +196,62 @@ export async function storeDisk(
   }
   return { dataBytes, storedBytes };
 }
+
+const PIECE = 64 * 1024;
+
+/**
+ * Store a raw guest view straight from a sparse volume stream (a full point):
+ * the bytes are cut at the 4 MiB grid, runs of 64 KiB zero pieces (holes
+ * included) are skipped, the rest stored — no local copy of the disk at all.
+ */
+export async function streamRawDisk(op: OpContext, vol: StorageVolume, writer: PayloadWriter, virtualSize: number, meter: Meter, onBytes?: (n: number) => Promise<void>): Promise<StoredDisk> {
+  const stream = await vol.downloadSparse();
+  const onAbort = () => stream.abort();
+  op.signal.addEventListener('abort', onAbort, { once: true });
+  let dataBytes = 0;
+  let storedBytes = 0;
+  const cell = Buffer.alloc(CHUNK_SIZE);
+  let fill = 0;
+  let cellStart = 0;
+  const zeroAt = (p: number) => isZero(cell.subarray(p, Math.min(p + PIECE, fill)));
+  const flush = async () => {
+    let p = 0;
+    while (p < fill) {
+      while (p < fill && zeroAt(p)) p += PIECE;
+      if (p >= fill) break;
+      const start = p;
+      while (p < fill && !zeroAt(p)) p += PIECE;
+      const end = Math.min(p, fill);
+      storedBytes += await writer.write(cellStart + start, Buffer.from(cell.subarray(start, end)));
+      dataBytes += end - start;
+    }
+    cellStart += fill;
+    fill = 0;
+  };
+  let pos = 0;
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      let off = 0;
+      while (off < chunk.length) {
+        const n = Math.min(CHUNK_SIZE - fill, chunk.length - off);
+        chunk.copy(cell, fill, off, off + n);
+        fill += n;
+        off += n;
+        if (fill === CHUNK_SIZE) await flush();
+      }
+      pos += chunk.length;
+      meter.add(chunk.length);
+      if (onBytes) await onBytes(pos);
+    }
+    await stream.done;
+    if (fill > 0) await flush();
+    if (pos !== virtualSize) throw new VmctlError('INTERNAL', `the download of ${vol.name} ended at ${pos} of ${virtualSize} bytes`);
+    return { dataBytes, storedBytes };
+  } catch (e) {
+    stream.destroy();
+    op.throwIfAborted();
+    throw e;
+  } finally {
+    op.signal.removeEventListener('abort', onAbort);
+  }
+}
