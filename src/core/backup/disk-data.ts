@@ -161,6 +161,12 @@ export async function storeDisk(
   virtualSize: number,
   meter: Meter,
 ): Promise<StoredDisk> {
+  // a qcow2 without backing file and without compressed clusters (what a backup job writes): read the
+  // guest's data in place, where qemu-img map says each extent is in the file
+  if (image.format === 'qcow2') {
+    const map = await imageMap(image.path, 'qcow2', op.signal);
+    if (map.every((e) => e.depth === 0 && (!e.data || e.offset !== undefined))) return storeMapped(op, image.path, map, kind, writer, meter);
+  }
   let changed: Array<[number, number]> | undefined;
   if (kind === 'incremental') {
     const map = await imageMap(image.path, image.format, op.signal);
@@ -197,61 +203,38 @@ export async function storeDisk(
   return { dataBytes, storedBytes };
 }
 
-const PIECE = 64 * 1024;
 
-/**
- * Store a raw guest view straight from a sparse volume stream (a full point):
- * the bytes are cut at the 4 MiB grid, runs of 64 KiB zero pieces (holes
- * included) are skipped, the rest stored — no local copy of the disk at all.
- */
-export async function streamRawDisk(op: OpContext, vol: StorageVolume, writer: PayloadWriter, virtualSize: number, meter: Meter, onBytes?: (n: number) => Promise<void>): Promise<StoredDisk> {
-  const stream = await vol.downloadSparse();
-  const onAbort = () => stream.abort();
-  op.signal.addEventListener('abort', onAbort, { once: true });
+/** storeDisk for a qcow2 whose data extents qemu-img map locates in the file (see there). */
+async function storeMapped(op: OpContext, path: string, map: MapExtent[], kind: 'full' | 'incremental', writer: PayloadWriter, meter: Meter): Promise<StoredDisk> {
+  const fh = await open(path, 'r');
   let dataBytes = 0;
   let storedBytes = 0;
-  const cell = Buffer.alloc(CHUNK_SIZE);
-  let fill = 0;
-  let cellStart = 0;
-  const zeroAt = (p: number) => isZero(cell.subarray(p, Math.min(p + PIECE, fill)));
-  const flush = async () => {
-    let p = 0;
-    while (p < fill) {
-      while (p < fill && zeroAt(p)) p += PIECE;
-      if (p >= fill) break;
-      const start = p;
-      while (p < fill && !zeroAt(p)) p += PIECE;
-      const end = Math.min(p, fill);
-      storedBytes += await writer.write(cellStart + start, Buffer.from(cell.subarray(start, end)));
-      dataBytes += end - start;
-    }
-    cellStart += fill;
-    fill = 0;
-  };
-  let pos = 0;
   try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      let off = 0;
-      while (off < chunk.length) {
-        const n = Math.min(CHUNK_SIZE - fill, chunk.length - off);
-        chunk.copy(cell, fill, off, off + n);
-        fill += n;
-        off += n;
-        if (fill === CHUNK_SIZE) await flush();
+    for (const e of map) {
+      op.throwIfAborted();
+      const present = e.present ?? (e.data || e.zero);
+      if (!e.data) {
+        // unallocated (unchanged in an incremental, zero in a full) or written as zeros
+        if (kind === 'incremental' && present) for (const pieces of byCell([[e.start, e.start + e.length]]).values()) for (const [x, y] of pieces) writer.zero(x, y - x);
+        continue;
       }
-      pos += chunk.length;
-      meter.add(chunk.length);
-      if (onBytes) await onBytes(pos);
+      for (const pieces of byCell([[e.start, e.start + e.length]]).values()) {
+        for (const [a, b] of pieces) {
+          const buf = Buffer.alloc(b - a);
+          const { bytesRead } = await fh.read(buf, 0, buf.length, e.offset! + (a - e.start));
+          if (bytesRead !== buf.length) throw new VmctlError('INTERNAL', `short read of ${path} at ${e.offset! + (a - e.start)}`);
+          if (isZero(buf)) {
+            if (kind === 'incremental') writer.zero(a, buf.length);
+          } else {
+            storedBytes += await writer.write(a, buf);
+            dataBytes += buf.length;
+          }
+          meter.add(buf.length);
+        }
+      }
     }
-    await stream.done;
-    if (fill > 0) await flush();
-    if (pos !== virtualSize) throw new VmctlError('INTERNAL', `the download of ${vol.name} ended at ${pos} of ${virtualSize} bytes`);
-    return { dataBytes, storedBytes };
-  } catch (e) {
-    stream.destroy();
-    op.throwIfAborted();
-    throw e;
   } finally {
-    op.signal.removeEventListener('abort', onAbort);
+    await fh.close();
   }
+  return { dataBytes, storedBytes };
 }

@@ -23,6 +23,8 @@ export interface MapExtent {
   present?: boolean;
   zero: boolean;
   data: boolean;
+  /** where the extent's data is in the image file (uncompressed data only) */
+  offset?: number;
 }
 
 /** qemu-img map of an image (its whole backing chain). */

@@ -32,7 +32,7 @@ import { findVm } from '../vm/domain.js';
 import { parseVmctlMetadata } from '../vm/domain-xml.js';
 import { manifestMac, newEncryption, openEncryption, PayloadWriter, writeSmallPayload, type Codec, type DerivedKeys } from './chunks.js';
 import { dataDisks, domainFiles, checkpointName, CHECKPOINT_PREFIX, scratchVolumeName, seedDisk, type DomainDisk } from './domain-disks.js';
-import { downloadVolume, lookupVolumeByPath, Meter, storeDisk, streamRawDisk } from './disk-data.js';
+import { downloadVolume, lookupVolumeByPath, Meter, storeDisk } from './disk-data.js';
 import {
   CHUNK_SIZE, SET_FORMAT, SET_VERSION, ensurePrivateSubdir, initSet, listPointIds, newPointId, partialDir, pointDir, readManifest, readSetInfo, writePrivateFile,
   type DiskRecord, type Manifest, type PayloadFile, type SetInfo, type SnapshotRecord,
@@ -251,8 +251,8 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
             name: scratch[i],
             capacity: { '@_unit': 'bytes', '#text': String(caps[i]!.capacity) },
             allocation: { '@_unit': 'bytes', '#text': '0' },
-            // full: raw, streamed straight into chunks; incremental: qcow2, whose allocation says what changed
-            target: kind === 'full' ? { format: { '@_type': 'raw' }, permissions: { mode: '0600' } } : { format: { '@_type': 'qcow2' }, compat: '1.1', permissions: { mode: '0600' } },
+            // qcow2: only the data takes room on the host, and its allocation says what an incremental changed
+            target: { format: { '@_type': 'qcow2' }, compat: '1.1', permissions: { mode: '0600' } },
           },
         }) as string,
       );
@@ -272,7 +272,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
               '@_type': 'file',
               ...(kind === 'incremental' ? { '@_backupmode': 'incremental', '@_incremental': parent!.checkpoint } : { '@_backupmode': 'full' }),
               target: { '@_file': scratchPaths[i] },
-              driver: { '@_type': kind === 'full' ? 'raw' : 'qcow2' },
+              driver: { '@_type': 'qcow2' },
             })),
             ...files.disks.filter((d) => !disks.includes(d)).map((d) => ({ '@_name': d.target, '@_backup': 'no' })),
           ],
@@ -318,19 +318,8 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
           await op.fault('mid-download');
         }
       };
-      if (kind === 'full') {
-        const rel = `disks/${d.target}`;
-        const w = await PayloadWriter.create(join(work, rel), rel, fileId(rel), codec);
-        const r = await op.step(`download ${d.target}`, () => streamRawDisk(op, vol, w, caps[i]!.capacity, dl, onBytes).catch(async (e) => {
-          await w.abort();
-          throw e;
-        }));
-        payload.push(await w.finish('disk', caps[i]!.capacity));
-        diskRecords.push({ target: d.target, file: rel, virtualSize: caps[i]!.capacity, format: d.format, sourcePath: d.source!, bitmap: caps[i]!.ok, dataBytes: r.dataBytes });
-      } else {
-        await op.step(`download ${d.target}`, () => downloadVolume(op, vol, local, dl, onBytes));
-        localImages.push({ disk: d, path: local, format: 'qcow2', capacity: caps[i]!.capacity });
-      }
+      await op.step(`download ${d.target}`, () => downloadVolume(op, vol, local, dl, onBytes));
+      localImages.push({ disk: d, path: local, format: 'qcow2', capacity: caps[i]!.capacity });
       await vol.delete();
     }
     dl.finish();
