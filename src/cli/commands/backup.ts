@@ -42,12 +42,10 @@ const takeCommand: Cmd<TakeArgs> = {
       });
       quiet();
       if (ctx.json) return ctx.out.json(r);
-      const data = r.disks.reduce((a, d) => a + d.dataBytes, 0);
       ctx.out.line(`${r.vm}: ${r.kind} backup ${r.point}${r.parent ? ` (on ${r.parent})` : ''} in ${r.dir}`);
       ctx.out.line(`  ${r.disks.map((d) => `${d.target} ${formatBytes(d.dataBytes)} of ${formatBytes(d.virtualSize)}`).join(', ') || 'no disks'}; stored ${formatBytes(r.storedBytes)}`);
       ctx.out.line(`  ${(r.durationMs / 1000).toFixed(1)} s, ${formatBytes(r.bytesPerSecond)}/s of disk data; ${r.consistency.quiesced ? 'consistent: ' : ''}${r.consistency.how}`);
       for (const n of r.notes) ctx.out.line(`  note: ${n}`);
-      void data;
     });
   },
 };

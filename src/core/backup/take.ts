@@ -74,10 +74,15 @@ export async function recoverInterrupted(op: OpContext, dom: Domain, running: bo
     throw new VmctlError('CONFLICT', `VM '${dom.name}' is being backed up: vmctl backup by ${rec.user}@${rec.host} pid ${rec.pid} since ${rec.since}`, { hint: 'wait for it to finish' });
   }
   if (running) {
-    const job = await dom.jobStats();
-    if (job.type !== 'none' && job.params.operation === 10 /* VIR_DOMAIN_JOB_OPERATION_BACKUP */) await dom.abortJob().catch(() => undefined);
-    else if (job.type !== 'none') await dom.abortJob().catch(() => undefined);
-    for (let i = 0; i < 50 && (await dom.jobStats()).type !== 'none'; i++) await sleep(100);
+    // a backup job still running is the dead run's (a domain has at most one); any other job is left alone
+    const backupRunning = await dom.backupXml().then(
+      () => true,
+      () => false,
+    );
+    if (backupRunning) {
+      await dom.abortJob().catch(() => undefined);
+      for (let i = 0; i < 50 && (await dom.jobStats()).type !== 'none'; i++) await sleep(100);
+    }
   }
   if (rec.checkpoint) {
     const usedBySet = rec.dir && existsSync(join(pointDir(rec.dir, rec.pointId), 'manifest.json'));
@@ -243,7 +248,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
       await recoverInterrupted(op, d, (await d.state()).state !== 'shutoff');
     });
     const scratchPaths: string[] = [];
-    for (const [i, d] of disks.entries()) {
+    for (const i of disks.keys()) {
       const vol = await pool.createVolume(
         xmlBuilder.build({
           volume: {
@@ -257,7 +262,6 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
         }) as string,
       );
       scratchPaths.push((await vol.path()) || join(poolPath, scratch[i]!));
-      void d;
     }
     await op.fault('after-scratch');
     const backupDoc = {
