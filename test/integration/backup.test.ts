@@ -138,7 +138,9 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     const v = await vmctl(['backup', 'verify', bad], { env });
     expect(v.code).not.toBe(0);
     expect(v.stdout).toContain(diskFile);
-    expect(v.stdout).toMatch(/checksum mismatch in stored bytes 4194304\.\.8388608/);
+    const manifest = JSON.parse(readFileSync(join(bad, 'points', full, 'manifest.json'), 'utf8')) as { files: { path: string; chunks: { o: number; at: number; sz: number }[] }[] };
+    const hit = manifest.files.find((f) => f.path === 'disks/vda')!.chunks.find((c) => c.at <= at && at < c.at + c.sz)!;
+    expect(v.stdout).toContain(`at offset ${hit.o}: chunk at offset ${hit.o} (file offset ${hit.at}): checksum mismatch in stored bytes ${hit.at}..${hit.at + hit.sz}`);
     const before = volumes();
     const r = await vmctl(['restore', bad, '--name', `${tag}-never`], { env });
     expect(r.code).toBe(2);
