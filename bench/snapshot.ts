@@ -85,14 +85,19 @@ async function throughput(): Promise<void> {
   const plain: number[] = [];
   const ours: number[] = [];
   const inc: number[] = [];
+  const steps: Record<string, number[]> = {};
   for (let r = 0; r < rounds; r++) {
     const out = join(work, 'convert.qcow2');
     const c = must(await run('qemu-img', ['convert', '-U', '-O', 'qcow2', join(poolPath, DATA_VOL), out]), 'qemu-img convert');
     plain.push(c.ms);
     rmSync(out, { force: true });
     const set = join(work, `set${r}`);
-    const b = must(await vmctl('backup', TINY, '--to', set, '--json', '--progress', 'none'), 'vmctl backup');
+    const b = must(await vmctl('backup', TINY, '--to', set, '--json', '--progress', 'json'), 'vmctl backup');
     ours.push(b.ms);
+    for (const line of b.err.split('\n')) {
+      const e = (line.startsWith('{') ? JSON.parse(line) : {}) as { type?: string; step?: string; state?: string; durationMs?: number };
+      if (e.type === 'step' && e.state === 'end' && e.step) (steps[e.step] ??= []).push(e.durationMs ?? 0);
+    }
     const i = must(await vmctl('backup', TINY, '--to', set, '--incremental', '--json', '--progress', 'none'), 'vmctl backup --incremental');
     inc.push(i.ms);
     rmSync(set, { recursive: true, force: true });
@@ -104,6 +109,7 @@ async function throughput(): Promise<void> {
   console.log(`| qemu-img convert -U -O qcow2 (anchor) | ${median(plain).toFixed(0)} | ${rate(median(plain)).toFixed(0)} | ${plain.map((x) => x.toFixed(0)).join(', ')} |`);
   console.log(`| vmctl backup (full) | ${median(ours).toFixed(0)} | ${rate(median(ours)).toFixed(0)} | ${ours.map((x) => x.toFixed(0)).join(', ')} |`);
   console.log(`| vmctl backup --incremental (nothing changed) | ${median(inc).toFixed(0)} | - | ${inc.map((x) => x.toFixed(0)).join(', ')} |`);
+  console.log(`\nwhere vmctl backup's time goes (medians, ms): ${Object.entries(steps).map(([k, v]) => `${k} ${median(v).toFixed(0)}`).join(', ')}; the rest is connecting, the lease, checkpoints and metadata`);
   console.log(`\nratio vmctl backup / qemu-img convert throughput: **${(median(plain) / median(ours)).toFixed(2)}x** (target ≥ 0.8x)`);
   virsh('destroy', TINY);
 }
