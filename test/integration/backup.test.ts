@@ -293,6 +293,24 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     expect(rr.stderr).toMatch(/refusing to restore/);
   });
 
+  it('a stopped VM: its volume downloaded (sparse) and flattened locally; --incremental says why it is full; the restore is identical', { timeout: 300_000 }, async () => {
+    virsh('destroy', VM);
+    const stopped = join(work, 'stopped');
+    const r = await vmctl(['backup', VM, '--to', stopped, '--incremental', '--json'], { env, timeoutMs: 300_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout) as BackupJson;
+    expect(b.kind).toBe('full');
+    expect(b.notes.join('\n')).toMatch(/full backup, not incremental: the VM is not running/);
+    expect(b.consistency.how).toMatch(/shut off/);
+    expect(Math.abs(b.disks[0]!.dataBytes - 150 * MiB)).toBeLessThan(4 * MiB);
+    const copy = `${tag}-cold`;
+    const rr = await vmctl(['restore', stopped, '--name', copy], { env, timeoutMs: 300_000 });
+    expect(rr.code, rr.stderr).toBe(0);
+    execFileSync('qemu-img', ['compare', join(poolPath, `${tag}-data.qcow2`), join(poolPath, `${copy}-vda.qcow2`)]);
+    expect((await vmctl(['delete', copy], { env })).code).toBe(0);
+    virsh('start', VM);
+  });
+
   it('disk full during a backup: a clear error, the guest unaffected, no partial files', { timeout: 300_000 }, async () => {
     const small = join(work, 'small');
     mkdirSync(small);
