@@ -74,7 +74,7 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
         /* not running */
       }
       try {
-        virsh('undefine', d, '--checkpoints-metadata');
+        virsh('undefine', d, '--checkpoints-metadata', '--snapshots-metadata');
       } catch {
         /* gone */
       }
@@ -291,6 +291,25 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     const rr = await vmctl(['restore', enc, '--name', `${tag}-never`, '--key-file', key], { env });
     expect(rr.code).toBe(2);
     expect(rr.stderr).toMatch(/refusing to restore/);
+  });
+
+  it('after an external snapshot: the next incremental follows the bitmap into the overlay, keeps the snapshot XML; restore says why the snapshot is not redefined', { timeout: 300_000 }, async () => {
+    virsh('snapshot-create-as', VM, 'before-upgrade', '--disk-only', '--atomic', '--diskspec', `vda,file=${join(poolPath, `${tag}-snap.qcow2`)}`);
+    const r = await backup(['--incremental']);
+    expect(r.code, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout) as BackupJson;
+    expect(b.kind).toBe('incremental');
+    const m = JSON.parse(readFileSync(join(set(), 'points', b.point, 'manifest.json'), 'utf8')) as { snapshots: { name: string; location: string }[]; disks: { sourcePath: string }[] };
+    expect(m.snapshots).toEqual([expect.objectContaining({ name: 'before-upgrade', location: 'external' })]);
+    expect(m.disks[0]!.sourcePath).toBe(join(poolPath, `${tag}-snap.qcow2`));
+    const copy = `${tag}-snapcopy`;
+    const rr = await vmctl(['restore', set(), '--name', copy, '--json'], { env, timeoutMs: 300_000 });
+    expect(rr.code, rr.stderr).toBe(0);
+    const res = JSON.parse(rr.stdout) as { snapshots: { restored: string[]; notRestored: { name: string; why: string }[] } };
+    expect(res.snapshots.restored).toEqual([]);
+    expect(res.snapshots.notRestored).toEqual([{ name: 'before-upgrade', why: expect.stringMatching(/external snapshot: its backing files were merged/) }]);
+    execFileSync('qemu-img', ['compare', '-U', join(poolPath, `${tag}-snap.qcow2`), join(poolPath, `${copy}-vda.qcow2`)]);
+    expect((await vmctl(['delete', copy], { env })).code).toBe(0);
   });
 
   it('a stopped VM: its volume downloaded (sparse) and flattened locally; --incremental says why it is full; the restore is identical', { timeout: 300_000 }, async () => {

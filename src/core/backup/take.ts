@@ -112,10 +112,17 @@ function snapshotLocation(xml: string): SnapshotRecord['location'] {
 
 /** Does this disk's image hold dirty bitmaps (qcow2 v3)? Asked through libvirt's volume XML. */
 async function bitmapCapable(dom: Domain, d: DomainDisk): Promise<{ ok: boolean; capacity: number; why?: string }> {
-  const vol = d.source ? await lookupVolumeByPath(dom.conn, d.source) : undefined;
-  if (!vol) return { ok: false, capacity: 0, why: `${d.source} is in no storage pool` };
+  let vol = d.source ? await lookupVolumeByPath(dom.conn, d.source) : undefined;
+  if (!vol && d.source) {
+    // a file made outside the storage API (an external snapshot's overlay): the pools learn of it on refresh
+    for (const p of await dom.conn.listStoragePools()) await p.refresh().catch(() => undefined);
+    vol = await lookupVolumeByPath(dom.conn, d.source);
+  }
+  const live = await dom.isActive() ? Number((await dom.blockInfo(d.target)).capacity) : undefined;
+  if (!vol) return { ok: false, capacity: live ?? 0, why: `${d.source} is in no storage pool` };
   const xml = await vol.xml();
   const det = parseVolumeXml(xml);
+  if (live !== undefined) det.capacity = live;
   const compat = /<compat>([^<]+)<\/compat>/.exec(xml)?.[1];
   if (d.format !== 'qcow2') return { ok: false, capacity: det.capacity, why: `${d.target} is ${d.format}: no dirty bitmaps, every backup of it is full` };
   if (compat === '0.10') return { ok: false, capacity: det.capacity, why: `${d.target} is qcow2 v2 (compat 0.10): no dirty bitmaps, every backup of it is full` };

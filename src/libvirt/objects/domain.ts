@@ -141,6 +141,11 @@ export class Domain {
     return abortBlockJob(this, disk, flags);
   }
 
+  /** Sizes of one disk (target like 'vda' or its source path): capacity (what the guest sees), allocation, physical. */
+  async blockInfo(disk: string): Promise<{ capacity: bigint; allocation: bigint; physical: bigint }> {
+    return this.r.domainGetBlockInfo({ dom: this.ref, path: disk, flags: 0 });
+  }
+
   // ---- checkpoints and backups (objects/checkpoint.ts) -------------------------
 
   createCheckpoint(xml: string, flags = 0): Promise<Checkpoint> {
