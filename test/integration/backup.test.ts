@@ -298,7 +298,7 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     const r = await backup(['--incremental']);
     expect(r.code, r.stderr).toBe(0);
     const b = JSON.parse(r.stdout) as BackupJson;
-    expect(b.kind).toBe('incremental');
+    expect(b.kind, b.notes.join('; ')).toBe('incremental');
     const m = JSON.parse(readFileSync(join(set(), 'points', b.point, 'manifest.json'), 'utf8')) as { snapshots: { name: string; location: string }[]; disks: { sourcePath: string }[] };
     expect(m.snapshots).toEqual([expect.objectContaining({ name: 'before-upgrade', location: 'external' })]);
     expect(m.disks[0]!.sourcePath).toBe(join(poolPath, `${tag}-snap.qcow2`));

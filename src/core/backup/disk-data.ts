@@ -3,7 +3,7 @@
  * streams (sparse: holes stay holes in the local file), made into the guest's
  * view locally with qemu-img, and stored as chunks of a 4 MiB grid.
  */
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { Connection, StorageVolume } from '../../libvirt/connection.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import { VmctlError } from '../errors.js';
@@ -176,39 +176,42 @@ export async function storeDisk(
   op.throwIfAborted();
   const ranges = changed ?? mergeRanges((await imageMap(rawPath, 'raw', op.signal)).filter((e) => e.data).map((e) => [e.start, e.start + e.length]));
   const fh = await open(rawPath, 'r');
-  let dataBytes = 0;
-  let storedBytes = 0;
+  const { piece, totals } = pieceStorer(fh, rawPath, kind, writer, meter);
   try {
     const cells = [...byCell(ranges).entries()].sort((a, b) => a[0] - b[0]);
-    for (const [cell, inCell] of cells) {
+    for (const [, inCell] of cells) {
       op.throwIfAborted();
       const pieces = mergeRanges(inCell).map(([a, b]): [number, number] => [a, Math.min(b, virtualSize)]).filter(([a, b]) => b > a);
-      void cell;
-      for (const [a, b] of pieces) {
-        const buf = Buffer.alloc(b - a);
-        const { bytesRead } = await fh.read(buf, 0, buf.length, a);
-        if (bytesRead !== buf.length) throw new VmctlError('INTERNAL', `short read of ${rawPath} at ${a}`);
-        if (isZero(buf)) {
-          if (kind === 'incremental') writer.zero(a, buf.length);
-        } else {
-          storedBytes += await writer.write(a, buf);
-          dataBytes += buf.length;
-        }
-        meter.add(buf.length);
-      }
+      for (const [a, b] of pieces) await piece(a, b - a, a);
     }
   } finally {
     await fh.close();
   }
-  return { dataBytes, storedBytes };
+  return totals;
 }
 
+/** Reads `n` bytes at file offset `at` and stores them as the disk's bytes at `o` (zeros skipped, or explicit in incrementals). */
+function pieceStorer(fh: FileHandle, path: string, kind: 'full' | 'incremental', writer: PayloadWriter, meter: Meter) {
+  const totals: StoredDisk = { dataBytes: 0, storedBytes: 0 };
+  const piece = async (o: number, n: number, at: number): Promise<void> => {
+    const buf = Buffer.alloc(n);
+    const { bytesRead } = await fh.read(buf, 0, n, at);
+    if (bytesRead !== n) throw new VmctlError('INTERNAL', `short read of ${path} at ${at}`);
+    if (isZero(buf)) {
+      if (kind === 'incremental') writer.zero(o, n);
+    } else {
+      totals.storedBytes += await writer.write(o, buf);
+      totals.dataBytes += n;
+    }
+    meter.add(n);
+  };
+  return { piece, totals };
+}
 
 /** storeDisk for a qcow2 whose data extents qemu-img map locates in the file (see there). */
 async function storeMapped(op: OpContext, path: string, map: MapExtent[], kind: 'full' | 'incremental', writer: PayloadWriter, meter: Meter): Promise<StoredDisk> {
   const fh = await open(path, 'r');
-  let dataBytes = 0;
-  let storedBytes = 0;
+  const { piece, totals } = pieceStorer(fh, path, kind, writer, meter);
   try {
     for (const e of map) {
       op.throwIfAborted();
@@ -219,22 +222,11 @@ async function storeMapped(op: OpContext, path: string, map: MapExtent[], kind: 
         continue;
       }
       for (const pieces of byCell([[e.start, e.start + e.length]]).values()) {
-        for (const [a, b] of pieces) {
-          const buf = Buffer.alloc(b - a);
-          const { bytesRead } = await fh.read(buf, 0, buf.length, e.offset! + (a - e.start));
-          if (bytesRead !== buf.length) throw new VmctlError('INTERNAL', `short read of ${path} at ${e.offset! + (a - e.start)}`);
-          if (isZero(buf)) {
-            if (kind === 'incremental') writer.zero(a, buf.length);
-          } else {
-            storedBytes += await writer.write(a, buf);
-            dataBytes += buf.length;
-          }
-          meter.add(buf.length);
-        }
+        for (const [a, b] of pieces) await piece(a, b - a, e.offset! + (a - e.start));
       }
     }
   } finally {
     await fh.close();
   }
-  return { dataBytes, storedBytes };
+  return totals;
 }

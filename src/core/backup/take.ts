@@ -440,10 +440,12 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
   if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
   renameSync(work, pointDir(dir, pointId));
 
-  // 6. host side: the new checkpoint is the next incremental's base; older ones of vmctl go
+  // 6. host side: the new checkpoint is this set's next incremental's base; the set's older ones go
+  // (another set of the same VM keeps its own)
   if (running) {
+    const ours = new Set(ids.map((id) => { try { return readManifest(dir, id).checkpoint; } catch { return undefined; } }).filter((c): c is string => c !== undefined));
     for (const c of await dom.listCheckpoints()) {
-      if (c.name.startsWith(CHECKPOINT_PREFIX) && c.name !== newCheckpoint) await c.delete().catch((e: Error) => op.warn(`could not delete old checkpoint ${c.name}: ${e.message}`));
+      if (c.name.startsWith(CHECKPOINT_PREFIX) && c.name !== newCheckpoint && ours.has(c.name)) await c.delete().catch((e: Error) => op.warn(`could not delete old checkpoint ${c.name}: ${e.message}`));
     }
     await clearJobRecord(dom, true);
   }
