@@ -12,13 +12,14 @@
  *     over ssh), so the gap is vmctl's own overhead.
  * Runs on qemu:///system under TCG, with vmctl's default image.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { median, runTimed } from './lib.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, 'skip-ready': { type: 'boolean', default: false } } });
 const rounds = Number(values.rounds);
@@ -28,24 +29,7 @@ const env = { ...process.env, VMCTL_CACHE_DIR: process.env.VMCTL_CACHE_DIR ?? jo
 
 const virsh = (...a: string[]) => execFileSync('virsh', ['-c', 'qemu:///system', ...a], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]) => {
-  const a = [...xs].sort((x, y) => x - y);
-  const m = a.length >> 1;
-  return a.length % 2 ? a[m]! : (a[m - 1]! + a[m]!) / 2;
-};
-
-function run(cmd: string, args: string[]): Promise<{ ms: number; code: number; out: string; err: string }> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    c.on('error', reject);
-    c.on('close', (code) => resolve({ ms: performance.now() - t0, code: code ?? 1, out, err }));
-  });
-}
+const run = (cmd: string, args: string[]) => runTimed(cmd, args, env);
 
 function must(r: { code: number; err: string }, what: string): void {
   if (r.code !== 0) throw new Error(`${what} failed: ${r.err.trim().split('\n').slice(-3).join(' / ')}`);

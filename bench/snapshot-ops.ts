@@ -7,28 +7,20 @@
  * Target: ratio <= 1.1. Also times vmctl's own external revert (libvirt 9.0
  * has none to compare with).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { median, runTimed } from './lib.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const vmctlBin = join(repo, 'bin', 'vmctl.js');
 
-export const median = (xs: number[]) => {
-  const a = [...xs].sort((x, y) => x - y);
-  const m = a.length >> 1;
-  return a.length % 2 ? a[m]! : (a[m - 1]! + a[m]!) / 2;
-};
 
-export function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const c = spawn(cmd, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    c.on('error', reject);
-    c.on('close', (code) => (code === 0 ? resolve(performance.now() - t0) : reject(new Error(`${cmd} ${args.join(' ')} failed: ${err.trim().split('\n').at(-1)}`))));
-  });
+/** A whole command's wall time; fails when the command does. */
+export async function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const r = await runTimed(cmd, args, env);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.err.trim().split('\n').at(-1)}`);
+  return r.ms;
 }
 
 export interface SnapshotBenchRow {

@@ -29,6 +29,7 @@ import { LifecycleSubscription, type DomainLifecycleEvent } from './objects/even
 
 export { Domain, DOMAIN_STATE_NAMES, domainStateName, type DomainStateName } from './objects/domain.js';
 export { Snapshot } from './objects/snapshot.js';
+export { Checkpoint } from './objects/checkpoint.js';
 export { StoragePool, StorageVolume } from './objects/storage.js';
 export { Secret } from './objects/secret.js';
 export { Network } from './objects/network.js';

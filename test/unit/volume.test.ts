@@ -57,7 +57,8 @@ describe('volumeXml', () => {
         name: `web-root.${format}`,
         capacity: { '@_unit': 'bytes', '#text': String(3 * 2 ** 30) },
         allocation: { '@_unit': 'bytes', '#text': '0' },
-        target: { format: { '@_type': format }, permissions: { mode: '0600' } },
+        // qcow2 v3: dirty bitmaps (incremental backups) need it
+        target: { format: { '@_type': format }, ...(format === 'qcow2' ? { compat: '1.1' } : {}), permissions: { mode: '0600' } },
       });
     }
   });

@@ -14,6 +14,8 @@ import { consoleCommand } from './console.js';
 import { eventsCommand } from './events.js';
 import { templateCommand } from './template.js';
 import { snapshotCommand } from './snapshot.js';
+import { backupCommand } from './backup.js';
+import { restoreCommand } from './restore.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
@@ -34,4 +36,6 @@ export const commands: CommandModule<any, any>[] = [
   consoleCommand,
   eventsCommand,
   snapshotCommand,
+  backupCommand,
+  restoreCommand,
 ];

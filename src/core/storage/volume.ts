@@ -120,7 +120,8 @@ export function volumeXml(spec: VolumeSpec): string {
       name: spec.name,
       capacity: { '@_unit': 'bytes', '#text': String(spec.capacityBytes) },
       allocation: { '@_unit': 'bytes', '#text': '0' },
-      target: { format: { '@_type': spec.format }, permissions: { mode: VOLUME_MODE } },
+      // qcow2 v3 (compat 1.1): only it can hold the dirty bitmaps incremental backups need
+      target: { format: { '@_type': spec.format }, ...(spec.format === 'qcow2' ? { compat: '1.1' } : {}), permissions: { mode: VOLUME_MODE } },
       ...(spec.backing ? { backingStore: { path: spec.backing.path, format: { '@_type': spec.backing.format } } } : {}),
     },
   }) as string;

@@ -210,7 +210,7 @@ async function assertPoolRoom(conn: Connection, pool: StoragePool, poolPath: str
 }
 
 /** Undo of a volume this create made: by pool and name, on whatever connection is live. */
-async function deleteVolumeIfThere(conn: Connection, poolName: string, volName: string): Promise<void> {
+export async function deleteVolumeIfThere(conn: Connection, poolName: string, volName: string): Promise<void> {
   try {
     const pool = await conn.lookupStoragePool(poolName);
     await (await pool.lookupVolume(volName)).delete();
@@ -220,7 +220,7 @@ async function deleteVolumeIfThere(conn: Connection, poolName: string, volName: 
 }
 
 /** Undo of the domain: only the one with our UUID (a VM made meanwhile under the name is not ours). */
-async function removeDomainIfOurs(conn: Connection, name: string, uuid: string): Promise<void> {
+export async function removeDomainIfOurs(conn: Connection, name: string, uuid: string): Promise<void> {
   const dom = await lookupVm(conn, name);
   if (!dom || dom.uuidString !== uuid) return;
   if ((await dom.state()).state !== 'shutoff') await dom.destroy().catch(() => undefined);

@@ -5,6 +5,7 @@ import type { Connection } from '../connection.js';
 import { Snapshot } from './snapshot.js';
 import { abortBlockJob, blockJobInfo, domainAbortJob, domainJobStats, type BlockJobInfo, type DomainJobStats } from './jobs.js';
 import { uuidToString } from './uuid.js';
+import { backupBegin, backupXml, Checkpoint, createCheckpoint, fsFreeze, fsThaw, listCheckpoints, lookupCheckpoint } from './checkpoint.js';
 
 export const DOMAIN_STATE_NAMES = ['nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended'] as const;
 export type DomainStateName = (typeof DOMAIN_STATE_NAMES)[number] | 'unknown';
@@ -124,15 +125,6 @@ export class Domain {
     await this.r.domainBlockCommit({ dom: this.ref, disk, base, top, bandwidth: 0n, flags });
   }
 
-  /** Freeze the guest's filesystems through qemu-guest-agent; returns how many were frozen. */
-  async fsFreeze(): Promise<number> {
-    return (await this.r.domainFsfreeze({ dom: this.ref, mountpoints: [], flags: 0 })).filesystems;
-  }
-
-  async fsThaw(): Promise<number> {
-    return (await this.r.domainFsthaw({ dom: this.ref, mountpoints: [], flags: 0 })).filesystems;
-  }
-
   async lookupSnapshot(name: string): Promise<Snapshot> {
     const r = await this.r.domainSnapshotLookupByName({ dom: this.ref, name, flags: 0 });
     return new Snapshot(this, r.snap);
@@ -158,5 +150,42 @@ export class Domain {
   /** Abort (VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT: pivot to the copy) the block job on one disk. */
   abortBlockJob(disk: string, flags = 0): Promise<void> {
     return abortBlockJob(this, disk, flags);
+  }
+
+  /** Sizes of one disk (target like 'vda' or its source path): capacity (what the guest sees), allocation, physical. */
+  async blockInfo(disk: string): Promise<{ capacity: bigint; allocation: bigint; physical: bigint }> {
+    return this.r.domainGetBlockInfo({ dom: this.ref, path: disk, flags: 0 });
+  }
+
+  // ---- checkpoints and backups (objects/checkpoint.ts) -------------------------
+
+  createCheckpoint(xml: string, flags = 0): Promise<Checkpoint> {
+    return createCheckpoint(this, xml, flags);
+  }
+
+  listCheckpoints(flags = 0): Promise<Checkpoint[]> {
+    return listCheckpoints(this, flags);
+  }
+
+  lookupCheckpoint(name: string): Promise<Checkpoint> {
+    return lookupCheckpoint(this, name);
+  }
+
+  /** virDomainBackupBegin: push mode writes into the targets of backupXml; checkpointXml creates a checkpoint with it. */
+  backupBegin(backupXmlDesc: string, checkpointXml: string | null, flags = 0): Promise<void> {
+    return backupBegin(this, backupXmlDesc, checkpointXml, flags);
+  }
+
+  backupXml(flags = 0): Promise<string> {
+    return backupXml(this, flags);
+  }
+
+  /** Guest agent: freeze all (or the given) filesystems; returns how many were frozen. */
+  fsFreeze(mountpoints: string[] = []): Promise<number> {
+    return fsFreeze(this, mountpoints);
+  }
+
+  fsThaw(mountpoints: string[] = []): Promise<number> {
+    return fsThaw(this, mountpoints);
   }
 }

@@ -5,6 +5,7 @@ import type { RpcStream } from '../rpc/caller.js';
 import type { NonnullStoragePool, NonnullStorageVol, StoragePoolGetInfoRet, StorageVolGetInfoRet } from '../generated/remote.gen.js';
 import type { Connection } from '../connection.js';
 import { uuidToString } from './uuid.js';
+import { VirStorageVolDownloadFlags } from '../generated/constants.gen.js';
 
 export class StoragePool {
   readonly name: string;
@@ -116,6 +117,14 @@ export class StorageVolume {
     });
     await pipeline(source, stream);
     await stream.done;
+  }
+
+  /**
+   * The volume's bytes as a sparse stream (VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM): holes travel
+   * as hole packets, not zeros; the stream emits 'hole' and yields them as zero bytes.
+   */
+  downloadSparse(opts: { offset?: bigint; length?: bigint } = {}): Promise<RpcStream> {
+    return this.download({ ...opts, flags: VirStorageVolDownloadFlags.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM });
   }
 
   /** A readable stream of the volume's bytes (length 0 = to the end). */

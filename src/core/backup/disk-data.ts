@@ -1,0 +1,232 @@
+/**
+ * Disk data into a backup point: volumes downloaded through libvirt volume
+ * streams (sparse: holes stay holes in the local file), made into the guest's
+ * view locally with qemu-img, and stored as chunks of a 4 MiB grid.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import type { Connection, StorageVolume } from '../../libvirt/connection.js';
+import { LibvirtError } from '../../libvirt/errors.js';
+import { VmctlError } from '../errors.js';
+import type { OpContext } from '../op/context.js';
+import { CHUNK_SIZE } from './format.js';
+import type { PayloadWriter } from './chunks.js';
+import { imageMap, qemuImg, type MapExtent } from './qemu-img.js';
+
+/** Byte progress of one phase as op.progress events: bytes, rate, ETA (at most every 250 ms). */
+export class Meter {
+  private done = 0;
+  private last = 0;
+  private readonly t0 = performance.now();
+  constructor(
+    private readonly op: OpContext,
+    private readonly phase: string,
+    private readonly item: string,
+    private readonly total?: number,
+  ) {}
+
+  add(n: number): void {
+    this.done += n;
+    const now = performance.now();
+    if (now - this.last >= 250) this.report(false, now);
+  }
+
+  get bytes(): number {
+    return this.done;
+  }
+
+  get bytesPerSecond(): number {
+    const s = (performance.now() - this.t0) / 1000;
+    return s > 0 ? Math.round(this.done / s) : 0;
+  }
+
+  finish(): void {
+    this.report(true, performance.now());
+  }
+
+  private report(finished: boolean, now: number): void {
+    this.last = now;
+    const rate = this.bytesPerSecond;
+    const eta = this.total !== undefined && rate > 0 ? Math.max(0, Math.round((this.total - this.done) / rate)) : null;
+    this.op.progress({
+      phase: this.phase,
+      item: this.item,
+      done: this.done,
+      ...(this.total !== undefined ? { total: this.total } : {}),
+      bytesPerSecond: rate,
+      etaSeconds: finished ? 0 : eta,
+      finished,
+    });
+  }
+}
+
+export async function lookupVolumeByPath(conn: Connection, path: string): Promise<StorageVolume | undefined> {
+  try {
+    return await conn.lookupStorageVolumeByPath(path);
+  } catch (e) {
+    if (e instanceof LibvirtError && e.isNotFound()) return undefined;
+    throw e;
+  }
+}
+
+const ZEROS = Buffer.alloc(64 * 1024);
+const isZero = (b: Buffer): boolean => {
+  for (let i = 0; i < b.length; i += ZEROS.length) {
+    const end = Math.min(i + ZEROS.length, b.length);
+    if (b[i] !== 0 || b.compare(ZEROS, 0, end - i, i, end) !== 0) return false;
+  }
+  return true;
+};
+
+/**
+ * Download a volume into a local file through a sparse volume stream: holes
+ * arrive as hole packets and are skipped (the local file keeps them as holes),
+ * zero data runs are skipped too.
+ */
+export async function downloadVolume(
+  op: OpContext,
+  vol: StorageVolume,
+  localPath: string,
+  meter: Meter,
+  onBytes?: (total: number) => Promise<void>,
+): Promise<number> {
+  const stream = await vol.downloadSparse();
+  const onAbort = () => stream.abort();
+  op.signal.addEventListener('abort', onAbort, { once: true });
+  const fh = await open(localPath, 'wx', 0o600);
+  let pos = 0;
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      if (!isZero(chunk)) await fh.write(chunk, 0, chunk.length, pos);
+      pos += chunk.length;
+      meter.add(chunk.length);
+      if (onBytes) await onBytes(pos);
+    }
+    await stream.done;
+    await fh.truncate(pos);
+    await fh.sync();
+    return pos;
+  } catch (e) {
+    stream.destroy();
+    op.throwIfAborted();
+    throw e;
+  } finally {
+    op.signal.removeEventListener('abort', onAbort);
+    await fh.close();
+  }
+}
+
+/** Merge [start, end) ranges that touch, sorted. */
+function mergeRanges(r: Array<[number, number]>): Array<[number, number]> {
+  const s = [...r].sort((a, b) => a[0] - b[0]);
+  const out: Array<[number, number]> = [];
+  for (const x of s) {
+    const last = out[out.length - 1];
+    if (last && x[0] <= last[1]) last[1] = Math.max(last[1], x[1]);
+    else out.push([x[0], x[1]]);
+  }
+  return out;
+}
+
+/** Split ranges at the 4 MiB grid: [cell start, [ranges inside the cell]] */
+function byCell(ranges: Array<[number, number]>): Map<number, Array<[number, number]>> {
+  const cells = new Map<number, Array<[number, number]>>();
+  for (const [a, b] of ranges) {
+    for (let c = Math.floor(a / CHUNK_SIZE) * CHUNK_SIZE; c < b; c += CHUNK_SIZE) {
+      const lo = Math.max(a, c);
+      const hi = Math.min(b, c + CHUNK_SIZE);
+      if (hi > lo) cells.set(c, [...(cells.get(c) ?? []), [lo, hi]]);
+    }
+  }
+  return cells;
+}
+
+export interface StoredDisk {
+  dataBytes: number;
+  storedBytes: number;
+}
+
+/**
+ * Store the guest view of `image` (a local qcow2 or raw, backing chain included):
+ * full — the data extents (qemu-img map of the raw view), split at the 4 MiB
+ * grid, all-zero pieces skipped, so a point is as big as the guest's data; incremental — only
+ * the ranges allocated in the image's top layer (a push-mode incremental target
+ * holds exactly the clusters that changed), zero ones as explicit zero chunks.
+ */
+export async function storeDisk(
+  op: OpContext,
+  image: { path: string; format: string },
+  rawPath: string,
+  kind: 'full' | 'incremental',
+  writer: PayloadWriter,
+  virtualSize: number,
+  meter: Meter,
+): Promise<StoredDisk> {
+  // a qcow2 without backing file and without compressed clusters (what a backup job writes): read the
+  // guest's data in place, where qemu-img map says each extent is in the file
+  if (image.format === 'qcow2') {
+    const map = await imageMap(image.path, 'qcow2', op.signal);
+    if (map.every((e) => e.depth === 0 && (!e.data || e.offset !== undefined))) return storeMapped(op, image.path, map, kind, writer, meter);
+  }
+  let changed: Array<[number, number]> | undefined;
+  if (kind === 'incremental') {
+    const map = await imageMap(image.path, image.format, op.signal);
+    changed = mergeRanges(map.filter((e: MapExtent) => e.depth === 0 && (e.present ?? (e.data || e.zero))).map((e) => [e.start, e.start + e.length]));
+  }
+  await qemuImg(['convert', '-f', image.format, '-O', 'raw', '-S', '4k', image.path, rawPath], op.signal);
+  op.throwIfAborted();
+  const ranges = changed ?? mergeRanges((await imageMap(rawPath, 'raw', op.signal)).filter((e) => e.data).map((e) => [e.start, e.start + e.length]));
+  const fh = await open(rawPath, 'r');
+  const { piece, totals } = pieceStorer(fh, rawPath, kind, writer, meter);
+  try {
+    const cells = [...byCell(ranges).entries()].sort((a, b) => a[0] - b[0]);
+    for (const [, inCell] of cells) {
+      op.throwIfAborted();
+      const pieces = mergeRanges(inCell).map(([a, b]): [number, number] => [a, Math.min(b, virtualSize)]).filter(([a, b]) => b > a);
+      for (const [a, b] of pieces) await piece(a, b - a, a);
+    }
+  } finally {
+    await fh.close();
+  }
+  return totals;
+}
+
+/** Reads `n` bytes at file offset `at` and stores them as the disk's bytes at `o` (zeros skipped, or explicit in incrementals). */
+function pieceStorer(fh: FileHandle, path: string, kind: 'full' | 'incremental', writer: PayloadWriter, meter: Meter) {
+  const totals: StoredDisk = { dataBytes: 0, storedBytes: 0 };
+  const piece = async (o: number, n: number, at: number): Promise<void> => {
+    const buf = Buffer.alloc(n);
+    const { bytesRead } = await fh.read(buf, 0, n, at);
+    if (bytesRead !== n) throw new VmctlError('INTERNAL', `short read of ${path} at ${at}`);
+    if (isZero(buf)) {
+      if (kind === 'incremental') writer.zero(o, n);
+    } else {
+      totals.storedBytes += await writer.write(o, buf);
+      totals.dataBytes += n;
+    }
+    meter.add(n);
+  };
+  return { piece, totals };
+}
+
+/** storeDisk for a qcow2 whose data extents qemu-img map locates in the file (see there). */
+async function storeMapped(op: OpContext, path: string, map: MapExtent[], kind: 'full' | 'incremental', writer: PayloadWriter, meter: Meter): Promise<StoredDisk> {
+  const fh = await open(path, 'r');
+  const { piece, totals } = pieceStorer(fh, path, kind, writer, meter);
+  try {
+    for (const e of map) {
+      op.throwIfAborted();
+      const present = e.present ?? (e.data || e.zero);
+      if (!e.data) {
+        // unallocated (unchanged in an incremental, zero in a full) or written as zeros
+        if (kind === 'incremental' && present) for (const pieces of byCell([[e.start, e.start + e.length]]).values()) for (const [x, y] of pieces) writer.zero(x, y - x);
+        continue;
+      }
+      for (const pieces of byCell([[e.start, e.start + e.length]]).values()) {
+        for (const [a, b] of pieces) await piece(a, b - a, e.offset! + (a - e.start));
+      }
+    }
+  } finally {
+    await fh.close();
+  }
+  return totals;
+}

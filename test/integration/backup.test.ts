@@ -1,0 +1,350 @@
+/**
+ * vmctl backup / verify / prune / restore against the real libvirtd (TCG), with
+ * the tiny busybox guest and a 4 GiB qcow2 data disk holding 150 MiB of data:
+ * a running guest backed up through push-mode backups into scratch volumes,
+ * sizes, modes, verify refusing a flipped byte and a truncated file, kill -9 and
+ * Ctrl-C mid-backup, encryption, prune, disk full, restore as a copy.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { repoRoot } from '../_helpers/rig.js';
+import { tinyDomainXml } from '../_helpers/tiny-domain.js';
+import { ensureBuilt, vmctl } from '../_helpers/vmctl.js';
+
+const tag = `tbak-${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
+const VM = `${tag}-vm`;
+const COPY = `${tag}-copy`;
+const virsh = (...args: string[]) => execFileSync('virsh', ['-c', 'qemu:///system', ...args], { encoding: 'utf8' });
+const volumes = () => virsh('vol-list', 'vmctl').split('\n').slice(2).map((l) => l.trim().split(/\s+/)[0]!).filter(Boolean);
+const checkpoints = (dom: string) => virsh('checkpoint-list', dom, '--name').split('\n').map((s) => s.trim()).filter(Boolean);
+const MiB = 1024 * 1024;
+
+interface BackupJson {
+  point: string;
+  kind: string;
+  parent?: string;
+  storedBytes: number;
+  disks: { target: string; virtualSize: number; dataBytes: number }[];
+  consistency: { quiesced: boolean; how: string };
+  notes: string[];
+}
+
+describe('vmctl backup and restore (tiny guest, TCG)', () => {
+  let work: string;
+  let env: NodeJS.ProcessEnv;
+  let poolPath: string;
+  const set = () => join(work, 'set');
+
+  beforeAll(() => {
+    ensureBuilt();
+    work = mkdtempSync(join(tmpdir(), 'vmctl-bak-'));
+    env = { VMCTL_DATA_DIR: join(work, 'data'), VMCTL_CACHE_DIR: join(repoRoot, '.cache'), LIBVIRT_DEFAULT_URI: 'qemu:///system' };
+    poolPath = /<path>([^<]+)<\/path>/.exec(virsh('pool-dumpxml', 'vmctl'))![1]!;
+    // kernel and initrd as pool volumes (QEMU cannot read the repo's cache); a 4 GiB disk with 150 MiB of data
+    const tiny = process.env.VMCTL_TINY_DIR ?? join(repoRoot, '.cache', 'tiny'); // scripts/build-tiny-guest.sh's default
+    for (const [f, v] of [['vmlinuz', `${tag}-k.vmlinuz`], ['initrd.img', `${tag}-k.initrd`]] as const) {
+      const size = statSync(join(tiny, f)).size;
+      virsh('vol-create-as', 'vmctl', v, String(size), '--format', 'raw');
+      virsh('vol-upload', v, join(tiny, f), '--pool', 'vmctl');
+    }
+    const disk = join(work, 'disk.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=1.1', disk, '4G']);
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 100M', '-c', 'write -P 0x22 2G 50M', disk], { stdio: 'ignore' });
+    writeFileSync(join(work, 'vol.xml'), `<volume><name>${tag}-data.qcow2</name><capacity>${4 * 1024 * MiB}</capacity><allocation>0</allocation><target><format type='qcow2'/><compat>1.1</compat><permissions><mode>0600</mode></permissions></target></volume>`);
+    virsh('vol-create', 'vmctl', join(work, 'vol.xml'));
+    virsh('vol-upload', `${tag}-data.qcow2`, disk, '--pool', 'vmctl');
+    rmSync(disk);
+    const xml = tinyDomainXml({ name: VM, kernel: join(poolPath, `${tag}-k.vmlinuz`), initrd: join(poolPath, `${tag}-k.initrd`) }).replace(
+      '<devices>',
+      `<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${join(poolPath, `${tag}-data.qcow2`)}'/><target dev='vda' bus='virtio'/></disk>`,
+    );
+    writeFileSync(join(work, 'dom.xml'), xml);
+    virsh('define', join(work, 'dom.xml'));
+    virsh('start', VM);
+  });
+
+  afterAll(() => {
+    for (const d of [VM, COPY]) {
+      try {
+        virsh('destroy', d);
+      } catch {
+        /* not running */
+      }
+      try {
+        virsh('undefine', d, '--checkpoints-metadata', '--snapshots-metadata');
+      } catch {
+        /* gone */
+      }
+    }
+    for (const v of volumes().filter((n) => n.startsWith(tag) || n.includes(`-${tag}-`))) virsh('vol-delete', v, '--pool', 'vmctl');
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  const backup = async (extra: string[] = [], e: NodeJS.ProcessEnv = {}) => vmctl(['backup', VM, '--to', set(), '--json', ...extra], { env: { ...env, ...e }, timeoutMs: 300_000 });
+
+  it('backs up the running guest: as big as its data (not its 4 GiB), 0700/0600, said crash-consistent without an agent', { timeout: 300_000 }, async () => {
+    const r = await backup();
+    expect(r.code, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout) as BackupJson;
+    expect(b.kind).toBe('full');
+    expect(b.disks[0]!.virtualSize).toBe(4 * 1024 * MiB);
+    expect(Math.abs(b.disks[0]!.dataBytes - 150 * MiB)).toBeLessThan(4 * MiB);
+    expect(Math.abs(b.storedBytes - 150 * MiB)).toBeLessThan(40 * MiB); // + kernel and initrd (~9 MiB)
+    expect(b.consistency.quiesced).toBe(false);
+    expect(r.stderr).toMatch(/crash-consistent only/);
+    expect(virsh('domstate', VM).trim()).toBe('running');
+    expect(checkpoints(VM)).toEqual([`vmctl-bak-${b.point.toLowerCase()}`]);
+    expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
+    const walk = (p: string): void => {
+      const st = statSync(p);
+      expect(st.mode & 0o777, p).toBe(st.isDirectory() ? 0o700 : 0o600);
+      if (st.isDirectory()) for (const e of readdirSync(p)) walk(join(p, e));
+    };
+    walk(set());
+    const v = await vmctl(['backup', 'verify', set()], { env });
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    expect(v.stdout).toMatch(/^OK: 1 points/);
+  });
+
+  it('an incremental holds only what changed (nothing here), and list shows its chain', { timeout: 300_000 }, async () => {
+    const r = await backup(['--incremental']);
+    expect(r.code, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout) as BackupJson;
+    expect(b.kind).toBe('incremental');
+    expect(b.parent).toMatch(/-full$/);
+    expect(b.disks[0]!.dataBytes).toBeLessThan(MiB);
+    expect(checkpoints(VM)).toEqual([`vmctl-bak-${b.point.toLowerCase()}`]); // the older checkpoint is gone
+    const l = await vmctl(['backup', 'list', set(), '--json'], { env });
+    const points = (JSON.parse(l.stdout) as { points: { id: string; kind: string; chain: string[] }[] }).points;
+    expect(points.map((p) => p.kind)).toEqual(['full', 'incremental']);
+    expect(points[1]!.chain).toEqual([points[0]!.id, points[1]!.id]);
+  });
+
+  it('verify refuses a flipped byte and a truncated disk file, naming file and offset; restore refuses before creating anything', { timeout: 300_000 }, async () => {
+    const bad = join(work, 'bad');
+    cpSync(set(), bad, { recursive: true });
+    const full = readdirSync(join(bad, 'points')).find((p) => p.endsWith('-full'))!;
+    const diskFile = join(bad, 'points', full, 'disks', 'vda');
+    const at = 5 * MiB + 123;
+    const fd = openSync(diskFile, 'r+');
+    const b = Buffer.alloc(1);
+    execFileSync('true');
+    writeSync(fd, Buffer.from([readFileSync(diskFile).subarray(at, at + 1)[0]! ^ 0xff]), 0, 1, at);
+    closeSync(fd);
+    void b;
+    const v = await vmctl(['backup', 'verify', bad], { env });
+    expect(v.code).not.toBe(0);
+    expect(v.stdout).toContain(diskFile);
+    const manifest = JSON.parse(readFileSync(join(bad, 'points', full, 'manifest.json'), 'utf8')) as { files: { path: string; chunks: { o: number; at: number; sz: number }[] }[] };
+    const hit = manifest.files.find((f) => f.path === 'disks/vda')!.chunks.find((c) => c.at <= at && at < c.at + c.sz)!;
+    expect(v.stdout).toContain(`at offset ${hit.o}: chunk at offset ${hit.o} (file offset ${hit.at}): checksum mismatch in stored bytes ${hit.at}..${hit.at + hit.sz}`);
+    const before = volumes();
+    const r = await vmctl(['restore', bad, '--name', `${tag}-never`], { env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/refusing to restore from a damaged backup/);
+    expect(volumes()).toEqual(before);
+    expect(virsh('list', '--all', '--name')).not.toContain(`${tag}-never`);
+
+    cpSync(set(), bad, { recursive: true, force: true });
+    truncateSync(diskFile, 100 * MiB);
+    const t = await vmctl(['backup', 'verify', bad, '--json'], { env });
+    expect(t.code).toBe(2);
+    const problems = (JSON.parse(t.stdout) as { error: { problems: { file: string; offset: number; problem: string }[] } }).error.problems;
+    expect(problems[0]).toMatchObject({ file: diskFile });
+    expect(problems[0]!.problem).toMatch(/truncated: 104857600 of/);
+    expect(problems[0]!.offset).toBe(2048 * MiB); // the first chunk not (wholly) there: the 50 MiB at 2 GiB
+  });
+
+  it('kill -9 mid-download: the guest runs on, no block job; the next backup removes the stray checkpoint and scratch volume and works', { timeout: 300_000 }, async () => {
+    const r = await backup(['--incremental'], { VMCTL_FAULT: 'backup:mid-download:kill' });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/fault point backup:mid-download/);
+    expect(virsh('domstate', VM).trim()).toBe('running');
+    expect(virsh('domjobinfo', VM)).toMatch(/Job type:\s+None/);
+    expect(checkpoints(VM).length).toBe(2); // the killed run's is still there…
+    expect(volumes().some((v) => v.startsWith(`vmctl-bak-${VM}-`))).toBe(true);
+    expect(readdirSync(join(set(), 'points')).some((p) => p.startsWith('.partial-'))).toBe(true);
+    const next = await backup(['--incremental']);
+    expect(next.code, next.stderr).toBe(0);
+    const b = JSON.parse(next.stdout) as BackupJson;
+    expect(b.kind).toBe('incremental');
+    expect(b.notes.join('\n')).toMatch(/removed what an interrupted backup .* left: checkpoint vmctl-bak-/);
+    expect(checkpoints(VM)).toEqual([`vmctl-bak-${b.point.toLowerCase()}`]); // …and gone now
+    expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
+    expect(readdirSync(join(set(), 'points')).filter((p) => p.startsWith('.partial-'))).toEqual([]);
+  });
+
+  it('kill -9 right after the checkpoint was made: the same', { timeout: 300_000 }, async () => {
+    const r = await backup(['--incremental'], { VMCTL_FAULT: 'backup:after-checkpoint:kill' });
+    expect(r.code).not.toBe(0);
+    expect(virsh('domstate', VM).trim()).toBe('running');
+    const next = await backup(['--incremental']);
+    expect(next.code, next.stderr).toBe(0);
+    const b = JSON.parse(next.stdout) as BackupJson;
+    expect(virsh('domjobinfo', VM)).toMatch(/Job type:\s+None/);
+    expect(checkpoints(VM)).toEqual([`vmctl-bak-${b.point.toLowerCase()}`]);
+    expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
+  });
+
+  it('Ctrl-C during the download undoes it all: exit 130, no new checkpoint, no scratch volume, no partial point', { timeout: 300_000 }, async () => {
+    const before = checkpoints(VM);
+    const child = spawn(process.execPath, [join(repoRoot, 'bin', 'vmctl.js'), 'backup', VM, '--to', set(), '--incremental'], {
+      env: { ...process.env, ...env, VMCTL_FAULT: 'backup:mid-download:sleep=3000' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    let sent = false;
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (!sent && /fault point backup:mid-download/.test(stderr)) {
+        sent = true; // once: a second Ctrl-C quits at once
+        child.kill('SIGINT');
+      }
+    });
+    const code = await new Promise<number | null>((res) => child.on('close', res));
+    expect(code, stderr).toBe(130);
+    expect(checkpoints(VM)).toEqual(before);
+    expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
+    expect(readdirSync(join(set(), 'points')).filter((p) => p.startsWith('.partial-'))).toEqual([]);
+    expect(virsh('domstate', VM).trim()).toBe('running');
+  });
+
+  it('prune --keep-last 1 keeps the chain the newest incremental needs and removes the older chain', { timeout: 300_000 }, async () => {
+    const full = JSON.parse((await backup()).stdout) as BackupJson;
+    const inc = JSON.parse((await backup(['--incremental'])).stdout) as BackupJson;
+    expect([full.kind, inc.kind, inc.parent]).toEqual(['full', 'incremental', full.point]);
+    const l = JSON.parse((await vmctl(['backup', 'list', set(), '--json'], { env })).stdout) as { points: { id: string }[] };
+    const r = await vmctl(['backup', 'prune', set(), '--keep-last', '1', '--json'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const p = JSON.parse(r.stdout) as { kept: string[]; removed: string[]; keptForChains: string[] };
+    expect(p.kept).toEqual([full.point, inc.point]);
+    expect(p.keptForChains).toEqual([full.point]);
+    expect(p.removed).toEqual(l.points.map((x) => x.id).filter((id) => id !== full.point && id !== inc.point));
+    expect(p.removed.length).toBeGreaterThan(2);
+    expect((await vmctl(['backup', 'verify', set()], { env })).code).toBe(0);
+  });
+
+  it('restores the newest point as a copy: identical disk, fresh UUID, the boot files as its own volumes', { timeout: 300_000 }, async () => {
+    const r = await vmctl(['restore', set(), '--name', COPY, '--json'], { env, timeoutMs: 300_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as { freshIdentity: boolean; volumes: { name: string }[]; uuid: string };
+    expect(res.freshIdentity).toBe(true);
+    expect(res.volumes.map((v) => v.name).sort()).toEqual([`${COPY}-boot.initrd`, `${COPY}-boot.vmlinuz`, `${COPY}-vda.qcow2`]);
+    expect(res.uuid).not.toBe(virsh('domuuid', VM).trim());
+    execFileSync('qemu-img', ['compare', '-U', join(poolPath, `${tag}-data.qcow2`), join(poolPath, `${COPY}-vda.qcow2`)]);
+    const info = execFileSync('qemu-img', ['info', join(poolPath, `${COPY}-vda.qcow2`)], { encoding: 'utf8' });
+    expect(info).not.toMatch(/backing file/);
+    const again = await vmctl(['restore', set(), '--name', COPY], { env });
+    expect(again.code).toBe(4);
+    expect(again.stderr).toMatch(/already exists .* restore never touches an existing VM/);
+    virsh('start', COPY);
+    expect(virsh('domstate', COPY).trim()).toBe('running');
+    virsh('destroy', COPY);
+  });
+
+  it('restore killed after the volumes leaves an incomplete VM that list shows and delete removes with exactly its volumes', { timeout: 300_000 }, async () => {
+    const half = `${tag}-half`;
+    const r = await vmctl(['restore', set(), '--name', half], { env: { ...env, VMCTL_FAULT: 'restore:after-volumes:kill' }, timeoutMs: 300_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/fault point restore:after-volumes/);
+    const l = JSON.parse((await vmctl(['list', '--all', '--json'], { env })).stdout) as { name: string; incomplete?: { op: string; step: string } }[];
+    expect(l.find((v) => v.name === half)?.incomplete).toMatchObject({ op: 'restore', step: 'volumes' });
+    expect(volumes().filter((v) => v.startsWith(`${half}-`)).length).toBe(3);
+    const d = await vmctl(['delete', half], { env });
+    expect(d.code, d.stderr).toBe(0);
+    expect(volumes().filter((v) => v.startsWith(`${half}-`))).toEqual([]);
+    expect(virsh('list', '--all', '--name')).not.toContain(half);
+  });
+
+  it('encrypted: round trip; a tampered ciphertext chunk is refused', { timeout: 300_000 }, async () => {
+    const enc = join(work, 'enc');
+    const key = join(work, 'key');
+    writeFileSync(key, Buffer.alloc(32, 7), { mode: 0o600 });
+    const r = await vmctl(['backup', VM, '--to', enc, '--encrypt', '--key-file', key, '--compress', '--json'], { env, timeoutMs: 300_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout) as BackupJson;
+    expect(b.storedBytes).toBeLessThan(40 * MiB); // repeated bytes compress
+    const diskFile = join(enc, 'points', b.point, 'disks', 'vda');
+    expect(readFileSync(diskFile).includes(Buffer.alloc(64, 0x11))).toBe(false);
+    expect((await vmctl(['backup', 'verify', enc, '--key-file', key], { env })).code).toBe(0);
+    const wrong = join(work, 'wrong');
+    writeFileSync(wrong, Buffer.alloc(32, 8));
+    const w = await vmctl(['backup', 'verify', enc, '--key-file', wrong], { env });
+    expect(w.code).toBe(6);
+    // flip a ciphertext byte and fix up the manifest's checksums, as an attacker would
+    const m = JSON.parse(readFileSync(join(enc, 'points', b.point, 'manifest.json'), 'utf8')) as { files: { path: string; sha256: string; chunks: { at: number; sz: number; sha: string }[] }[] };
+    const f = m.files.find((x) => x.path === 'disks/vda')!;
+    const data = readFileSync(diskFile);
+    data[f.chunks[0]!.at + 20]! ^= 1;
+    writeFileSync(diskFile, data);
+    const { createHash } = await import('node:crypto');
+    f.chunks[0]!.sha = createHash('sha256').update(data.subarray(f.chunks[0]!.at, f.chunks[0]!.at + f.chunks[0]!.sz)).digest('hex');
+    f.sha256 = createHash('sha256').update(data).digest('hex');
+    writeFileSync(join(enc, 'points', b.point, 'manifest.json'), JSON.stringify(m));
+    const t = await vmctl(['backup', 'verify', enc, '--key-file', key, '--json'], { env });
+    expect(t.code).toBe(2);
+    expect(t.stdout).toMatch(/manifest authentication failed/);
+    expect(t.stdout).toMatch(/authentication failed \(tampered, reordered or from another file\)/);
+    const rr = await vmctl(['restore', enc, '--name', `${tag}-never`, '--key-file', key], { env });
+    expect(rr.code).toBe(2);
+    expect(rr.stderr).toMatch(/refusing to restore/);
+  });
+
+  it('after an external snapshot: the next incremental follows the bitmap into the overlay, keeps the snapshot XML; restore says why the snapshot is not redefined', { timeout: 300_000 }, async () => {
+    virsh('snapshot-create-as', VM, 'before-upgrade', '--disk-only', '--atomic', '--diskspec', `vda,file=${join(poolPath, `${tag}-snap.qcow2`)}`);
+    const r = await backup(['--incremental']);
+    expect(r.code, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout) as BackupJson;
+    expect(b.kind, b.notes.join('; ')).toBe('incremental');
+    const m = JSON.parse(readFileSync(join(set(), 'points', b.point, 'manifest.json'), 'utf8')) as { snapshots: { name: string; location: string }[]; disks: { sourcePath: string }[] };
+    expect(m.snapshots).toEqual([expect.objectContaining({ name: 'before-upgrade', location: 'external' })]);
+    expect(m.disks[0]!.sourcePath).toBe(join(poolPath, `${tag}-snap.qcow2`));
+    const copy = `${tag}-snapcopy`;
+    const rr = await vmctl(['restore', set(), '--name', copy, '--json'], { env, timeoutMs: 300_000 });
+    expect(rr.code, rr.stderr).toBe(0);
+    const res = JSON.parse(rr.stdout) as { snapshots: { restored: string[]; notRestored: { name: string; why: string }[] } };
+    expect(res.snapshots.restored).toEqual([]);
+    expect(res.snapshots.notRestored).toEqual([{ name: 'before-upgrade', why: expect.stringMatching(/external snapshot: its backing files were merged/) }]);
+    execFileSync('qemu-img', ['compare', '-U', join(poolPath, `${tag}-snap.qcow2`), join(poolPath, `${copy}-vda.qcow2`)]);
+    expect((await vmctl(['delete', copy], { env })).code).toBe(0);
+  });
+
+  it('a stopped VM: its volume downloaded (sparse) and flattened locally; --incremental says why it is full; the restore is identical', { timeout: 300_000 }, async () => {
+    virsh('destroy', VM);
+    const stopped = join(work, 'stopped');
+    const r = await vmctl(['backup', VM, '--to', stopped, '--incremental', '--json'], { env, timeoutMs: 300_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout) as BackupJson;
+    expect(b.kind).toBe('full');
+    expect(b.notes.join('\n')).toMatch(/full backup, not incremental: the VM is not running/);
+    expect(b.consistency.how).toMatch(/shut off/);
+    expect(Math.abs(b.disks[0]!.dataBytes - 150 * MiB)).toBeLessThan(4 * MiB);
+    const copy = `${tag}-cold`;
+    const rr = await vmctl(['restore', stopped, '--name', copy], { env, timeoutMs: 300_000 });
+    expect(rr.code, rr.stderr).toBe(0);
+    execFileSync('qemu-img', ['compare', join(poolPath, `${tag}-data.qcow2`), join(poolPath, `${copy}-vda.qcow2`)]);
+    expect((await vmctl(['delete', copy], { env })).code).toBe(0);
+    virsh('start', VM);
+  });
+
+  it('disk full during a backup: a clear error, the guest unaffected, no partial files', { timeout: 300_000 }, async () => {
+    const small = join(work, 'small');
+    mkdirSync(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=60m', 'tmpfs', small]);
+    try {
+      const r = await vmctl(['backup', VM, '--to', join(small, 'set')], { env, timeoutMs: 300_000 });
+      expect(r.code, r.stderr).toBe(8);
+      expect(r.stderr).toMatch(/no space left on device/i);
+      expect(readdirSync(join(small, 'set', 'points'))).toEqual([]);
+      expect(virsh('domstate', VM).trim()).toBe('running');
+      expect(virsh('domjobinfo', VM)).toMatch(/Job type:\s+None/);
+      expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
+    } finally {
+      execFileSync('umount', [small]);
+    }
+    expect(existsSync(join(small, 'set'))).toBe(false);
+  });
+});

@@ -1,0 +1,135 @@
+/** Backup set pieces without a daemon: chunk codec and its AAD binding, keys, chains and prune, the restore's domain XML rewrite. */
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { decodeChunk, deriveKeys, encodeChunk, newEncryption, openEncryption } from '../../src/core/backup/chunks.js';
+import { chainOf, initSet, pointDir, SET_FORMAT, SET_VERSION, type Manifest } from '../../src/core/backup/format.js';
+import { pruneSet } from '../../src/core/backup/verify.js';
+import { rewriteDomainXml, sshForwardPort } from '../../src/core/backup/restore-xml.js';
+import { parseVmctlMetadata } from '../../src/core/vm/domain-xml.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'vmctl-bak-unit-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('chunk codec', () => {
+  const keyFile = join(tmp, 'key');
+  writeFileSync(keyFile, Buffer.alloc(32, 3));
+  const { params, keys } = newEncryption(keyFile);
+  const plain = Buffer.concat([Buffer.alloc(100_000, 0x41), Buffer.from('tail')]);
+  const chunk = (stored: Buffer, o = 0) => ({ o, n: plain.length, at: 0, sz: stored.length, sha: '' });
+
+  it('round-trips plain, compressed, encrypted and both', () => {
+    for (const codec of [{ compress: false }, { compress: true }, { compress: false, key: keys.data }, { compress: true, key: keys.data }]) {
+      const s = encodeChunk(codec, plain, 'p/disks/vda', 3, 4096);
+      expect(decodeChunk(codec, s, 'p/disks/vda', 3, chunk(s, 4096)).equals(plain)).toBe(true);
+      if (codec.compress) expect(s.length).toBeLessThan(plain.length / 10);
+    }
+  });
+
+  it('binds a sealed chunk to its file, index and offset (AAD), and detects a flipped bit', () => {
+    const codec = { compress: true, key: keys.data };
+    const s = encodeChunk(codec, plain, 'p/disks/vda', 3, 4096);
+    expect(() => decodeChunk(codec, s, 'p/disks/vdb', 3, chunk(s, 4096))).toThrow(/authentication failed/);
+    expect(() => decodeChunk(codec, s, 'p/disks/vda', 4, chunk(s, 4096))).toThrow(/authentication failed/);
+    expect(() => decodeChunk(codec, s, 'p/disks/vda', 3, chunk(s, 0))).toThrow(/authentication failed/);
+    const bad = Buffer.from(s);
+    bad[20]! ^= 1;
+    expect(() => decodeChunk(codec, bad, 'p/disks/vda', 3, chunk(bad, 4096))).toThrow(/authentication failed/);
+    // two seals of the same bytes differ (fresh nonce each)
+    expect(encodeChunk(codec, plain, 'p/disks/vda', 3, 4096).equals(s)).toBe(false);
+  });
+
+  it('keys: HKDF from the key file and the set salt; a wrong key is told apart; short key files refused', () => {
+    const info = { format: SET_FORMAT, version: SET_VERSION, vm: 'x', createdAt: '', encryption: params } as const;
+    expect(openEncryption(info, keyFile, 'D')!.data.equals(keys.data)).toBe(true);
+    const other = join(tmp, 'other');
+    writeFileSync(other, Buffer.alloc(32, 4));
+    expect(() => openEncryption(info, other, 'D')).toThrow(/is not the key of the backup set/);
+    expect(() => openEncryption(info, undefined, 'D')).toThrow(/is encrypted/);
+    const short = join(tmp, 'short');
+    writeFileSync(short, 'hunter2');
+    expect(() => deriveKeys(short, params.salt)).toThrow(/at least 32 random bytes/);
+  });
+});
+
+describe('chains and prune', () => {
+  const m = (id: string, parent?: string): Manifest => ({
+    format: SET_FORMAT, version: SET_VERSION, id, kind: parent ? 'incremental' : 'full', ...(parent ? { parent } : {}), createdAt: '', vm: { name: 'x', uuid: '', uri: '', state: 'running' },
+    consistency: { quiesced: false, how: '' }, compression: 'none', encrypted: false, chunkSize: 4194304, disks: [], snapshots: [], files: [], storedBytes: 0, durationMs: 0,
+  });
+  const ids = ['20260101T000000000Z-full', '20260102T000000000Z-inc', '20260103T000000000Z-full', '20260104T000000000Z-inc', '20260105T000000000Z-inc'];
+  const all = [m(ids[0]!), m(ids[1]!, ids[0]), m(ids[2]!), m(ids[3]!, ids[2]), m(ids[4]!, ids[3])];
+
+  it('a chain goes back to its full point; a missing parent is named', () => {
+    const map = new Map(all.map((x) => [x.id, x]));
+    expect(chainOf(map, ids[4]!).map((x) => x.id)).toEqual([ids[2], ids[3], ids[4]]);
+    map.delete(ids[3]!);
+    expect(() => chainOf(map, ids[4]!)).toThrow(new RegExp(`incremental on ${ids[3]}, which is not in the set`));
+  });
+
+  it('prune --keep-last never removes a point a kept incremental needs', () => {
+    const dir = join(tmp, 'set');
+    initSet(dir, { format: SET_FORMAT, version: SET_VERSION, vm: 'x', createdAt: '' });
+    for (const x of all) {
+      mkdirSync(pointDir(dir, x.id), { recursive: true });
+      writeFileSync(join(pointDir(dir, x.id), 'manifest.json'), JSON.stringify(x));
+    }
+    expect(pruneSet(dir, 1, { dryRun: true })).toMatchObject({ kept: [ids[2], ids[3], ids[4]], removed: [ids[0], ids[1]], keptForChains: [ids[2], ids[3]] });
+    // the 4th newest is an incremental on the oldest: nothing goes
+    expect(pruneSet(dir, 4, { dryRun: true })).toMatchObject({ kept: ids, removed: [], keptForChains: [ids[0]] });
+    const r = pruneSet(dir, 3);
+    expect(r.removed).toEqual([ids[0], ids[1]]);
+    expect(r.kept).toEqual(ids.slice(2));
+    expect(existsSync(pointDir(dir, ids[0]!))).toBe(false);
+    expect(existsSync(pointDir(dir, ids[2]!))).toBe(true);
+    expect(() => pruneSet(dir, 0)).toThrow(/--keep-last/);
+  });
+});
+
+describe('restore: the domain definition for another host', () => {
+  const xml = `<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>web</name><uuid>11111111-2222-3333-4444-555555555555</uuid>
+  <metadata>
+    <vmctl:vm xmlns:vmctl='https://vmctl.dev/xmlns/vm/1'><vmctl:template>default</vmctl:template><vmctl:ssh-user>vmctl</vmctl:ssh-user>
+      <vmctl:volumes><vmctl:volume role='disk' disk='root' pool='vmctl' name='web-root.qcow2' path='/p/web-root.qcow2'/><vmctl:volume role='seed' pool='vmctl' name='web-seed.iso' path='/p/web-seed.iso'/></vmctl:volumes>
+      <vmctl:forwards><vmctl:forward nic='0' proto='tcp' host='127.0.0.1' host-port='20001' guest-port='22'/></vmctl:forwards></vmctl:vm>
+    <vmctlbak:job xmlns:vmctlbak='https://vmctl.dev/xmlns/backup/1' opId='x' step='begin'/>
+  </metadata>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>/p/img_debian-12.vmlinuz</kernel><initrd>/p/img_debian-12.initrd</initrd><cmdline>root=/dev/vda1</cmdline></os>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/p/web-root.qcow2'/><backingStore type='file'><format type='qcow2'/><source file='/p/img_debian-12.qcow2'/></backingStore><target dev='vda' bus='virtio'/></disk>
+    <disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='/p/web-seed.iso'/><target dev='sda' bus='scsi'/><readonly/></disk>
+    <interface type='network'><mac address='52:54:00:aa:bb:cc'/><source network='default'/><model type='virtio'/></interface>
+  </devices>
+  <qemu:commandline><qemu:arg value='-netdev'/><qemu:arg value='user,id=vmctlnet0,hostfwd=tcp:127.0.0.1:20001-:22'/></qemu:commandline>
+</domain>`;
+  const vols = [
+    { role: 'disk' as const, target: 'vda', disk: 'root', pool: 'tank', name: 'copy-root.qcow2', path: '/t/copy-root.qcow2' },
+    { role: 'seed' as const, pool: 'tank', name: 'copy-seed.iso', path: '/t/copy-seed.iso' },
+    { role: 'kernel' as const, pool: 'tank', name: 'copy-boot.vmlinuz', path: '/t/copy-boot.vmlinuz' },
+    { role: 'initrd' as const, pool: 'tank', name: 'copy-boot.initrd', path: '/t/copy-boot.initrd' },
+  ];
+
+  it('renames, gives a fresh identity, points at the flat volumes, moves the SSH forward, rewrites vmctl metadata, drops intent records', () => {
+    expect(sshForwardPort(xml)).toBe(20001);
+    const out = rewriteDomainXml(xml, { name: 'copy', freshIdentity: true, volumes: vols, network: 'lab', sshPort: { from: 20001, to: 24242 } });
+    expect(out).toContain('<name>copy</name>');
+    expect(out).not.toContain('<uuid>');
+    expect(out).not.toContain('52:54:00:aa:bb:cc');
+    expect(out).toContain(`<source network="lab"`);
+    expect(out).toContain(`<source file="/t/copy-root.qcow2"`);
+    expect(out).not.toContain('backingStore');
+    expect(out).toContain(`<source file="/t/copy-seed.iso"`);
+    expect(out).toContain('<kernel>/t/copy-boot.vmlinuz</kernel>');
+    expect(out).toContain('hostfwd=tcp:127.0.0.1:24242-:22');
+    expect(out).not.toContain('vmctlbak');
+    const meta = parseVmctlMetadata(out)!;
+    expect(meta.volumes.map((v) => `${v.pool}/${v.name}`)).toEqual(['tank/copy-root.qcow2', 'tank/copy-seed.iso', 'tank/copy-boot.vmlinuz', 'tank/copy-boot.initrd']);
+    expect(meta.forwards[0]!.hostPort).toBe(24242);
+    expect(meta.sshUser).toBe('vmctl');
+    const same = rewriteDomainXml(xml, { name: 'web', freshIdentity: false, volumes: vols });
+    expect(same).toContain('<uuid>11111111-2222-3333-4444-555555555555</uuid>');
+    expect(same).toContain('52:54:00:aa:bb:cc');
+  });
+});
