@@ -13,6 +13,7 @@ import { sshCommand } from './ssh.js';
 import { consoleCommand } from './console.js';
 import { eventsCommand } from './events.js';
 import { templateCommand } from './template.js';
+import { migrateCommand } from './migrate.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
@@ -32,4 +33,5 @@ export const commands: CommandModule<any, any>[] = [
   sshCommand,
   consoleCommand,
   eventsCommand,
+  migrateCommand,
 ];

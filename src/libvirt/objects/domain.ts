@@ -113,6 +113,12 @@ export class Domain {
     return r.snapshots.map((s) => new Snapshot(this, s));
   }
 
+  /** The current snapshot's name, or null when there is none. */
+  async currentSnapshotName(): Promise<string | null> {
+    if ((await this.r.domainHasCurrentSnapshot({ dom: this.ref, flags: 0 })).result !== 1) return null;
+    return (await this.r.domainSnapshotCurrent({ dom: this.ref, flags: 0 })).snap.name;
+  }
+
   async lookupSnapshot(name: string): Promise<Snapshot> {
     const r = await this.r.domainSnapshotLookupByName({ dom: this.ref, name, flags: 0 });
     return new Snapshot(this, r.snap);
