@@ -25,6 +25,7 @@ inside() {
   mount -t tmpfs -o mode=755,nosuid,nodev rig-sandbox-run /run
   mount -t tmpfs -o mode=1777,nosuid,nodev rig-sandbox-tmp /tmp
   ip link set lo up
+  mkdir -p /run/lock; chmod 1777 /run/lock   # /var/lock: libvirt's lock files for console ptys
   local base=/tmp/rig-sandbox
   mkdir -p "$base/home" "$base/tiny"; chmod 700 "$base/home"; chmod 755 "$base" "$base/tiny"
   isolate_libvirt "$base/stage"

@@ -8,8 +8,8 @@ import type { MigratePlan, MigrateResult } from '../../core/migrate/index.js';
 interface MigrateArgs {
   name: string;
   to: string;
-  direct: boolean;
-  tunnelled: boolean;
+  direct?: boolean;
+  tunnelled?: boolean;
   'migrate-uri'?: string;
   'copy-storage'?: 'all' | 'inc';
   'max-downtime'?: number;
@@ -31,8 +31,8 @@ export const migrateCommand: Cmd<MigrateArgs> = {
   builder: (y) =>
     nameArg(y)
       .option('to', { type: 'string', demandOption: true, describe: 'destination libvirt URI (as vmctl reaches it; in peer-to-peer mode also the source host)' })
-      .option('direct', { type: 'boolean', default: false, describe: 'vmctl drives both hosts (client-driven protocol) instead of the source talking to the destination' })
-      .option('tunnelled', { type: 'boolean', default: false, describe: 'send the migration stream through the libvirt connection (peer-to-peer)' })
+      .option('direct', { type: 'boolean', describe: 'vmctl drives both hosts (client-driven protocol) instead of the source talking to the destination' })
+      .option('tunnelled', { type: 'boolean', describe: 'send the migration stream through the libvirt connection (peer-to-peer)' })
       .option('migrate-uri', { type: 'string', describe: 'where the migration stream goes, e.g. tcp://10.0.0.2 (default: libvirt picks)' })
       .option('copy-storage', { choices: ['all', 'inc'] as const, describe: 'copy disks that are not on shared storage (inc: only the overlay, its base must be there)' })
       .option('max-downtime', { type: 'number', describe: 'longest pause allowed at the switch-over (ms)' })

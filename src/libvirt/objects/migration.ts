@@ -113,7 +113,8 @@ export async function migrateDirect(dom: Domain, dst: Connection, params: Migrat
     await src.remote.domainMigrateConfirm3Params({ dom: dom.ref, params: migrateTypedParams(p), cookieIn: Buffer.alloc(0), flags, cancelled: 1 }).catch(() => undefined);
     throw new DirectMigrationError('prepare', e, false);
   }
-  if (!p.uri && prep.uriOut) p.uri = prep.uriOut;
+  // the destination may pick the port (and the address): its answer wins, as in libvirt's client
+  if (prep.uriOut) p.uri = prep.uriOut;
   let perform: Buffer;
   let performError: unknown;
   try {
