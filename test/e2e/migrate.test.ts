@@ -147,10 +147,18 @@ describe('vmctl migrate (rig mig1 ⇄ mig2, TCG)', () => {
     expect(plan.stdout).toMatch(/PASS .*2 snapshot\(s\) carried: first, second/);
     expect(plan.stdout).toMatch(/PASS .*shared/);
 
-    const p = p2pArgs(m, name, ['--json']);
+    // the rig's "shared storage" is one local filesystem both hosts see: libvirt cannot know it
+    // is shared, says so, and vmctl names the way out (nothing moved, snapshots back in place)
+    const refused = await vmctlRun(m, p2pArgs(m, name).args, { netns: p2pArgs(m, name).netns });
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toMatch(/Migration without shared storage is unsafe.*add --unsafe/s);
+    expect(await list(m.mig1.unixUri)).toBe(before);
+    expect((await current(m.mig1.unixUri)).trim()).toBe('second');
+
+    const p = p2pArgs(m, name, ['--unsafe', '--json']);
     const r = await vmctlRun(m, p.args, { netns: p.netns });
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ snapshotsCarried: ['first', 'second'] });
+    expect(JSON.parse(r.stdout), r.stderr).toMatchObject({ snapshotsCarried: ['first', 'second'] });
     expect(await whereIs(m, name)).toEqual({ mig1: 'none', mig2: 'running' });
     expect(await list(m.mig2.unixUri)).toBe(before);
     expect((await current(m.mig2.unixUri)).trim()).toBe('second');

@@ -49,6 +49,12 @@ async function guestActiveOn(conn: Connection, name: string, uuid: string): Prom
 function migrationError(plan: MigratePlan, e: unknown, aborted: boolean, stalled?: string): VmctlError {
   const why = stalled ?? (e as Error)?.message ?? String(e);
   if (aborted) return new VmctlError('ABORTED', `migration of '${plan.name}' interrupted: the job was aborted; it keeps running on ${plan.from}`);
+  if (/unsafe migration/i.test(why)) {
+    return new VmctlError('CONFLICT', `migration of '${plan.name}' refused by libvirt: ${why}; the guest keeps running on ${plan.from}, unchanged`, {
+      hint: "libvirt cannot tell that this filesystem is shared by both hosts (it knows NFS, GlusterFS, Ceph, GFS2, OCFS2…): if the destination really sees the same files (vmctl's pre-flight found them there), add --unsafe; otherwise use --copy-storage all",
+      cause: e,
+    });
+  }
   const lost = /connection|closed|keepalive|end of file|reset|refused|unable to connect|No route|timed out/i.test(why);
   return new VmctlError(lost ? 'CONNECTION' : 'LIBVIRT', `migration of '${plan.name}' to ${plan.to} failed: ${why}; the guest keeps running on ${plan.from}, unchanged`, {
     hint: lost ? 'the destination (its libvirtd, or the network to it) went away: fix that, then run the same command again' : 'see the message; nothing was left on the destination',

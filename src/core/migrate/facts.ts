@@ -53,9 +53,11 @@ const kib = (v: unknown): number => {
 
 const SSH_FWD_RE = /hostfwd=tcp:127\.[0-9.]+:(\d{1,5})-:22(?:,|$)/;
 
+/** Facts of a domain XML (or of the domain inside a snapshot's XML). */
 export function guestFacts(domainXml: string): GuestFacts {
-  const doc = parser.parse(domainXml) as { domain: XmlNode };
-  const d = doc.domain;
+  // a domain, or a snapshot's (which carries the domain it was taken of)
+  const doc = parser.parse(domainXml) as { domain?: XmlNode; domainsnapshot?: { domain?: XmlNode } };
+  const d = doc.domain ?? doc.domainsnapshot?.domain ?? {};
   const devices = (d.devices ?? {}) as XmlNode;
   const os = (d.os ?? {}) as XmlNode;
   const disks: GuestDisk[] = ((devices.disk as XmlNode[] | undefined) ?? []).map((disk) => {
