@@ -73,10 +73,11 @@ export async function startCounter(uri: string, name: string, serialLog: string)
   await waitForFileContains(serialLog, 'CNT 2 ', 60_000);
 }
 
-/** Rewrite `mib` MiB of random data in guest memory, over and over. */
-export async function startDirtying(uri: string, name: string, serialLog: string, mib: number): Promise<void> {
-  await typeInto(uri, name, `dd if=/dev/urandom of=/dev/shm/src bs=1M count=${mib} 2>/dev/null; echo DIRTY-READY; while :; do cp /dev/shm/src /dev/shm/dst; done &`);
-  await waitForFileContains(serialLog, 'DIRTY-READY', 120_000);
+/** Fill `mib` MiB of guest memory with random data, and (loop) rewrite it over and over. */
+export async function startDirtying(uri: string, name: string, serialLog: string, mib: number, loop = true): Promise<void> {
+  const tag = `DIRTY${mib}-READY`;
+  await typeInto(uri, name, `dd if=/dev/urandom of=/dev/shm/src bs=1M count=${mib} 2>/dev/null; echo ${tag}${loop ? '; while :; do cp /dev/shm/src /dev/shm/dst; done &' : ''}`);
+  await waitForFileContains(serialLog, `${tag}\r`, 120_000).catch(() => waitForFileContains(serialLog, `${tag}\n`, 1000));
 }
 
 export interface CounterLine {

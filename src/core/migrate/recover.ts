@@ -6,6 +6,7 @@
  * snapshots redefined there, markers cleared, a stale definition on the other
  * side removed (only ours: same UUID, inactive).
  */
+import { VmctlError } from '../errors.js';
 import type { Connection, Domain } from '../../libvirt/connection.js';
 import { clearMarker, markerLiveness, parseOpMarker } from '../op/journal.js';
 import { lookupVm, undefineDomain } from '../vm/domain.js';
@@ -43,6 +44,11 @@ export async function recoverMigration(src: Connection, dst: Connection | undefi
   const d = dst ? await stale(await lookupVm(dst, name)) : undefined;
   const journal = d?.journal ?? s?.journal;
   if (!journal) return null;
+  if (s?.active && (await s.dom.jobStats()).type !== 'none') {
+    throw new VmctlError('CONFLICT', `the migration of '${name}' that an interrupted vmctl started is still running in libvirt on ${src.uri.original}`, {
+      hint: 'libvirt finishes or rolls it back on its own: run the command again in a moment',
+    });
+  }
   const sameGuest = s && d ? s.dom.uuidString === d.dom.uuidString : true;
   if (d && d.active && sameGuest) {
     const srcXml = journal.snapshots[0]?.xml ?? s?.xml ?? d.xml;

@@ -70,8 +70,9 @@ export function postcopyReason(policy: PostcopyPolicy, history: readonly JobSamp
     return `not converging after ${policy.afterS} s: the guest dirties ${Math.round(last.dirtyBps / 1048576)} MiB/s, the link moves ${Math.round(last.bps / 1048576)} MiB/s`;
   }
   const window = Math.max(2000, (policy.afterS * 1000) / 2);
-  const earlier = history.find((h) => h.atMs >= last.atMs - window);
-  if (earlier && earlier !== last && last.memoryRemaining >= earlier.memoryRemaining * 0.5) {
+  // the newest sample at least `window` older than the last one
+  const earlier = [...history].reverse().find((h) => h.atMs <= last.atMs - window);
+  if (earlier && last.memoryRemaining >= earlier.memoryRemaining * 0.5) {
     return `not converging after ${policy.afterS} s: ${Math.round(last.memoryRemaining / 1048576)} MiB still to send at iteration ${last.iteration}`;
   }
   return null;
