@@ -127,7 +127,7 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
         persistXml: rewriteDomainXml(await dom.xml(X.VIR_DOMAIN_XML_MIGRATABLE | X.VIR_DOMAIN_XML_SECURE | X.VIR_DOMAIN_XML_INACTIVE), { diskPaths, ...(plan.sshPort ? { sshPort: plan.sshPort } : {}), domainType: plan.internal.facts.domainType }),
       }
     : {};
-  marker = await recordStep(dom, marker, 'migrating', true);
+  await recordStep(dom, marker, 'migrating', true);
   await op.fault('before-migrate');
   op.throwIfAborted();
   op.phase('migrating', `${plan.mode} to ${plan.to}`);
