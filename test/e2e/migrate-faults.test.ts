@@ -34,6 +34,15 @@ async function slowGuest(name: string, mib = 32, loop = false): Promise<string> 
   return log;
 }
 
+/** vmctl migrating a slow guest (link limited to 1 MiB/s), held at its mid-migration fault point. */
+async function slowMigration(name: string) {
+  const log = await slowGuest(name);
+  const p = p2pArgs(m, name, ['--bandwidth', '1']);
+  const v = startVmctl(m, p.args, { netns: p.netns, env: MID });
+  await v.waitStderr('fault point migrate:mid-migration');
+  return { log, v };
+}
+
 async function noMarkerOn(uri: string, name: string): Promise<void> {
   const xml = await virsh(uri, 'dumpxml', name);
   expect(xml).not.toContain('https://vmctl.dev/xmlns/op/1');
@@ -61,10 +70,7 @@ async function retrySucceeds(name: string, log: string): Promise<void> {
 describe('vmctl migrate interrupted (rig mig1 → mig2)', () => {
   it('Ctrl-C mid-way aborts the job: the guest keeps running on mig1, nothing is left on mig2 (exit 130)', { timeout: 300_000 }, async () => {
     const name = names.int;
-    const log = await slowGuest(name);
-    const p = p2pArgs(m, name, ['--bandwidth', '1']);
-    const v = startVmctl(m, p.args, { netns: p.netns, env: MID });
-    await v.waitStderr('fault point migrate:mid-migration');
+    const { log, v } = await slowMigration(name);
     v.child.kill('SIGINT');
     const r = await v.done;
     expect(r.code, r.stderr).toBe(130);
@@ -77,10 +83,7 @@ describe('vmctl migrate interrupted (rig mig1 → mig2)', () => {
 
   it("the destination's libvirtd killed mid-way: the guest keeps running on mig1, vmctl says what happened; a retry succeeds once it is back", { timeout: 420_000 }, async () => {
     const name = names.dst;
-    const log = await slowGuest(name);
-    const p = p2pArgs(m, name, ['--bandwidth', '1']);
-    const v = startVmctl(m, p.args, { netns: p.netns, env: MID });
-    await v.waitStderr('fault point migrate:mid-migration');
+    const { log, v } = await slowMigration(name);
     const pid = Number(readFileSync(join(m.mig2.dir, 'libvirtd.pid'), 'utf8').trim());
     process.kill(pid, 'SIGKILL');
     const r = await v.done;
@@ -96,10 +99,7 @@ describe('vmctl migrate interrupted (rig mig1 → mig2)', () => {
 
   it('the rig network cut mid-way (veth down): the guest keeps running on mig1, vmctl says so; a retry succeeds after the link is back', { timeout: 480_000 }, async () => {
     const name = names.net;
-    const log = await slowGuest(name);
-    const p = p2pArgs(m, name, ['--bandwidth', '1']);
-    const v = startVmctl(m, p.args, { netns: p.netns, env: MID });
-    await v.waitStderr('fault point migrate:mid-migration');
+    const { log, v } = await slowMigration(name);
     const netns = m.rig.raw['RIG_NET_NETNS']!;
     await run('ip', ['-n', netns, 'link', 'set', `vr-${m.mig2.name}`, 'down']);
     const r = await v.done;

@@ -14,6 +14,7 @@ import { describeHolder } from '../op/holder.js';
 import { findVm, lookupVm } from '../vm/domain.js';
 import { parseVolumeXml } from '../storage/volume.js';
 import { forwardPortCandidates, pickForwardPort } from '../vm/forward.js';
+import { hostCapabilities, hostIdentity } from '../host/cache.js';
 import { dataDisks, guestFacts, type GuestFacts } from './facts.js';
 import { readSnapshots } from './snapshots.js';
 import type { DiskPlan, MigrateOptions, MigratePlan, PreflightCheck } from './types.js';
@@ -119,6 +120,10 @@ async function checkCpu(src: Connection, dst: Connection, facts: GuestFacts, che
     checks.push({ id: 'cpu', status: 'pass', message: `guest CPU: QEMU's default model for ${facts.machine || facts.arch} (runs on any ${facts.arch} host)` });
     return;
   }
+  if (facts.domainType === 'qemu') {
+    checks.push({ id: 'cpu', status: 'pass', message: `TCG emulates the guest CPU${facts.cpuXml.includes('<model') ? ` (${(/<model[^>]*>([^<]+)</.exec(facts.cpuXml) ?? [])[1]})` : ''} on any ${facts.arch} host: nothing to compare` });
+    return;
+  }
   if (facts.cpuMode === 'host-passthrough') {
     checks.push({ id: 'cpu', status: 'warn', message: 'guest CPU is host-passthrough: it migrates only between identical CPUs', fix: 'define a named model (a baseline of both hosts) for hosts that differ' });
     return;
@@ -147,6 +152,25 @@ async function checkCpu(src: Connection, dst: Connection, facts: GuestFacts, che
   checks.push({ id: 'cpu', status: 'pass', message: `guest CPU runs on the destination (${r === VirCPUCompareResult.VIR_CPU_COMPARE_IDENTICAL ? 'identical' : 'superset'})` });
 }
 
+/** The SSH forward's port: free of other guests on the destination, else a new one. */
+async function checkSshPort(dst: Connection, facts: GuestFacts, checks: PreflightCheck[]): Promise<{ from: number; to: number } | undefined> {
+  if (facts.sshPort === undefined) return undefined;
+  const used = new Set<number>();
+  for (const o of await dst.listDomains({ active: true })) {
+    const p = guestFacts(await o.xml()).sshPort;
+    if (p !== undefined) used.add(p);
+  }
+  if (!used.has(facts.sshPort)) {
+    checks.push({ id: 'ssh-port', status: 'pass', message: `SSH forward port 127.0.0.1:${facts.sshPort} is not used by a guest on the destination` });
+    return undefined;
+  }
+  const candidates = forwardPortCandidates();
+  let port = await pickForwardPort(dst, candidates);
+  while (used.has(port)) port = await pickForwardPort(dst, candidates);
+  checks.push({ id: 'ssh-port', status: 'warn', message: `SSH forward port ${facts.sshPort} is used by another guest on the destination: re-picked ${port}` });
+  return { from: facts.sshPort, to: port };
+}
+
 export async function planMigrate(op: OpContext, opts: MigrateOptions): Promise<MigratePlan> {
   const name = assertVmName(opts.name);
   const src = op.conn;
@@ -167,7 +191,7 @@ export async function planMigrate(op: OpContext, opts: MigrateOptions): Promise<
   }
   const live = state.state === 'running' || state.state === 'paused';
   if (!live) checks.push({ id: 'state', status: 'fail', message: `VM '${name}' is ${state.state}: vmctl migrate moves running guests`, fix: `start it first (vmctl start ${name})` });
-  if (src.uri.original === dst.uri.original || (await src.hostname()) === (await dst.hostname()) && (await src.capabilities()) === (await dst.capabilities())) {
+  if (src.uri.original === dst.uri.original || (await src.hostname()) === (await dst.hostname())) {
     checks.push({ id: 'same-host', status: 'fail', message: 'source and destination are the same host', fix: 'name another host with --to' });
   }
 
@@ -175,84 +199,85 @@ export async function planMigrate(op: OpContext, opts: MigrateOptions): Promise<
   if (there) checks.push({ id: 'name', status: 'fail', message: `a guest named '${name}' exists on the destination already`, fix: `remove it there first (vmctl delete ${name} -c ${opts.to}), or migrate another VM` });
   else checks.push({ id: 'name', status: 'pass', message: `no guest named '${name}' on the destination` });
 
-  // versions
-  const [sl, dl, sq, dq] = await Promise.all([src.libVersion(), dst.libVersion(), src.hypervisorVersion(), dst.hypervisorVersion()]);
-  const vOk = dl >= sl && dq >= sq;
-  checks.push({
-    id: 'versions',
-    status: dl < 1_002_000 ? 'fail' : vOk ? 'pass' : 'warn',
-    message: `libvirt ${ver(sl)} → ${ver(dl)}, QEMU ${ver(sq)} → ${ver(dq)}`,
-    ...(vOk ? {} : { fix: 'migrating to an older libvirt/QEMU may fail: upgrade the destination' }),
-  });
-
-  // acceleration
-  const [scaps, dcaps] = await Promise.all([src.capabilities(), dst.capabilities()]);
-  const dstKvm = hostHasDomainType(dcaps, facts.arch, 'kvm');
-  const srcKvm = hostHasDomainType(scaps, facts.arch, 'kvm');
-  const guestAccel = facts.domainType === 'kvm' ? 'KVM' : 'TCG';
-  const accel = { source: srcKvm ? 'KVM' : 'TCG', destination: dstKvm ? 'KVM' : 'TCG', guest: guestAccel };
+  // the checks below are independent: side by side (each host answers several at once), their
+  // results in a fixed order
+  const part = () => [] as PreflightCheck[];
+  const C = { versions: part(), accel: part(), cpu: part(), memory: part(), networks: part(), disks: part(), ssh: part(), snapshots: part() };
   let retype: string | undefined;
-  if (facts.domainType === 'kvm' && !dstKvm) {
-    if (opts.forceAccel) {
-      retype = 'qemu';
-      checks.push({ id: 'accel', status: 'warn', message: 'KVM guest → destination without KVM: it would run under TCG there (--force-accel)' });
-    } else {
-      checks.push({ id: 'accel', status: 'fail', message: 'the guest runs under KVM, the destination has only TCG: refused (it would be many times slower)', fix: 'migrate to a host with KVM, or add --force-accel to move it anyway' });
-    }
-  } else {
-    checks.push({ id: 'accel', status: 'pass', message: `guest ${guestAccel}; source host ${accel.source}, destination host ${accel.destination}${facts.domainType === 'qemu' && dstKvm ? ' (stays TCG: a running guest cannot switch)' : ''}` });
-  }
-
-  await checkCpu(src, dst, facts, checks);
-
-  // memory
-  const free = await dst.freeMemory();
-  const needMem = BigInt(facts.memoryKiB) * 1024n;
-  checks.push(
-    free >= needMem
-      ? { id: 'memory', status: 'pass', message: `${mib(needMem)} guest memory, ${mib(free)} free on the destination` }
-      : { id: 'memory', status: 'fail', message: `the guest needs ${mib(needMem)}, the destination has ${mib(free)} free`, fix: 'free memory there (stop guests) or pick another host' },
-  );
-
-  // networks
-  for (const n of facts.networks) {
-    const ok = await dst.lookupNetwork(n).then((net) => net.isActive(), () => false);
-    checks.push(ok ? { id: `network:${n}`, status: 'pass', message: `network ${n} is active on the destination` } : { id: `network:${n}`, status: 'fail', message: `network ${n} (used by the guest) is not active on the destination`, fix: `define and start it there (virsh net-define …; virsh net-start ${n})` });
-  }
-
-  const disks = await planDisks(src, dst, facts, opts, checks);
-  if (disks.length === 0) checks.push({ id: 'disks', status: 'pass', message: 'no disks to share or copy' });
-
-  // the SSH forward's port
+  const accel = { source: 'TCG', destination: 'TCG', guest: facts.domainType === 'kvm' ? 'KVM' : 'TCG' };
+  let disks: DiskPlan[] = [];
   let sshPort: { from: number; to: number } | undefined;
-  if (facts.sshPort !== undefined) {
-    const others = await dst.listDomains({ active: true });
-    const used = new Set<number>();
-    for (const o of others) {
-      const p = guestFacts(await o.xml()).sshPort;
-      if (p !== undefined) used.add(p);
-    }
-    if (used.has(facts.sshPort)) {
-      const candidates = forwardPortCandidates();
-      let port = await pickForwardPort(dst, candidates);
-      while (used.has(port)) port = await pickForwardPort(dst, candidates);
-      sshPort = { from: facts.sshPort, to: port };
-      checks.push({ id: 'ssh-port', status: 'warn', message: `SSH forward port ${facts.sshPort} is used by another guest on the destination: re-picked ${port}` });
-    } else {
-      checks.push({ id: 'ssh-port', status: 'pass', message: `SSH forward port 127.0.0.1:${facts.sshPort} is not used by a guest on the destination` });
-    }
-  }
-
-  // snapshots
-  const snaps = await readSnapshots(dom);
+  let snaps: Awaited<ReturnType<typeof readSnapshots>> = [];
+  const tasks: Promise<void>[] = [
+    (async () => {
+      // the host identities (memoised per connection) hold both versions; the capabilities cache needs them anyway
+      const num = (v: string) => v.split('.').reduce((a, x) => a * 1000 + Number(x), 0);
+      const [si, di] = await Promise.all([hostIdentity(src), hostIdentity(dst)]);
+      const [sl, dl, sq, dq] = [num(si.libvirtVersion), num(di.libvirtVersion), num(si.hypervisorVersion), num(di.hypervisorVersion)];
+      const vOk = dl >= sl && dq >= sq;
+      C.versions.push({
+        id: 'versions',
+        status: dl < 1_002_000 ? 'fail' : vOk ? 'pass' : 'warn',
+        message: `libvirt ${ver(sl)} → ${ver(dl)}, QEMU ${ver(sq)} → ${ver(dq)}`,
+        ...(vOk ? {} : { fix: 'migrating to an older libvirt/QEMU may fail: upgrade the destination' }),
+      });
+    })(),
+    (async () => {
+      // per-host cache (src/core/host/cache.ts): libvirt can take seconds to answer
+      const [scaps, dcaps] = (await Promise.all([hostCapabilities(src), hostCapabilities(dst)])).map((c) => c.xml) as [string, string];
+      const dstKvm = hostHasDomainType(dcaps, facts.arch, 'kvm');
+      accel.source = hostHasDomainType(scaps, facts.arch, 'kvm') ? 'KVM' : 'TCG';
+      accel.destination = dstKvm ? 'KVM' : 'TCG';
+      if (facts.domainType === 'kvm' && !dstKvm) {
+        if (opts.forceAccel) {
+          retype = 'qemu';
+          C.accel.push({ id: 'accel', status: 'warn', message: 'KVM guest → destination without KVM: it would run under TCG there (--force-accel)' });
+        } else {
+          C.accel.push({ id: 'accel', status: 'fail', message: 'the guest runs under KVM, the destination has only TCG: refused (it would be many times slower)', fix: 'migrate to a host with KVM, or add --force-accel to move it anyway' });
+        }
+      } else {
+        C.accel.push({ id: 'accel', status: 'pass', message: `guest ${accel.guest}; source host ${accel.source}, destination host ${accel.destination}${facts.domainType === 'qemu' && dstKvm ? ' (stays TCG: a running guest cannot switch)' : ''}` });
+      }
+    })(),
+    checkCpu(src, dst, facts, C.cpu),
+    (async () => {
+      const free = await dst.freeMemory();
+      const needMem = BigInt(facts.memoryKiB) * 1024n;
+      C.memory.push(
+        free >= needMem
+          ? { id: 'memory', status: 'pass', message: `${mib(needMem)} guest memory, ${mib(free)} free on the destination` }
+          : { id: 'memory', status: 'fail', message: `the guest needs ${mib(needMem)}, the destination has ${mib(free)} free`, fix: 'free memory there (stop guests) or pick another host' },
+      );
+    })(),
+    (async () => {
+      for (const n of facts.networks) {
+        const ok = await dst.lookupNetwork(n).then((net) => net.isActive(), () => false);
+        C.networks.push(ok ? { id: `network:${n}`, status: 'pass', message: `network ${n} is active on the destination` } : { id: `network:${n}`, status: 'fail', message: `network ${n} (used by the guest) is not active on the destination`, fix: `define and start it there (virsh net-define …; virsh net-start ${n})` });
+      }
+    })(),
+    (async () => {
+      disks = await planDisks(src, dst, facts, opts, C.disks);
+      if (disks.length === 0) C.disks.push({ id: 'disks', status: 'pass', message: 'no disks to share or copy' });
+    })(),
+    (async () => {
+      sshPort = await checkSshPort(dst, facts, C.ssh);
+    })(),
+    (async () => {
+      snaps = await readSnapshots(dom);
+    })(),
+  ];
+  const settled = await Promise.allSettled(tasks);
+  const failed = settled.find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
   if (snaps.length > 0) {
     const internalWithCopy = opts.copyStorage !== undefined && disks.some((d) => d.how === 'copy' && d.format === 'qcow2');
-    checks.push(
+    C.snapshots.push(
       internalWithCopy
         ? { id: 'snapshots', status: 'fail', message: `${snaps.length} snapshot(s) live inside the qcow2 disks, which --copy-storage copies without them`, fix: 'migrate over shared storage, or delete the snapshots first' }
-        : { id: 'snapshots', status: 'pass', message: `${snaps.length} snapshot(s) carried: ${snaps.map((s) => s.name).join(', ')}` },
+        : { id: 'snapshots', status: 'pass', message: `${snaps.length} snapshot(s) carried: ${snaps.map((x) => x.name).join(', ')}` },
     );
   }
+  for (const k of ['versions', 'accel', 'cpu', 'memory', 'networks', 'disks', 'ssh', 'snapshots'] as const) checks.push(...C[k]);
 
   const F = MigrateFlags;
   let flags = F.VIR_MIGRATE_PERSIST_DEST | F.VIR_MIGRATE_ABORT_ON_ERROR;
