@@ -44,7 +44,7 @@ function timed(netns: string, cmd: string[], capS?: number): Promise<{ ms: numbe
 
 async function downtimeOn(h: RigSshHost, name: string): Promise<number | undefined> {
   const t = await virsh(h.unixUri, 'domjobinfo', name, '--completed').catch(() => '');
-  const m = /Total downtime:\s+(\d+) ms/.exec(t);
+  const m = /Total downtime:\s+(\d+)\s*ms/.exec(t);
   return m ? Number(m[1]) : undefined;
 }
 

@@ -235,7 +235,7 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
 /** The completed job's statistics (downtime, bytes), from the destination (the source may be gone). */
 async function completedStats(dom: Domain, timeMs: number, postcopy: boolean): Promise<MigrateStats> {
   try {
-    const s = await dom.jobStats({ completed: true });
+    const s = await dom.jobStats({ completed: true, keepCompleted: true });
     const p = s.params;
     const downtime = num(p.downtime);
     const bytes = num(p.data_processed);
