@@ -33,39 +33,13 @@ root=$(cd "$here/.." && pwd)
 self="$here/$(basename "$0")"
 rig="$here/test-rig.sh"
 log() { printf '[prove-fresh] %s\n' "$*" >&2; }
+# shellcheck source=lib/sandbox.sh
+. "$here/lib/sandbox.sh"
 
 # ---------------------------------------------------------------------------------------------
 # inside: new mount + network namespace (unshare); fd 8 = the outer side's result file
 # ---------------------------------------------------------------------------------------------
 inside_fail() { printf '%s\n' "$*" >&8; log "FAIL: $*"; exit 1; }
-
-# isolate_libvirt: the system libvirtd's dirs as on a machine where no libvirtd ever ran
-isolate_libvirt() {
-  local stage=/tmp/prove-fresh/stage d pkgdirs
-  mkdir -p "$stage"
-  # the package's directories under /var/{lib,cache}/libvirt, with the owners and modes the
-  # machine has (its postinst chowns some), read before the tmpfs hides them
-  pkgdirs=$(for p in $(dpkg-query -W -f='${Package}\n' 'libvirt*' 2>/dev/null); do dpkg -L "$p" 2>/dev/null; done \
-            | grep -E '^/var/(lib|cache)/libvirt(/|$)' | sort -u | while read -r d; do
-                [ -d "$d" ] && stat -c '%n %u:%g %a' "$d"; done || true)
-  cp -a /etc/libvirt "$stage/etc-libvirt"
-  # defined objects are machine state, not package config: no domains, nothing autostarted, no
-  # pools or secrets (networks keep their definitions; their dnsmasq would start only on autostart)
-  find "$stage/etc-libvirt/qemu" -maxdepth 1 -name '*.xml' -delete 2>/dev/null || true
-  rm -rf "$stage/etc-libvirt/qemu/autostart" "$stage/etc-libvirt/storage" "$stage/etc-libvirt/qemu/checkpoint" \
-         "$stage/etc-libvirt/qemu/snapshot"
-  find "$stage/etc-libvirt" -path '*/autostart/*' -delete 2>/dev/null || true
-  find "$stage/etc-libvirt/secrets" -mindepth 1 -delete 2>/dev/null || true
-  mount --bind "$stage/etc-libvirt" /etc/libvirt
-  mount -t tmpfs -o mode=755 prove-fresh-lib /var/lib/libvirt
-  mount -t tmpfs -o mode=711 prove-fresh-cache /var/cache/libvirt
-  mount -t tmpfs -o mode=755 prove-fresh-log /var/log/libvirt
-  local n o m
-  while read -r n o m; do
-    [ -n "$n" ] || continue
-    mkdir -p "$n"; chown "$o" "$n"; chmod "$m" "$n"
-  done <<< "$pkgdirs"
-}
 
 check() { # DESCRIPTION CMD...: run CMD (output to the log), fail naming DESCRIPTION
   local what=$1; shift
@@ -101,7 +75,7 @@ inside() {
   ip link set lo up
   local base=/tmp/prove-fresh
   mkdir -p "$base/home"; chmod 700 "$base/home"
-  isolate_libvirt
+  isolate_libvirt /tmp/prove-fresh/stage
   export HOME=$base/home VMCTL_RIG_DIR=$base/rig VMCTL_TINY_DIR=$base/tiny VMCTL_CACHE_DIR=$base/cache \
          VMCTL_DATA_DIR=$base/data XDG_CACHE_HOME=$base/xdg-cache TMPDIR=/tmp
   unset VMCTL_RIG_HOSTS VMCTL_RIG_SSH_PORT VMCTL_RIG_KVM LIBVIRT_DEFAULT_URI SSH_AUTH_SOCK
@@ -185,44 +159,6 @@ inside() {
 # ---------------------------------------------------------------------------------------------
 # outside: own cgroup, the namespaces, the sweep, the verdict
 # ---------------------------------------------------------------------------------------------
-CG_PLAN=()
-cg_dirs() { local l; for l in "${CG_PLAN[@]}"; do printf '%s\n' "${l##*$'\t'}"; done; }
-cg_pids() { local d; for d in $(cg_dirs); do [ -d "$d" ] && find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null; done | sort -un; }
-
-cg_enter() {
-  local l d
-  mapfile -t CG_PLAN < <(bash "$rig" __cgroup-plan "prove-fresh-$$")
-  [ "${#CG_PLAN[@]}" -gt 0 ] || { echo "prove-fresh: FAIL: no cgroup hierarchies found"; exit 1; }
-  for l in "${CG_PLAN[@]}"; do
-    d=${l##*$'\t'}
-    mkdir -p "$d"
-    if [ -f "$d/cpuset.cpus" ] && [ -z "$(cat "$d/cpuset.cpus")" ]; then
-      cat "$(dirname "$d")/cpuset.cpus" > "$d/cpuset.cpus"; cat "$(dirname "$d")/cpuset.mems" > "$d/cpuset.mems"
-    fi
-    echo $$ > "$d/cgroup.procs"
-  done
-}
-
-# leave our cgroups, kill whatever is still in them (all of it was started from here), remove
-# them. Sets LEFT to the leftovers ("pid(comm) ..."), empty if none. Not in a subshell: one
-# forked before the move would stay behind in the cgroup (and count as a leftover).
-LEFT=
-cg_sweep() {
-  local d p i
-  for d in $(cg_dirs); do echo $$ > "$(dirname "$d")/cgroup.procs" 2>/dev/null || true; done
-  LEFT=$(for p in $(cg_pids); do printf '%s(%s) ' "$p" "$(cat "/proc/$p/comm" 2>/dev/null)"; done)
-  LEFT=${LEFT% }
-  if [ -n "$LEFT" ]; then
-    # shellcheck disable=SC2046
-    kill $(cg_pids) 2>/dev/null || true
-    for i in $(seq 1 30); do [ -z "$(cg_pids)" ] && break; sleep 0.1; done
-    # shellcheck disable=SC2046
-    [ -z "$(cg_pids)" ] || kill -9 $(cg_pids) 2>/dev/null || true
-    sleep 0.2
-  fi
-  for d in $(cg_dirs); do [ ! -d "$d" ] || find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done
-}
-
 outside() {
   [ "$(id -u)" = 0 ] || { echo "prove-fresh: FAIL: run as root (namespaces, libvirtd, cgroups)"; exit 1; }
   local t
@@ -231,7 +167,7 @@ outside() {
   done
   local t0=$SECONDS res rc=0
   res=$(mktemp "${TMPDIR:-/tmp}/prove-fresh.XXXXXX")
-  cg_enter
+  cg_enter "prove-fresh-$$" || { echo "prove-fresh: FAIL: no cgroup hierarchies found"; exit 1; }
   trap 'cg_sweep; rm -f "$res"; echo "prove-fresh: FAIL: interrupted"; exit 130' INT TERM
   timeout --kill-after=10 240 unshare --mount --net --propagation private -- "$self" __inside 8>"$res" </dev/null || rc=$?
   cg_sweep

@@ -283,6 +283,15 @@ host_write_config() { # NAME LISTEN_ADDR
     # libvirt 9.0 cannot carry a file bind mount under /dev (our hidden /dev/kvm, see host_init)
     # into a guest's private /dev ("Unable to move ... mount to /dev/kvm"); guests share ours
     if [ "${VMCTL_RIG_KVM:-hide}" = hide ]; then echo 'namespaces = [ ]'; fi
+    if [ -n "$addr" ]; then
+      # netns hosts (migration tests): post-copy needs userfaultfd in the destination's QEMU, which
+      # the kernel grants unprivileged processes only with vm.unprivileged_userfaultfd=1 (a global
+      # sysctl the rig must not change; QEMU 7.2 does not use /dev/userfaultfd). So their QEMU runs
+      # as root and keeps its capabilities (CAP_SYS_PTRACE allows userfaultfd).
+      echo 'user = "root"'
+      echo 'group = "root"'
+      echo 'clear_emulator_capabilities = 0'
+    fi
   } > "$d/etc/qemu.conf"
   echo 'log_outputs = "3:file:/var/log/libvirt/virtlogd.log"' > "$d/etc/virtlogd.conf"
 }

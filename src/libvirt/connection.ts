@@ -45,6 +45,19 @@ export {
   type TypedParamScalar,
 } from './objects/jobs.js';
 export { uuidToString } from './objects/uuid.js';
+export {
+  MIGRATE_PARAM,
+  MigrateFlags,
+  DirectMigrationError,
+  migrateTypedParams,
+  migratePeerToPeer,
+  migrateDirect,
+  setMigrateMaxDowntime,
+  setMigrateMaxSpeed,
+  startPostCopy,
+  lookupAfter,
+  type MigrateParams,
+} from './objects/migration.js';
 
 /** The libvirt source the protocol code was generated from (see src/libvirt/generated). */
 export { LIBVIRT_PROTOCOL_SOURCE_VERSION } from './generated/constants.gen.js';
@@ -147,6 +160,35 @@ export class Connection extends EventEmitter<{
 
   async hostname(): Promise<string> {
     return (await this.remote.connectGetHostname()).hostname;
+  }
+
+  /** Free memory of the host (bytes). */
+  async freeMemory(): Promise<bigint> {
+    return (await this.remote.nodeGetFreeMemory()).freeMem;
+  }
+
+  /** Total memory (KiB), CPUs of the host. */
+  async nodeInfo(): Promise<{ memoryKiB: bigint; cpus: number; model: string }> {
+    const r = await this.remote.nodeGetInfo();
+    return { memoryKiB: r.memory, cpus: r.cpus, model: Buffer.from(r.model.filter((c) => c !== 0)).toString('latin1') };
+  }
+
+  /** VIR_CPU_COMPARE_* of a guest CPU definition against what this host's hypervisor can run. */
+  async compareHypervisorCpu(cpuXml: string, o: { arch?: string; machine?: string; virttype?: string } = {}): Promise<number> {
+    const r = await this.remote.connectCompareHypervisorCpu({ emulator: null, arch: o.arch ?? null, machine: o.machine ?? null, virttype: o.virttype ?? null, xmlCPU: cpuXml, flags: 0 });
+    return r.result;
+  }
+
+  /** The CPU model all of `cpuXmls` can run (as a <cpu> XML), on this host's hypervisor. */
+  async baselineHypervisorCpu(cpuXmls: string[], o: { arch?: string; machine?: string; virttype?: string } = {}, flags = 0): Promise<string> {
+    const r = await this.remote.connectBaselineHypervisorCpu({ emulator: null, arch: o.arch ?? null, machine: o.machine ?? null, virttype: o.virttype ?? null, xmlCPUs: cpuXmls, flags });
+    return r.cpu;
+  }
+
+  /** Domain capabilities XML (what QEMU on this host supports for virttype/arch/machine). */
+  async domainCapabilities(o: { arch?: string; machine?: string; virttype?: string } = {}): Promise<string> {
+    const r = await this.remote.connectGetDomainCapabilities({ emulatorbin: null, arch: o.arch ?? null, machine: o.machine ?? null, virttype: o.virttype ?? null, flags: 0 });
+    return r.capabilities;
   }
 
   /** Host capabilities XML, fetched once per connection (it costs ~15 s on some hosts). */

@@ -16,6 +16,7 @@ import { templateCommand } from './template.js';
 import { snapshotCommand } from './snapshot.js';
 import { backupCommand } from './backup.js';
 import { restoreCommand } from './restore.js';
+import { migrateCommand } from './migrate.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
@@ -38,4 +39,5 @@ export const commands: CommandModule<any, any>[] = [
   snapshotCommand,
   backupCommand,
   restoreCommand,
+  migrateCommand,
 ];

@@ -125,6 +125,11 @@ export class Domain {
     await this.r.domainBlockCommit({ dom: this.ref, disk, base, top, bandwidth: 0n, flags });
   }
 
+  /** The current snapshot's name, or null when there is none. */
+  async currentSnapshotName(): Promise<string | null> {
+    return (await this.currentSnapshot())?.name ?? null;
+  }
+
   async lookupSnapshot(name: string): Promise<Snapshot> {
     const r = await this.r.domainSnapshotLookupByName({ dom: this.ref, name, flags: 0 });
     return new Snapshot(this, r.snap);

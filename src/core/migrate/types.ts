@@ -1,0 +1,101 @@
+/** The options, plan and result of `vmctl migrate` (shared by the pre-flight, the transport and the CLI). */
+import type { GuestFacts } from './facts.js';
+
+export type MigrateMode = 'p2p' | 'direct' | 'tunnelled';
+
+export interface MigrateOptions {
+  name: string;
+  /** the destination as vmctl reaches it (also the source daemon's, in p2p/tunnelled mode) */
+  to: string;
+  mode?: MigrateMode;
+  /** where QEMU sends the migration stream (tcp://HOST[:PORT]); default: libvirt's choice */
+  migrateUri?: string;
+  copyStorage?: 'all' | 'inc';
+  maxDowntimeMs?: number;
+  bandwidthMiB?: number;
+  autoConverge?: boolean;
+  postcopy?: boolean;
+  /** switch to post-copy when pre-copy has not converged after this many seconds */
+  postcopyAfterS?: number;
+  compressed?: boolean;
+  keepSource?: boolean;
+  /** allow a KVM↔TCG move */
+  forceAccel?: boolean;
+  /** pass VIR_MIGRATE_UNSAFE (libvirt's cache-mode safety check) */
+  unsafe?: boolean;
+  dryRun?: boolean;
+  /** job statistics poll interval (ms), default 500 */
+  pollMs?: number;
+}
+
+export type CheckStatus = 'pass' | 'warn' | 'fail';
+
+export interface PreflightCheck {
+  id: string;
+  status: CheckStatus;
+  message: string;
+  /** what to do about a warn/fail */
+  fix?: string;
+}
+
+export interface DiskPlan {
+  target: string;
+  sourcePath: string;
+  format: string;
+  how: 'shared' | 'copy' | 'readonly';
+  capacityBytes?: number;
+  /** copy: the volume vmctl creates on the destination */
+  destPool?: string;
+  destVolume?: string;
+  destPath?: string;
+  /** copy --inc: the backing image that must exist there */
+  backingPath?: string;
+}
+
+export interface SnapshotInfo {
+  name: string;
+  current: boolean;
+  xml: string;
+}
+
+export interface MigratePlan {
+  name: string;
+  uuid: string;
+  from: string;
+  to: string;
+  mode: MigrateMode;
+  live: boolean;
+  checks: PreflightCheck[];
+  ok: boolean;
+  disks: DiskPlan[];
+  snapshots: string[];
+  accel: { source: string; destination: string; guest: string };
+  sshPort?: { from: number; to: number };
+  flags: number;
+  /** @internal */
+  readonly internal: { facts: GuestFacts; snapshotXml: SnapshotInfo[]; opts: MigrateOptions };
+}
+
+export interface MigrateStats {
+  timeMs: number;
+  downtimeMs?: number;
+  bytes?: number;
+  memoryBytes?: number;
+  diskBytes?: number;
+  iterations?: number;
+  postcopy: boolean;
+  postcopySwitchAtMs?: number;
+}
+
+export interface MigrateResult extends MigrateStats {
+  name: string;
+  from: string;
+  to: string;
+  mode: MigrateMode;
+  state: string;
+  runsOn: string;
+  snapshotsCarried: string[];
+  disksCopied: string[];
+  sourceKept: boolean;
+  checks: PreflightCheck[];
+}
