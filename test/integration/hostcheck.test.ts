@@ -222,7 +222,7 @@ describe('vmctl host check', () => {
   it('chooseAccel: auto gives qemu with a loud warning, explicit kvm is an error with a hint, tcg needs no probe', async () => {
     const conn = await Connection.open(SYSTEM);
     try {
-      const cache = { dir: join(cacheHome, 'vmctl') };
+      const cache = { dir: join(cacheHome, 'vmctl', 'hosts') }; // where the CLI keeps host caches (host/cache.ts hostCacheDir)
       const auto = await chooseAccel(conn, 'auto', undefined, { cache });
       expect(auto.domainType).toBe('qemu');
       expect(auto.warning).toMatch(/KVM IS NOT USABLE/);
