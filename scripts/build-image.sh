@@ -14,7 +14,8 @@
 #
 # Outputs (all written under temporary names and renamed into place only on success; the
 # manifest is renamed last, so "FILE.json exists" means "the set is complete"):
-#   FILE            qcow2 (zstd-compressed), MBR disk with one ext4 partition, label vmctl-root
+#   FILE            qcow2 (zstd-compressed): ext4 labelled vmctl-root, in one MBR partition
+#                   (stock) or on the whole disk (tuned)
 #   FILE.vmlinuz    kernel  } for direct kernel boot (libvirt <kernel>/<initrd>/<cmdline>);
 #   FILE.initrd     initrd  } the image has no bootloader
 #   FILE.json       manifest: format, virtual size, kernel/initrd (paths relative to the
@@ -52,9 +53,10 @@ KEEP_WORK=0
 OUT=
 PROFILE=${VMCTL_IMAGE_PROFILE:-tuned}
 ROOT_DEV=/dev/vda1
+ROOT_LAYOUT=partition   # or whole-disk (the tuned profile): ext4 directly on the disk
 FS_LABEL=vmctl-root
 # net.ifnames=0: the first NIC is eth0, as vmctl's network-config says
-CMDLINE_STOCK="root=$ROOT_DEV ro rootfstype=ext4 console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0"
+CMDLINE_STOCK="ro rootfstype=ext4 console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0"
 CMDLINE_QUIET="quiet loglevel=3 systemd.show_status=false"
 
 # On failure the LAST stderr line is always "build-image.sh: <reason>" (callers show it).
@@ -101,8 +103,8 @@ case "$PROFILE" in
   tuned)
     # shellcheck source=image/profile-tuned.sh
     . "$here/image/profile-tuned.sh"
-    CMDLINE_BASE="$CMDLINE_STOCK $CMDLINE_QUIET $TUNED_CMDLINE" ;;
-  stock) CMDLINE_BASE="$CMDLINE_STOCK" ;;
+    CMDLINE_BASE="root=$ROOT_DEV $CMDLINE_STOCK $CMDLINE_QUIET $TUNED_CMDLINE" ;;
+  stock) CMDLINE_BASE="root=$ROOT_DEV $CMDLINE_STOCK" ;;
   *) die "--profile must be tuned or stock" ;;
 esac
 
@@ -453,13 +455,14 @@ progress 80 "creating the ext4 filesystem"
 raw=$work/disk.raw
 truncate -s "$size_bytes" "$raw"
 start_sector=2048
+[ "$ROOT_LAYOUT" = whole-disk ] && start_sector=0
 total_sectors=$(( size_bytes / 512 ))
 part_sectors=$(( total_sectors - start_sector ))
 le32() { printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(( $1 & 255 )) $(( ($1 >> 8) & 255 )) \
            $(( ($1 >> 16) & 255 )) $(( ($1 >> 24) & 255 )); }
 # MBR: disk signature, one Linux (0x83) partition from 1 MiB to the end, boot signature
 # shellcheck disable=SC2059
-{
+[ "$ROOT_LAYOUT" = whole-disk ] || {
   printf "$(le32 $(( (RANDOM << 16) ^ RANDOM ^ $$ )))" | dd of="$raw" bs=1 seek=440 conv=notrunc status=none
   printf "\\x00\\xfe\\xff\\xff\\x83\\xfe\\xff\\xff$(le32 $start_sector)$(le32 $part_sectors)" \
     | dd of="$raw" bs=1 seek=446 conv=notrunc status=none
@@ -510,6 +513,7 @@ cat > "$OUT.json$tag" <<EOF
     "initrdSha256": "$sha_i",
     "cmdline": $(json_str "$CMDLINE_BASE"),
     "rootDevice": "$ROOT_DEV",
+    "rootLayout": "$ROOT_LAYOUT",
     "rootFsLabel": "$FS_LABEL",
     "rootFsUuid": "$fs_uuid",
     "diskBus": "virtio",

@@ -8,10 +8,16 @@
 #   kernel + small initrd → systemd → vmctl-seed-early.service (shell: host key, user,
 #   authorized_keys, hostname from plain files vmctl puts on the seed) → ssh.service
 # in parallel: systemd-networkd with the default network config pre-rendered (DHCP on eth0).
-# cloud-init's four stages run after ssh.service and find that work already done.
+# cloud-init's four stages run after ssh.service, in one process (vmctl-cloud-init.service),
+# and find that work already done.
 
 # kernel command line additions (appended to the common one)
 TUNED_CMDLINE="fsck.mode=skip"
+# The root filesystem fills the whole disk (no partition table, root=/dev/vda): growing it
+# to a bigger overlay is resize2fs alone (cloud-init's resizefs; its growpart module finds no
+# partition to grow), instead of growpart's ~5 s of sfdisk runs under TCG.
+ROOT_LAYOUT=whole-disk
+ROOT_DEV=/dev/vda
 
 tuned_before_packages() {
   # small, fast initrd: only what is needed to find a virtio disk (the cloud kernel has
@@ -31,6 +37,9 @@ virtio_scsi
 sd_mod
 ext4
 crc32c_generic
+# the seed cdrom (virtio-scsi), so /dev/sr0 is there before udev runs in the real root
+sr_mod
+isofs
 EOF
   # No udev in the initrd: starting udevd + coldplug + settle costs ~3 s under TCG, and is not
   # needed for root=/dev/vdXN: load_modules() modprobes the list above and devtmpfs creates
@@ -93,11 +102,11 @@ EOF
   # the early unit: what sshd and a login need, from plain files on the seed, in shell
   local g=$here/image/guest
   install -d -m 0755 "$root/usr/lib/vmctl"
-  install -m 0755 "$g/vmctl-seed-early" "$g/vmctl-netconf" "$root/usr/lib/vmctl/"
-  install -m 0644 "$g/vmctl-seed-early.service" "$root/etc/systemd/system/"
-  in_chroot systemctl enable vmctl-seed-early.service
-  # cloud-init's local and network stages move after sshd (units replaced, see their headers)
-  install -m 0644 "$g/cloud-init-local.service" "$g/cloud-init.service" "$root/etc/systemd/system/"
+  install -m 0755 "$g/vmctl-seed-early" "$g/vmctl-netconf" "$g/vmctl-cloud-init" "$root/usr/lib/vmctl/"
+  install -m 0644 "$g/vmctl-seed-early.service" "$g/vmctl-cloud-init.service" "$root/etc/systemd/system/"
+  in_chroot systemctl enable vmctl-seed-early.service vmctl-cloud-init.service
+  # cloud-init's stages run after sshd, in one process (see vmctl-cloud-init.service)
+  in_chroot systemctl mask cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service
   # sshd: after the early unit instead of network.target (sshd listens on the wildcard
   # address; network.target would wait for resolved and networkd), and without the extra
   # `sshd -t` run before the real one (a bad config fails the start just the same). The
