@@ -109,7 +109,7 @@ case "$PROFILE" in
 esac
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot, file ownership)"
-for t in debootstrap chroot mke2fs qemu-img sha256sum flock findmnt numfmt pgrep; do
+for t in debootstrap chroot mke2fs qemu-img sha256sum flock findmnt numfmt pgrep gzip; do
   command -v "$t" >/dev/null || die "missing tool '$t' (run scripts/setup-host.sh)"
 done
 
@@ -478,7 +478,13 @@ run mke2fs -q -F -t ext4 -L "$FS_LABEL" -U "$fs_uuid" -m 1 -O "$fs_features" \
 
 progress 88 "exporting kernel and initrd"
 install -m 0600 "$root/boot/vmlinuz-$kver" "$OUT.vmlinuz$tag"
-install -m 0600 "$root/boot/initrd.img-$kver" "$OUT.initrd$tag"
+if [ "$PROFILE" = tuned ] && gzip -t "$root/boot/initrd.img-$kver" 2>/dev/null; then
+  # tuned: uncompressed (QEMU hands it over in memory; inflating it costs seconds under TCG)
+  gzip -dc "$root/boot/initrd.img-$kver" > "$OUT.initrd$tag"
+  chmod 0600 "$OUT.initrd$tag"
+else
+  install -m 0600 "$root/boot/initrd.img-$kver" "$OUT.initrd$tag"
+fi
 
 progress 90 "converting to compressed qcow2"
 run qemu-img convert -q -c -f raw -O qcow2 -o compression_type=zstd "$raw" "$OUT$tag"

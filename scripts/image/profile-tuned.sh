@@ -115,6 +115,13 @@ EOF
     "$root/lib/systemd/system/ssh.service" > "$root/etc/systemd/system/ssh.service"
   grep -q '^After=auditd.service vmctl-seed-early.service$' "$root/etc/systemd/system/ssh.service" \
     || die "ssh.service changed upstream: cannot reorder it after vmctl-seed-early.service"
+  # logins are allowed once systemd-user-sessions removes /run/nologin: not after
+  # network.target (which waits for resolved and networkd) but as soon as the early unit ran
+  sed -e 's/^After=remote-fs.target nss-user-lookup.target network.target home.mount$/After=remote-fs.target nss-user-lookup.target home.mount vmctl-seed-early.service/' \
+    "$root/lib/systemd/system/systemd-user-sessions.service" > "$root/etc/systemd/system/systemd-user-sessions.service"
+  grep -q '^After=remote-fs.target nss-user-lookup.target home.mount vmctl-seed-early.service$' \
+    "$root/etc/systemd/system/systemd-user-sessions.service" \
+    || die "systemd-user-sessions.service changed upstream: cannot reorder it"
   # the fallback host-key unit waits for the early unit (cloud-init now runs after sshd)
   sed -i 's/^After=cloud-init.service$/After=vmctl-seed-early.service/' \
     "$root/etc/systemd/system/vmctl-ssh-hostkeys.service"
