@@ -40,6 +40,7 @@ describe('early seed files', () => {
       'shell',
       'gecos',
       'authorized_keys',
+      'sudo',
       'ssh_host_ed25519_key',
       'ssh_host_ed25519_key.pub',
     ]);
@@ -52,6 +53,7 @@ describe('early seed files', () => {
     expect(f.shell).toBe('/bin/bash\n');
     expect(f.gecos).toBe('vmctl\n');
     expect(f.authorized_keys).toBe(`${user.publicKey}\n`);
+    expect(f.sudo).toBe('ALL=(ALL) NOPASSWD:ALL\n');
   });
 
   it('hold byte for byte what user-data gives cloud-init (same host key, user, keys)', () => {
@@ -82,7 +84,7 @@ describe('early seed files', () => {
   });
 
   it('leave the user to cloud-init when users[0] asks for more than the early script does', () => {
-    for (const extra of [{ uid: 1500 }, { passwd: '$6$x' }, { lock_passwd: false }, { homedir: '/srv/u' }, { groups: ['adm', 'we;ird'] }, { gecos: 'Ünï' }, { shell: 'bash' }]) {
+    for (const extra of [{ uid: 1500 }, { passwd: '$6$x' }, { lock_passwd: false }, { homedir: '/srv/u' }, { groups: ['adm', 'we;ird'] }, { gecos: 'Ünï' }, { shell: 'bash' }, { sudo: 'ALL=(ALL) ALL\nevil ALL=(ALL) ALL' }, { sudo: { x: 1 } }]) {
       const files = earlySeedFiles({
         instanceId: 'i',
         hostname: 'h',
@@ -98,5 +100,8 @@ describe('early seed files', () => {
     expect(f.groups).toBe('adm,sudo\n');
     expect(f.shell).toBe('/bin/bash\n');
     expect(f.gecos).toBe('bob\n');
+    expect(f.sudo).toBeUndefined();
+    const g = byName(earlySeedFiles({ instanceId: 'i', hostname: 'h', user: { name: 'bob', sudo: ['ALL=(ALL) NOPASSWD:/usr/bin/apt', 'ALL=(root) /bin/ls'] }, authorizedKeys: [user.publicKey], hostKey: host }));
+    expect(g.sudo).toBe('ALL=(ALL) NOPASSWD:/usr/bin/apt\nALL=(root) /bin/ls\n');
   });
 });

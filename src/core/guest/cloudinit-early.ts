@@ -8,7 +8,9 @@
  *
  * The values are taken from the final user-data and meta-data, byte for byte
  * what cloud-init writes later (same host key bytes, same user, groups, shell,
- * comment, keys, hostname), so cloud-init finds the work done. When users[0]
+ * comment, keys, hostname), so cloud-init finds the work done. The user's sudo
+ * rules go to a bridge file (/etc/sudoers.d/80-vmctl-early) that the tuned
+ * image removes once cloud-init has written its own. When users[0]
  * asks for something the shell script cannot reproduce exactly (a uid, a
  * password, a home directory, an unlocked password…), the user files are left
  * out and cloud-init creates the user as before. Images without the early unit
@@ -42,6 +44,15 @@ const USER_KEYS = new Set(['name', 'gecos', 'groups', 'shell', 'sudo', 'lock_pas
 const GROUP_RE = /^[A-Za-z0-9_-]{1,32}$/;
 const GECOS_RE = /^[A-Za-z0-9 ._-]{0,64}$/;
 const SHELL_RE = /^\/[A-Za-z0-9/._-]{1,127}$/;
+/** a sudoers rule after the user name, as cloud-init writes it ("ALL=(ALL) NOPASSWD:ALL") */
+const SUDO_RULE_RE = /^[A-Za-z0-9 ,:()=/_.*!+-]{1,256}$/;
+
+function sudoRules(v: unknown): string[] | undefined {
+  if (v === undefined || v === null || v === false) return [];
+  const list = typeof v === 'string' ? [v] : Array.isArray(v) ? v : undefined;
+  if (!list || !list.every((r): r is string => typeof r === 'string' && SUDO_RULE_RE.test(r))) return undefined;
+  return list;
+}
 
 function groupList(v: unknown): string[] | undefined {
   if (v === undefined) return [];
@@ -57,9 +68,10 @@ function userFiles(user: Readonly<Record<string, unknown>>, authorizedKeys: read
   if (Object.keys(user).some((k) => !USER_KEYS.has(k))) return [];
   if (user.lock_passwd !== undefined && user.lock_passwd !== true) return [];
   const groups = groupList(user.groups);
+  const sudo = sudoRules(user.sudo);
   const gecos = user.gecos ?? name;
   const shell = user.shell ?? '/bin/bash';
-  if (!groups || typeof gecos !== 'string' || !GECOS_RE.test(gecos) || typeof shell !== 'string' || !SHELL_RE.test(shell)) return [];
+  if (!groups || !sudo || typeof gecos !== 'string' || !GECOS_RE.test(gecos) || typeof shell !== 'string' || !SHELL_RE.test(shell)) return [];
   const file = (n: string, content: string): EarlySeedFile => ({ name: n, content, mode: 0o600 });
   return [
     file('user', `${name}\n`),
@@ -67,6 +79,7 @@ function userFiles(user: Readonly<Record<string, unknown>>, authorizedKeys: read
     file('shell', `${shell}\n`),
     file('gecos', `${gecos}\n`),
     file('authorized_keys', authorizedKeys.map((k) => `${k.trim()}\n`).join('')),
+    ...(sudo.length > 0 ? [file('sudo', sudo.map((r) => `${r}\n`).join(''))] : []),
   ];
 }
 
