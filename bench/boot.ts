@@ -9,6 +9,8 @@
  * The floor, measured in the same run: the tiny busybox guest
  * (scripts/build-tiny-guest.sh) from `virsh start` to its ready marker on the
  * serial console. Every VM is named tboot-bench-… and deleted afterwards.
+ * --analyze prints the guest's own breakdown of each image's first boot
+ * (systemd-analyze, critical chain of sshd, cloud-init analyze) on stderr.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,6 +25,8 @@ const { values } = parseArgs({
     tuned: { type: 'string', default: 'debian-12' },
     stock: { type: 'string', default: 'debian-12-stock' },
     'tiny-dir': { type: 'string' },
+    // print the guest's own view of the first boot of each image (systemd-analyze, cloud-init analyze)
+    analyze: { type: 'boolean', default: false },
   },
 });
 const rounds = Number(values.rounds);
@@ -58,8 +62,16 @@ interface Boot {
   cloudInit: number;
 }
 
+const ANALYZE = [
+  'systemd-analyze',
+  'systemd-analyze critical-chain ssh.service',
+  'sudo -n cloud-init analyze show | grep -E "^Finished|^Total"',
+  'sudo -n dmesg | grep -E "Trying to unpack|Freeing unused kernel image .initmem|Run /init|EXT4-fs .vda.*mounted|systemd 252"',
+  'systemctl show -p ActiveEnterTimestampMonotonic ssh.service vmctl-seed-early.service vmctl-cloud-init.service cloud-final.service',
+].join('; echo; ');
+
 /** vmctl create → phases relative to `started`; the VM is deleted afterwards. */
-async function bootOnce(image: string, name: string): Promise<Boot> {
+async function bootOnce(image: string, name: string, analyze = false): Promise<Boot> {
   try {
     const r = await vmctl(['create', name, '--image', image, '--accel', 'tcg', '--json', '--progress', 'none', '--timeout', '900']);
     if (r.code !== 0) throw new Error(`vmctl create ${name} failed: ${r.err.trim().split('\n').slice(-3).join(' / ')}`);
@@ -69,6 +81,10 @@ async function bootOnce(image: string, name: string): Promise<Boot> {
       if (!ph) throw new Error(`${name}: no ${p} phase`);
       return ph.atMs;
     };
+    if (analyze) {
+      const a = await vmctl(['ssh', name, '--', ANALYZE]);
+      process.stderr.write(`[bench:boot] ${name} (${image}) as the guest saw it:\n${a.out}${a.err}\n`);
+    }
     return { sshd: at('sshd') - at('started'), cloudInit: at('cloud-init') - at('started') };
   } finally {
     await vmctl(['delete', name, '--progress', 'none']);
@@ -119,7 +135,7 @@ async function main(): Promise<void> {
     const order: ('tuned' | 'stock')[] = r % 2 === 0 ? ['tuned', 'stock'] : ['stock', 'tuned'];
     const got: Partial<Record<'tuned' | 'stock', Boot>> = {};
     for (const which of order) {
-      const b = await bootOnce(which === 'tuned' ? values.tuned! : values.stock!, `tboot-bench-${which}-${process.pid}-${r}`);
+      const b = await bootOnce(which === 'tuned' ? values.tuned! : values.stock!, `tboot-bench-${which}-${process.pid}-${r}`, values.analyze && r < 2);
       got[which] = b;
       runs[which].push(b);
       process.stderr.write(`[bench:boot] round ${r + 1}/${rounds} ${which}: sshd ${s1(b.sshd)} s, cloud-init ${s1(b.cloudInit)} s (tiny ${s1(tiny.at(-1)!)} s)\n`);

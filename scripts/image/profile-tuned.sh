@@ -125,13 +125,8 @@ EOF
   # the fallback host-key unit waits for the early unit (cloud-init now runs after sshd)
   sed -i 's/^After=cloud-init.service$/After=vmctl-seed-early.service/' \
     "$root/etc/systemd/system/vmctl-ssh-hostkeys.service"
-  # resolved is not needed before sshd: start it once sshd is up
-  mkdir -p "$root/etc/systemd/system/systemd-resolved.service.d"
-  cat > "$root/etc/systemd/system/systemd-resolved.service.d/vmctl.conf" <<'EOF'
-[Unit]
-After=ssh.service
-EOF
-
+  # (resolved keeps Debian's ordering: it is ordered before sysinit.target, so delaying it
+  # until after sshd would be an ordering cycle through basic.target)
   # networkd starts with exactly what cloud-init renders for vmctl's default network-config
   # (rendered here by cloud-init's own code), so the network does not wait for cloud-init
   install -m 0644 "$repo/cloud-init/network-config.yaml" "$root/tmp/vmctl-network-config.yaml"
