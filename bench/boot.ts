@@ -13,7 +13,8 @@
  * (systemd-analyze, critical chain of sshd, cloud-init analyze) on stderr.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -123,15 +124,24 @@ async function tinyOnce(dir: string, marker: string, round: number): Promise<num
 async function main(): Promise<void> {
   // the tiny guest's files, copied (libvirt relabels kernel/initrd for the QEMU user: never the shared ones)
   const tinyManifest = JSON.parse(readFileSync(join(tinySrc, 'manifest.json'), 'utf8')) as { readyMarker: string };
-  const tinyDir = join(cache, 'bench-tiny');
-  mkdirSync(tinyDir, { recursive: true, mode: 0o755 });
+  // (in a directory the QEMU user can enter: the cache is owner-only; a public kernel, no secrets)
+  const tinyDir = mkdtempSync(join(tmpdir(), 'vmctl-bench-tiny-'));
+  chmodSync(tinyDir, 0o755);
   for (const f of ['vmlinuz', 'initrd.img']) copyFileSync(join(tinySrc, f), join(tinyDir, f));
+  try {
+    await runRounds(tinyDir, tinyManifest.readyMarker);
+  } finally {
+    rmSync(tinyDir, { recursive: true, force: true });
+  }
+}
+
+async function runRounds(tinyDir: string, readyMarker: string): Promise<void> {
 
   const runs: Record<'tuned' | 'stock', Boot[]> = { tuned: [], stock: [] };
   const tiny: number[] = [];
   const ratios: { sshd: number[]; cloudInit: number[] } = { sshd: [], cloudInit: [] };
   for (let r = 0; r < rounds; r++) {
-    tiny.push(await tinyOnce(tinyDir, tinyManifest.readyMarker, r));
+    tiny.push(await tinyOnce(tinyDir, readyMarker, r));
     const order: ('tuned' | 'stock')[] = r % 2 === 0 ? ['tuned', 'stock'] : ['stock', 'tuned'];
     const got: Partial<Record<'tuned' | 'stock', Boot>> = {};
     for (const which of order) {

@@ -107,23 +107,26 @@ EOF
   in_chroot systemctl enable vmctl-seed-early.service vmctl-cloud-init.service
   # cloud-init's stages run after sshd, in one process (see vmctl-cloud-init.service)
   in_chroot systemctl mask cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service
-  # sshd: after the early unit instead of network.target (sshd listens on the wildcard
-  # address; network.target would wait for resolved and networkd), and without the extra
-  # `sshd -t` run before the real one (a bad config fails the start just the same). The
-  # package's unit with those two lines changed; anything else in it stays Debian's.
-  sed -e 's/^After=network.target auditd.service$/After=auditd.service vmctl-seed-early.service/' -e '/^ExecStartPre=\/usr\/sbin\/sshd -t$/d' \
+  # sshd and systemd-user-sessions (which removes /run/nologin, so logins are accepted) start
+  # as soon as the early unit ran and systemd-tmpfiles-setup made /run: not after
+  # sysinit.target/basic.target (which wait for journald's flush, resolved, udev, dbus…) nor
+  # network.target (resolved, networkd; sshd listens on the wildcard address). sshd also
+  # skips the extra `sshd -t` run before the real one (a bad config fails the start just the
+  # same). The package's units with those lines changed; everything else stays Debian's.
+  local early_deps="DefaultDependencies=no\nConflicts=shutdown.target\nBefore=shutdown.target\nAfter=systemd-tmpfiles-setup.service systemd-sysusers.service local-fs.target vmctl-seed-early.service"
+  sed -e "s/^After=network.target auditd.service$/After=auditd.service\n$early_deps/" \
+      -e '/^ExecStartPre=\/usr\/sbin\/sshd -t$/d' \
     "$root/lib/systemd/system/ssh.service" > "$root/etc/systemd/system/ssh.service"
-  grep -q '^After=auditd.service vmctl-seed-early.service$' "$root/etc/systemd/system/ssh.service" \
-    || die "ssh.service changed upstream: cannot reorder it after vmctl-seed-early.service"
-  # logins are allowed once systemd-user-sessions removes /run/nologin: not after
-  # network.target (which waits for resolved and networkd) but as soon as the early unit ran
-  sed -e 's/^After=remote-fs.target nss-user-lookup.target network.target home.mount$/After=remote-fs.target nss-user-lookup.target home.mount vmctl-seed-early.service/' \
+  sed -e "s/^After=remote-fs.target nss-user-lookup.target network.target home.mount$/After=remote-fs.target nss-user-lookup.target home.mount\n$early_deps/" \
     "$root/lib/systemd/system/systemd-user-sessions.service" > "$root/etc/systemd/system/systemd-user-sessions.service"
-  grep -q '^After=remote-fs.target nss-user-lookup.target home.mount vmctl-seed-early.service$' \
-    "$root/etc/systemd/system/systemd-user-sessions.service" \
-    || die "systemd-user-sessions.service changed upstream: cannot reorder it"
+  local u
+  for u in ssh.service systemd-user-sessions.service; do
+    grep -q '^After=systemd-tmpfiles-setup.service systemd-sysusers.service local-fs.target vmctl-seed-early.service$' \
+      "$root/etc/systemd/system/$u" || die "$u changed upstream: cannot reorder it after vmctl-seed-early.service"
+  done
   # the fallback host-key unit waits for the early unit (cloud-init now runs after sshd)
-  sed -i 's/^After=cloud-init.service$/After=vmctl-seed-early.service/' \
+  # (and, like sshd, does not wait for sysinit.target: sshd is ordered after it)
+  sed -i 's/^After=cloud-init.service$/DefaultDependencies=no\nAfter=vmctl-seed-early.service local-fs.target/' \
     "$root/etc/systemd/system/vmctl-ssh-hostkeys.service"
   # (resolved keeps Debian's ordering: it is ordered before sysinit.target, so delaying it
   # until after sshd would be an ordering cycle through basic.target)
