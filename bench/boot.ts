@@ -12,12 +12,13 @@
  * --analyze prints the guest's own breakdown of each image's first boot
  * (systemd-analyze, critical chain of sshd, cloud-init analyze) on stderr.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { median, sleep, virsh } from './util.js';
 import { tinyDomainXml } from '../test/_helpers/tiny-domain.js';
 
 const { values } = parseArgs({
@@ -37,13 +38,6 @@ const cache = process.env.VMCTL_CACHE_DIR ?? join(repo, '.cache');
 const env = { ...process.env, VMCTL_CACHE_DIR: cache, LIBVIRT_DEFAULT_URI: 'qemu:///system' };
 const tinySrc = values['tiny-dir'] ?? join(cache, 'images', 'tiny');
 
-const virsh = (...a: string[]) => execFileSync('virsh', ['-c', 'qemu:///system', ...a], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]) => {
-  const a = [...xs].sort((x, y) => x - y);
-  const m = a.length >> 1;
-  return a.length % 2 ? a[m]! : (a[m - 1]! + a[m]!) / 2;
-};
 const s1 = (ms: number) => (ms / 1000).toFixed(1);
 
 function vmctl(args: string[]): Promise<{ code: number; out: string; err: string }> {

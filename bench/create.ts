@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { median, sleep, virsh } from './util.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, 'skip-ready': { type: 'boolean', default: false } } });
 const rounds = Number(values.rounds);
@@ -26,13 +27,6 @@ const repo = fileURLToPath(new URL('..', import.meta.url));
 const vmctlBin = join(repo, 'bin', 'vmctl.js');
 const env = { ...process.env, VMCTL_CACHE_DIR: process.env.VMCTL_CACHE_DIR ?? join(repo, '.cache'), LIBVIRT_DEFAULT_URI: 'qemu:///system' };
 
-const virsh = (...a: string[]) => execFileSync('virsh', ['-c', 'qemu:///system', ...a], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]) => {
-  const a = [...xs].sort((x, y) => x - y);
-  const m = a.length >> 1;
-  return a.length % 2 ? a[m]! : (a[m - 1]! + a[m]!) / 2;
-};
 
 function run(cmd: string, args: string[]): Promise<{ ms: number; code: number; out: string; err: string }> {
   return new Promise((resolve, reject) => {
