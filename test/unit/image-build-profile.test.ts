@@ -22,13 +22,13 @@ describe('image build profiles', () => {
         profile: 'tuned',
         poolName: 'debian-12',
         out: '/tmp/vmctl-cache-x/images/debian-12.qcow2',
-        args: ['debian-12', '--profile', 'tuned', '--out', '/tmp/vmctl-cache-x/images/debian-12.qcow2'],
+        args: ['debian-12', '--out', '/tmp/vmctl-cache-x/images/debian-12.qcow2', '--profile', 'tuned'],
       });
       expect(buildPlan('debian-12', 'tuned')).toEqual(tuned);
       const stock = buildPlan('debian-12', 'stock');
       expect(stock.poolName).toBe('debian-12-stock');
       expect(stock.out).toBe('/tmp/vmctl-cache-x/images/debian-12-stock.qcow2');
-      expect(stock.args).toEqual(['debian-12', '--profile', 'stock', '--out', stock.out]);
+      expect(stock.args).toEqual(['debian-12', '--out', stock.out, '--profile', 'stock']);
     } finally {
       process.env = env;
     }

@@ -69,7 +69,7 @@ export function buildPlan(name: string = DEFAULT_IMAGE, profile: string = 'tuned
   const p = profile as BuildProfile;
   const poolName = p === 'tuned' ? image : `${image}-${p}`;
   const out = builtImagePath(poolName);
-  return { image, profile: p, poolName, out, args: [image, '--profile', p, '--out', out] };
+  return { image, profile: p, poolName, out, args: [image, '--out', out, '--profile', p] };
 }
 
 /**
