@@ -124,6 +124,9 @@ EOF
     grep -q '^After=systemd-tmpfiles-setup.service systemd-sysusers.service local-fs.target vmctl-seed-early.service$' \
       "$root/etc/systemd/system/$u" || die "$u changed upstream: cannot reorder it after vmctl-seed-early.service"
   done
+  # sshd (the daemon; sessions move to user.slice) gets a large CPU share during boot
+  mkdir -p "$root/etc/systemd/system/ssh.service.d"
+  printf '[Service]\nCPUWeight=1000\n' > "$root/etc/systemd/system/ssh.service.d/90-vmctl.conf"
   # the fallback host-key unit waits for the early unit (cloud-init now runs after sshd)
   # (and, like sshd, does not wait for sysinit.target: sshd is ordered after it)
   sed -i 's/^After=cloud-init.service$/DefaultDependencies=no\nAfter=vmctl-seed-early.service local-fs.target/' \
