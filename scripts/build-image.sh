@@ -3,11 +3,19 @@
 # loop devices, nbd or a bootloader:
 #
 #   scripts/build-image.sh debian-12 [--out FILE] [--size 3G] [--kernel cloud|generic]
-#                                    [--mirror URL] [--security-mirror URL] [--keep-work]
+#                                    [--profile tuned|stock] [--mirror URL]
+#                                    [--security-mirror URL] [--keep-work]
+#
+# Profiles (same packages either way): "tuned" (default; $VMCTL_IMAGE_PROFILE overrides it)
+# boots to sshd fast under TCG (scripts/image/profile-tuned.sh: an early shell unit applies
+# the host key, user and hostname from the seed, cloud-init runs after sshd, networkd has
+# the default network config pre-rendered, small initrd, masked units, no fsck); "stock"
+# keeps Debian's defaults for all of that (the untuned baseline of `npm run bench:boot`).
 #
 # Outputs (all written under temporary names and renamed into place only on success; the
 # manifest is renamed last, so "FILE.json exists" means "the set is complete"):
-#   FILE            qcow2 (zstd-compressed), MBR disk with one ext4 partition, label vmctl-root
+#   FILE            qcow2 (zstd-compressed): ext4 labelled vmctl-root, in one MBR partition
+#                   (stock) or on the whole disk (tuned)
 #   FILE.vmlinuz    kernel  } for direct kernel boot (libvirt <kernel>/<initrd>/<cmdline>);
 #   FILE.initrd     initrd  } the image has no bootloader
 #   FILE.json       manifest: format, virtual size, kernel/initrd (paths relative to the
@@ -43,9 +51,13 @@ SIZE=3G
 KERNEL_FLAVOUR=cloud
 KEEP_WORK=0
 OUT=
+PROFILE=${VMCTL_IMAGE_PROFILE:-tuned}
 ROOT_DEV=/dev/vda1
+ROOT_LAYOUT=partition   # or whole-disk (the tuned profile): ext4 directly on the disk
 FS_LABEL=vmctl-root
-CMDLINE_BASE="root=$ROOT_DEV ro rootfstype=ext4 console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0 quiet loglevel=3 systemd.show_status=false"
+# net.ifnames=0: the first NIC is eth0, as vmctl's network-config says
+CMDLINE_STOCK="ro rootfstype=ext4 console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0"
+CMDLINE_QUIET="quiet loglevel=3 systemd.show_status=false"
 
 # On failure the LAST stderr line is always "build-image.sh: <reason>" (callers show it).
 STEP="starting" FAILED_MSG=""
@@ -75,6 +87,8 @@ while [ $# -gt 0 ]; do
     --mirror=*) MIRROR=${1#*=}; shift ;;
     --security-mirror) SECURITY_MIRROR=${2:?}; shift 2 ;;
     --security-mirror=*) SECURITY_MIRROR=${1#*=}; shift ;;
+    --profile) PROFILE=${2:?--profile needs tuned or stock}; shift 2 ;;
+    --profile=*) PROFILE=${1#*=}; shift ;;
     --keep-work) KEEP_WORK=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option '$1'" ;;
@@ -85,9 +99,17 @@ case "$KERNEL_FLAVOUR" in
   generic) KERNEL_PKG=linux-image-amd64 ;;
   *) die "--kernel must be cloud or generic" ;;
 esac
+case "$PROFILE" in
+  tuned)
+    # shellcheck source=image/profile-tuned.sh
+    . "$here/image/profile-tuned.sh"
+    CMDLINE_BASE="root=$ROOT_DEV $CMDLINE_STOCK $CMDLINE_QUIET $TUNED_CMDLINE" ;;
+  stock) CMDLINE_BASE="root=$ROOT_DEV $CMDLINE_STOCK" ;;
+  *) die "--profile must be tuned or stock" ;;
+esac
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot, file ownership)"
-for t in debootstrap chroot mke2fs qemu-img sha256sum flock findmnt numfmt pgrep; do
+for t in debootstrap chroot mke2fs qemu-img sha256sum flock findmnt numfmt pgrep gzip; do
   command -v "$t" >/dev/null || die "missing tool '$t' (run scripts/setup-host.sh)"
 done
 
@@ -215,7 +237,7 @@ apt_in_chroot() { # lo hi label apt-get-args...
 }
 
 t_start=$(date +%s)
-progress 1 "building $IMAGE_NAME ($SUITE, kernel $KERNEL_PKG, ${SIZE}) -> $OUT"
+progress 1 "building $IMAGE_NAME ($SUITE, kernel $KERNEL_PKG, ${SIZE}, profile $PROFILE) -> $OUT"
 
 # ---------------------------------------------------------------- 1. debootstrap
 # minbase + init/udev; everything else comes from apt in step 2 (so it gets security updates)
@@ -274,38 +296,7 @@ path-exclude /usr/share/locale/*
 path-include /usr/share/locale/locale.alias
 path-exclude /usr/share/lintian/*
 EOF
-# small, fast initrd: only what is needed to find a virtio disk (the cloud kernel has
-# virtio as modules, ext4 built in); no resume device probing
-mkdir -p "$root/etc/initramfs-tools/conf.d"
-cat > "$root/etc/initramfs-tools/conf.d/90vmctl.conf" <<'EOF'
-MODULES=list
-RESUME=none
-COMPRESS=gzip
-EOF
-cat >> "$root/etc/initramfs-tools/modules" <<'EOF'
-# vmctl: virtio disk, plus virtio-scsi for root=/dev/sda1 setups, and the root fs (ext4 is
-# built into the cloud kernel but a module in the generic one; crc32c for metadata_csum)
-virtio_pci
-virtio_blk
-virtio_scsi
-sd_mod
-ext4
-crc32c_generic
-EOF
-# No udev in the initrd: starting udevd + coldplug + settle costs ~3 s under TCG, and is not
-# needed for root=/dev/vdXN: load_modules() modprobes the list above and devtmpfs creates
-# /dev/vda1 (root=LABEL=/UUID= would need udev's /dev/disk symlinks). Scripts under
-# /etc/initramfs-tools/scripts replace the same-named ones from /usr/share.
-for d in init-top init-bottom; do
-  mkdir -p "$root/etc/initramfs-tools/scripts/$d"
-  cat > "$root/etc/initramfs-tools/scripts/$d/udev" <<'EOF'
-#!/bin/sh
-# vmctl: replaces udev's initramfs script; udev starts in the real root (systemd-udevd).
-case "$1" in prereqs) exit 0 ;; esac
-exit 0
-EOF
-  chmod 755 "$root/etc/initramfs-tools/scripts/$d/udev"
-done
+[ "$PROFILE" = tuned ] && tuned_before_packages
 # no daemons started inside the chroot
 printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
 chmod 755 "$root/usr/sbin/policy-rc.d"
@@ -384,42 +375,6 @@ preserve_hostname: false
 # keep the image's sources.list (cloud-init would otherwise regenerate it at first boot)
 apt:
   preserve_sources_list: true
-# Module lists trimmed to what a local VM can use (every listed module is imported at boot,
-# which costs under TCG): no snap/lxd/fan/landscape/puppet/chef/salt/rmc/byobu/grub-dpkg/
-# ssh-import-id/keyboard/rsyslog/ec2, and no key fingerprints on the console (vmctl pins
-# the host key it injects; printing them costs ~2 s under TCG).
-cloud_init_modules:
-  - seed_random
-  - bootcmd
-  - write-files
-  - growpart
-  - resizefs
-  - disk_setup
-  - mounts
-  - set_hostname
-  - update_hostname
-  - update_etc_hosts
-  - ca-certs
-  - users-groups
-  - ssh
-cloud_config_modules:
-  - locale
-  - set-passwords
-  - apt-configure
-  - ntp
-  - timezone
-  - runcmd
-cloud_final_modules:
-  - package-update-upgrade-install
-  - write-files-deferred
-  - scripts-vendor
-  - scripts-per-once
-  - scripts-per-boot
-  - scripts-per-instance
-  - scripts-user
-  - phone-home
-  - final-message
-  - power-state-change
 EOF
 # (sorts after the package's 90_dpkg.cfg, so our datasource_list wins; the "debian"
 # default user of cloud.cfg is replaced by system_info.default_user above)
@@ -462,30 +417,10 @@ ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=60
 EOF
 rm -f "$root/etc/resolv.conf"
 ln -s ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
-# resolved takes seconds to start under TCG; keep it off the CPU while cloud-init-local (the
-# boot's critical path) runs. It still starts before network.target/nss-lookup.target.
-mkdir -p "$root/etc/systemd/system/systemd-resolved.service.d"
-cat > "$root/etc/systemd/system/systemd-resolved.service.d/vmctl.conf" <<'EOF'
-[Unit]
-After=cloud-init-local.service
-EOF
-
 # serial console login (also auto-spawned by console=ttyS0)
 in_chroot systemctl enable serial-getty@ttyS0.service 
 
-# fast boot under TCG: no periodic maintenance jobs
-for u in apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
-         dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
-         systemd-pstore.service systemd-binfmt.service proc-sys-fs-binfmt_misc.automount \
-         proc-sys-fs-binfmt_misc.mount; do
-  in_chroot systemctl mask "$u" >/dev/null 2>&1 || true
-done
-mkdir -p "$root/etc/systemd/journald.conf.d"
-cat > "$root/etc/systemd/journald.conf.d/90-vmctl.conf" <<'EOF'
-[Journal]
-SystemMaxUse=64M
-ForwardToConsole=no
-EOF
+[ "$PROFILE" = tuned ] && tuned_configure
 
 # ---------------------------------------------------------------- 4. generalize
 progress 78 "generalizing (machine-id, keys, logs, caches)"
@@ -520,13 +455,14 @@ progress 80 "creating the ext4 filesystem"
 raw=$work/disk.raw
 truncate -s "$size_bytes" "$raw"
 start_sector=2048
+[ "$ROOT_LAYOUT" = whole-disk ] && start_sector=0
 total_sectors=$(( size_bytes / 512 ))
 part_sectors=$(( total_sectors - start_sector ))
 le32() { printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(( $1 & 255 )) $(( ($1 >> 8) & 255 )) \
            $(( ($1 >> 16) & 255 )) $(( ($1 >> 24) & 255 )); }
 # MBR: disk signature, one Linux (0x83) partition from 1 MiB to the end, boot signature
 # shellcheck disable=SC2059
-{
+[ "$ROOT_LAYOUT" = whole-disk ] || {
   printf "$(le32 $(( (RANDOM << 16) ^ RANDOM ^ $$ )))" | dd of="$raw" bs=1 seek=440 conv=notrunc status=none
   printf "\\x00\\xfe\\xff\\xff\\x83\\xfe\\xff\\xff$(le32 $start_sector)$(le32 $part_sectors)" \
     | dd of="$raw" bs=1 seek=446 conv=notrunc status=none
@@ -542,7 +478,13 @@ run mke2fs -q -F -t ext4 -L "$FS_LABEL" -U "$fs_uuid" -m 1 -O "$fs_features" \
 
 progress 88 "exporting kernel and initrd"
 install -m 0600 "$root/boot/vmlinuz-$kver" "$OUT.vmlinuz$tag"
-install -m 0600 "$root/boot/initrd.img-$kver" "$OUT.initrd$tag"
+if [ "$PROFILE" = tuned ] && gzip -t "$root/boot/initrd.img-$kver" 2>/dev/null; then
+  # tuned: uncompressed (QEMU hands it over in memory; inflating it costs seconds under TCG)
+  gzip -dc "$root/boot/initrd.img-$kver" > "$OUT.initrd$tag"
+  chmod 0600 "$OUT.initrd$tag"
+else
+  install -m 0600 "$root/boot/initrd.img-$kver" "$OUT.initrd$tag"
+fi
 
 progress 90 "converting to compressed qcow2"
 run qemu-img convert -q -c -f raw -O qcow2 -o compression_type=zstd "$raw" "$OUT$tag"
@@ -561,6 +503,7 @@ cat > "$OUT.json$tag" <<EOF
 {
   "manifestVersion": 1,
   "name": "$IMAGE_NAME",
+  "profile": "$PROFILE",
   "distro": { "id": "debian", "release": "12", "codename": "$SUITE", "version": $(json_str "$debian_ver") },
   "arch": "x86_64",
   "format": "qcow2",
@@ -576,6 +519,7 @@ cat > "$OUT.json$tag" <<EOF
     "initrdSha256": "$sha_i",
     "cmdline": $(json_str "$CMDLINE_BASE"),
     "rootDevice": "$ROOT_DEV",
+    "rootLayout": "$ROOT_LAYOUT",
     "rootFsLabel": "$FS_LABEL",
     "rootFsUuid": "$fs_uuid",
     "diskBus": "virtio",

@@ -10,6 +10,8 @@ export interface TinyDomainOptions {
   /** kernel command line (the rig's tinyCmdline); default: serial console, quiet */
   cmdline?: string;
   memoryMiB?: number;
+  /** also copy the serial console to this file (libvirt's <log>, written by virtlogd) */
+  serialLog?: string;
 }
 
 export function tinyDomainXml(o: TinyDomainOptions): string {
@@ -30,7 +32,7 @@ export function tinyDomainXml(o: TinyDomainOptions): string {
       on_reboot: 'destroy',
       on_crash: 'destroy',
       devices: {
-        serial: { '@_type': 'pty', target: { '@_port': 0 } },
+        serial: { '@_type': 'pty', target: { '@_port': 0 }, ...(o.serialLog ? { log: { '@_file': o.serialLog, '@_append': 'off' } } : {}) },
         console: { '@_type': 'pty', target: { '@_type': 'serial', '@_port': 0 } },
         memballoon: { '@_model': 'none' },
       },

@@ -9,8 +9,16 @@
  * hostfwd=tcp:127.0.0.1:PORT-:22 (loopback, no other network), the seed ISO
  * as an IDE cdrom. Then: waitForSsh with the host key pinned before boot
  * (the guest must present exactly the injected key), the hostname from
- * meta-data, cloud-init done without errors, odd strings delivered intact.
+ * meta-data, cloud-init done without errors, odd strings delivered intact,
+ * runcmd (string and argv forms), the network-config (eth0 by DHCP, rendered
+ * for networkd), the root filesystem grown to the overlay's bigger size
+ * (growpart/resizefs), no password logins; on the tuned image also that the
+ * early unit applied the seed before sshd and cloud-init ran after it.
  * Prints boot→sshd and boot→cloud-init-done timings.
+ *
+ * The image is $VMCTL_CACHE_DIR/images/debian-12.qcow2 (default: the repo's
+ * .cache), so a tuned or stock build elsewhere can be tested without touching
+ * the shared one.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -26,10 +34,15 @@ import { connectGuest, guestCapture, guestExec, waitForCloudInit, waitForSsh, ty
 import { freePort } from '../_helpers/sshd.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
-const IMAGE = join(repoRoot, '.cache', 'images', 'debian-12.qcow2');
+const IMAGE_DIR = join(process.env.VMCTL_CACHE_DIR || join(repoRoot, '.cache'), 'images');
+const IMAGE = join(IMAGE_DIR, 'debian-12.qcow2');
+// the overlay is bigger than the image (3 GiB): cloud-init must grow the root filesystem
+const DISK_BYTES = 4 * 1024 ** 3;
 const MANIFEST = `${IMAGE}.json`;
 
 interface Manifest {
+  profile?: 'tuned' | 'stock';
+  virtualSize: number;
   boot: { kernel: string; initrd: string; cmdline: string };
   guest: { defaultUser: string; seedVolumeLabel: string };
 }
@@ -60,7 +73,7 @@ async function stopQemu(): Promise<void> {
 beforeAll(() => {
   if (!existsSync(MANIFEST)) {
     log(`${MANIFEST} missing: building it with scripts/build-image.sh debian-12`);
-    execFileSync('bash', [join(repoRoot, 'scripts', 'build-image.sh'), 'debian-12'], { stdio: ['ignore', 'ignore', 'inherit'] });
+    execFileSync('bash', [join(repoRoot, 'scripts', 'build-image.sh'), 'debian-12', '--out', IMAGE], { stdio: ['ignore', 'ignore', 'inherit'] });
   }
   expect(existsSync(IMAGE), `${IMAGE} missing after the build`).toBe(true);
   work = mkdtempSync(join(tmpdir(), 'vmctl-e2e-cloudinit-'));
@@ -74,7 +87,8 @@ afterAll(async () => {
 
 it('boots the default image with vmctl’s seed and reaches it over strictly verified ssh', async () => {
   const manifest = JSON.parse(readFileSync(MANIFEST, 'utf8')) as Manifest;
-  const imageDir = join(repoRoot, '.cache', 'images');
+  const imageDir = IMAGE_DIR;
+  expect(manifest.virtualSize).toBeLessThan(DISK_BYTES);
   const user = manifest.guest.defaultUser;
   expect(manifest.guest.seedVolumeLabel).toBe('cidata');
 
@@ -91,7 +105,7 @@ it('boots the default image with vmctl’s seed and reaches it over strictly ver
     extraUserData: { write_files: [{ path: '/run/vmctl-odd', content: ODD_FILE, permissions: '0644' }] },
   });
   await writeSeedIso(docs, join(work, 'seed.iso'));
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', IMAGE, join(work, 'disk.qcow2')]);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', IMAGE, join(work, 'disk.qcow2'), String(DISK_BYTES)]);
   const port = await freePort();
   pinHostKey(keys.stateDir, hostPatternFor('127.0.0.1', port), keys.hostKey.publicKey);
 
@@ -176,7 +190,17 @@ it('boots the default image with vmctl’s seed and reaches it over strictly ver
     expect(mismatch).toBeInstanceOf(VmctlError);
     expect((mismatch as VmctlError).code).toBe('HOST_KEY');
 
-    // hostname from meta-data
+
+    // cloud-init finishes cleanly
+    const ci = await waitForCloudInit(conn, { timeoutMs: 900_000 });
+    const tCi = Date.now() - t0;
+    log(`boot → cloud-init done ${(tCi / 1000).toFixed(1)} s (status ${ci.status}, datasource ${ci.datasource ?? '?'})`);
+    expect(ci.errors).toEqual([]);
+    expect(ci.status).toBe('done');
+    expect(ci.exitCode).toBe(0);
+
+    // hostname from meta-data (read once cloud-init is done: on the tuned image the early unit
+    // set it before sshd, and cloud-init's set_hostname rewrites the file in place while it runs)
     const chunks: Buffer[] = [];
     const out = new Writable({
       write(c: Buffer, _e, cb) {
@@ -187,19 +211,46 @@ it('boots the default image with vmctl’s seed and reaches it over strictly ver
     expect(await guestExec(conn, 'cat /etc/hostname', { stdout: out })).toBe(0);
     expect(Buffer.concat(chunks).toString()).toBe(`${hostname}\n`);
 
-    // cloud-init finishes cleanly
-    const ci = await waitForCloudInit(conn, { timeoutMs: 900_000 });
-    const tCi = Date.now() - t0;
-    log(`boot → cloud-init done ${(tCi / 1000).toFixed(1)} s (status ${ci.status}, datasource ${ci.datasource ?? '?'})`);
-    expect(ci.errors).toEqual([]);
-    expect(ci.status).toBe('done');
-    expect(ci.exitCode).toBe(0);
-
     // values that went through YAML arrive intact
     expect((await guestCapture(conn, 'cat /run/vmctl-odd')).stdout).toBe(ODD_FILE);
     expect((await guestCapture(conn, 'cat /run/vmctl-argv')).stdout).toBe(`${ODD_ARG}\n`);
     expect((await guestCapture(conn, 'cat /run/vmctl-runcmd')).stdout).toBe('a: b\n');
     expect((await guestCapture(conn, 'cat /etc/hostname; id -un; sudo -n id -un')).stdout).toBe(`${hostname}\n${user}\nroot\n`);
+    expect((await guestCapture(conn, 'id -Gn')).stdout.trim().split(' ').sort()).toEqual(['adm', 'sudo', user].sort());
+
+    // growpart/resizefs: the root filesystem fills the 4 GiB disk (the image is 3 GiB)
+    const df = await guestCapture(conn, 'df -B1 --output=size / | tail -1');
+    expect(Number(df.stdout.trim())).toBeGreaterThan(manifest.virtualSize + 512 * 1024 ** 2);
+
+    // network-config: eth0 configured by DHCP through networkd from the rendered file
+    const net = await guestCapture(conn, 'ip -4 -o addr show dev eth0; cat /etc/systemd/network/10-cloud-init-eth0.network');
+    expect(net.stdout).toContain('inet 10.0.2.15/24');
+    expect(net.stdout).toMatch(/^Name=eth0$/m);
+    expect(net.stdout).toMatch(/^DHCP=ipv4$/m);
+
+    // keys only: sshd refuses passwords and keyboard-interactive; the user has no usable password
+    const sshdT = await guestCapture(conn, 'sudo -n sshd -T');
+    expect(sshdT.stdout).toMatch(/^passwordauthentication no$/m);
+    expect(sshdT.stdout).toMatch(/^kbdinteractiveauthentication no$/m);
+    expect(sshdT.stdout).toMatch(/^permitrootlogin no$/m);
+    expect((await guestCapture(conn, `sudo -n passwd -S ${user} | cut -d' ' -f2`)).stdout.trim()).toBe('L');
+
+    // every unit's ordering is consistent (systemd breaks a cycle by dropping some job)
+    const cycles = await guestCapture(conn, 'sudo -n journalctl -b -o cat | grep -c "ordering cycle" || true');
+    expect(cycles.stdout.trim()).toBe('0');
+
+    if (manifest.profile === 'tuned') {
+      // the early unit applied the seed before sshd; cloud-init ran afterwards, in one process
+      const early = await guestCapture(conn, 'systemctl is-active vmctl-seed-early.service vmctl-cloud-init.service; sudo -n journalctl -b -o cat -u vmctl-seed-early.service');
+      expect(early.stdout).toMatch(/^active\nactive\n/);
+      expect(early.stdout).toContain('vmctl-seed-early: applied seed for instance');
+      const order = await guestCapture(conn, 'systemctl show -p ActiveEnterTimestampMonotonic --value vmctl-seed-early.service ssh.service vmctl-cloud-init.service');
+      // (systemctl show prints one value per unit, separated by blank lines)
+      const [tEarly, tSshd, tCloudInit] = order.stdout.trim().split(/\s+/).map(Number);
+      expect(tEarly).toBeGreaterThan(0);
+      expect(tEarly).toBeLessThan(tSshd!);
+      expect(tSshd).toBeLessThan(tCloudInit!);
+    }
   } finally {
     conn?.close();
     conn = undefined;

@@ -245,7 +245,9 @@ describe('buildSeedDocuments', () => {
       expect(text).not.toContain('PRIVATE KEY');
       expect(text).not.toContain(host.privateKey.split('\n')[1]!);
     }
-    expect(JSON.parse(JSON.stringify(docs))).toMatchObject({ userData: '[redacted]', metaData: docs.metaData });
+    expect(JSON.parse(JSON.stringify(docs))).toMatchObject({ userData: '[redacted]', earlyFiles: '[redacted]', metaData: docs.metaData });
+    expect(docs.earlyFiles.some((f) => f.content === host.privateKey)).toBe(true);
+    expect(Object.keys(docs)).not.toContain('earlyFiles');
     expect(JSON.parse(JSON.stringify(host))).toMatchObject({ publicKey: host.publicKey, privateKey: '[redacted]' });
   });
 });
@@ -351,8 +353,11 @@ describe('writeSeedIso', () => {
       expect(statSync(out).mode & 0o777).toBe(0o600);
       expect(readdirSync(join(dir, `iso-${tool}`))).toEqual(['seed.iso']);
       expect(isoinfo(['-d', '-i', out])).toMatch(/^Volume id: cidata$/m);
-      expect(isoinfo(['-R', '-f', '-i', out]).trim().split('\n').sort()).toEqual(['/meta-data', '/network-config', '/user-data']);
-      expect(isoinfo(['-J', '-f', '-i', out]).trim().split('\n').sort()).toEqual(['/meta-data', '/network-config', '/user-data']);
+      const early = docs.earlyFiles.map((f) => `/vmctl/${f.name}`);
+      const names = ['/meta-data', '/network-config', '/user-data', '/vmctl', ...early].sort();
+      expect(isoinfo(['-R', '-f', '-i', out]).trim().split('\n').sort()).toEqual(names);
+      expect(isoinfo(['-J', '-f', '-i', out]).trim().split('\n').sort()).toEqual(names);
+      for (const f of docs.earlyFiles) expect(isoinfo(['-R', '-x', `/vmctl/${f.name}`, '-i', out])).toBe(f.content);
       expect(isoinfo(['-R', '-x', '/user-data', '-i', out])).toBe(docs.userData);
       expect(isoinfo(['-R', '-x', '/meta-data', '-i', out])).toBe(docs.metaData);
       expect(isoinfo(['-R', '-x', '/network-config', '-i', out])).toBe(docs.networkConfig);

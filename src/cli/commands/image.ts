@@ -2,7 +2,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { makeContext, type GlobalArgs } from '../context.js';
 import { withOp } from '../op.js';
-import { DEFAULT_IMAGE } from '../../core/image/types.js';
+import { BUILD_PROFILES, DEFAULT_IMAGE, type BuildProfile } from '../../core/image/types.js';
 import type { ImageInfo, ImageProgress } from '../../core/image/images.js';
 
 // the image core (fast-xml-parser, streams, the build runner) loads only when an image command runs
@@ -98,15 +98,21 @@ const rmCommand: Cmd<{ name: string }> = {
   },
 };
 
-const buildCommand: Cmd<{ name: string; force: boolean }> = {
+const buildCommand: Cmd<{ name: string; force: boolean; profile: BuildProfile }> = {
   command: 'build [name]',
   describe: `build an image offline with debootstrap and import it (known: ${DEFAULT_IMAGE})`,
   builder: (y) =>
     y
       .positional('name', { type: 'string', default: DEFAULT_IMAGE, describe: 'image to build' })
+      .option('profile', {
+        type: 'string',
+        choices: BUILD_PROFILES,
+        default: 'tuned',
+        describe: 'tuned: boots to sshd fast; stock: same packages with Debian\'s defaults (imported as NAME-stock)',
+      })
       .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'replace the image if it is already in the pool' }) as never,
   handler: (argv) =>
-    runImageJob(argv, 'image-build', 'built and imported', (conn, hooks) => core().then((c) => c.buildImage(conn, argv.name, { force: argv.force, ...hooks }))),
+    runImageJob(argv, 'image-build', 'built and imported', (conn, hooks) => core().then((c) => c.buildImage(conn, argv.name, { force: argv.force, profile: argv.profile, ...hooks }))),
 };
 
 export const imageCommand: CommandModule<GlobalArgs, GlobalArgs> = {

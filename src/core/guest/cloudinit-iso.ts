@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import { accessSync, chmodSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, delimiter, dirname, join } from 'node:path';
 import { VmctlError } from '../errors.js';
+import { EARLY_DIR } from './cloudinit-early.js';
 import type { SeedDocuments } from './cloudinit-seed.js';
 
 /** NoCloud volume label */
@@ -30,6 +31,11 @@ export function findExecutable(name: string, pathEnv: string = process.env.PATH 
   return undefined;
 }
 
+/** A host path in a mkisofs graft point: '\\' and '=' are escaped with a backslash. */
+function graftPath(p: string): string {
+  return p.replace(/[\\=]/g, (c) => `\\${c}`);
+}
+
 export interface WriteSeedIsoOptions {
   /** force one tool (default: genisoimage, else xorriso) */
   readonly tool?: IsoTool;
@@ -50,8 +56,9 @@ function run(file: string, args: string[]): Promise<{ stderr: string }> {
 
 /**
  * Write a NoCloud seed ISO (volume label "cidata"; files user-data, meta-data,
- * network-config; Rock Ridge + Joliet names) to outFile, via a temp name in
- * the same directory and a rename. Nothing is left behind on failure.
+ * network-config, and the early files in vmctl/; Rock Ridge + Joliet names) to
+ * outFile, via a temp name in the same directory and a rename. Nothing is left
+ * behind on failure.
  */
 export async function writeSeedIso(
   docs: SeedDocuments,
@@ -86,13 +93,23 @@ export async function writeSeedIso(
       ['meta-data', docs.metaData],
       ['network-config', docs.networkConfig],
     ] as const;
-    const paths = files.map(([name, text]) => {
+    // graft points NAME=PATH: the names on the ISO are exactly these
+    const grafts = files.map(([name, text]) => {
       const p = join(work, name);
       writeFileSync(p, text, { mode: 0o600 });
-      return p;
+      return `${name}=${graftPath(p)}`;
     });
+    if (docs.earlyFiles.length > 0) {
+      const early = join(work, EARLY_DIR);
+      mkdirSync(early, { mode: 0o700 });
+      for (const f of docs.earlyFiles) {
+        if (!/^[A-Za-z0-9._-]+$/.test(f.name) || f.name.startsWith('.')) throw new VmctlError('INTERNAL', `bad early seed file name ${f.name}`);
+        writeFileSync(join(early, f.name), f.content, { mode: f.mode });
+      }
+      grafts.push(`${EARLY_DIR}/=${graftPath(early)}`);
+    }
     const iso = join(work, 'seed.iso');
-    const common = ['-V', SEED_LABEL, '-J', '-r', '-o', iso, ...paths];
+    const common = ['-V', SEED_LABEL, '-J', '-r', '-graft-points', '-o', iso, ...grafts];
     const args = tool === 'genisoimage' ? ['-quiet', '-input-charset', 'utf-8', ...common] : ['-as', 'mkisofs', '-quiet', ...common];
     try {
       await run(bin, args);

@@ -9,7 +9,8 @@
  * and every string that is not obviously plain is double-quoted (PyYAML
  * resolves some plain scalars the yaml library does not, e.g. "=" and "<<").
  * user-data keeps "#cloud-config" as its first line. It holds the host private
- * key: SeedDocuments.userData is hidden from JSON, inspect and logs (redact.ts).
+ * key: SeedDocuments.userData is hidden from JSON, inspect and logs (redact.ts),
+ * and so are the early seed files (cloudinit-early.ts) that repeat it.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,8 +18,9 @@ import YAML, { visit, type Document } from 'yaml';
 import { VmctlError } from '../errors.js';
 import { HOSTNAME_RE, quote, USER_NAME_RE } from '../names.js';
 import { packagePath } from '../package-root.js';
+import { earlySeedFiles, type EarlySeedFile } from './cloudinit-early.js';
 import { assertPublicKeys, keyPairFromPrivate, publicBlob, type SshKeyPair } from './cloudinit-keys.js';
-import { withSecret } from './redact.js';
+import { withSecrets } from './redact.js';
 
 /** The package's cloud-init/ directory, with a trailing slash (found from src/core, dist/core and dist/bundle). */
 export const CLOUD_INIT_DIR = `${packagePath('cloud-init')}/`;
@@ -53,11 +55,13 @@ export interface SeedDocuments {
   readonly userData: string;
   readonly metaData: string;
   readonly networkConfig: string;
+  /** files for the seed's vmctl/ directory (cloudinit-early.ts); they hold the host private key. Secret. */
+  readonly earlyFiles: readonly EarlySeedFile[];
 }
 
-/** Seed documents with userData redacted in toJSON / util.inspect. */
-export function seedDocuments(userData: string, metaData: string, networkConfig: string): SeedDocuments {
-  return withSecret({ metaData, networkConfig }, 'userData', userData);
+/** Seed documents with userData and earlyFiles redacted in toJSON / util.inspect. */
+export function seedDocuments(userData: string, metaData: string, networkConfig: string, earlyFiles: readonly EarlySeedFile[] = []): SeedDocuments {
+  return withSecrets({ metaData, networkConfig }, { userData, earlyFiles: Object.freeze([...earlyFiles]) });
 }
 
 type Obj = Record<string, unknown>;
@@ -194,7 +198,8 @@ export function buildSeedDocuments(input: SeedInput): SeedDocuments {
   if (isPlainObject(users[0])) users[0] = first;
   else users.unshift(first);
   ud.users = users;
-  ud.ssh_keys = { ed25519_private: host.privateKey, ed25519_public: input.hostKey.publicKey.trim() };
+  const hostKey = { privateKey: host.privateKey, publicKey: input.hostKey.publicKey.trim() };
+  ud.ssh_keys = { ed25519_private: hostKey.privateKey, ed25519_public: hostKey.publicKey };
   if (packages.length > 0) {
     const cur = Array.isArray(ud.packages) ? (ud.packages as unknown[]) : [];
     ud = { ...ud, packages: [...cur, ...packages.filter((p) => !cur.includes(p))] };
@@ -212,5 +217,6 @@ export function buildSeedDocuments(input: SeedInput): SeedDocuments {
   // network-config
   const nc = loadBase(baseDir, 'network-config.yaml');
 
-  return seedDocuments(`#cloud-config\n${toCloudYaml(ud)}`, toCloudYaml(md), toCloudYaml(nc));
+  const early = earlySeedFiles({ instanceId: input.instanceId, hostname: input.hostname, user: first, authorizedKeys, hostKey });
+  return seedDocuments(`#cloud-config\n${toCloudYaml(ud)}`, toCloudYaml(md), toCloudYaml(nc), early);
 }

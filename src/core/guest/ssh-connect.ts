@@ -48,6 +48,13 @@ export interface ConnectGuestOptions extends GuestTarget {
   readonly signal?: AbortSignal;
   /** ssh keepalive interval in ms for long sessions (default 15000; 0 disables) */
   readonly keepaliveMs?: number;
+  /**
+   * give up (stage no-banner, retryable) when no SSH banner came within this many ms. A
+   * user-mode NIC's forward accepts at once even while the guest cannot answer yet; such a
+   * connection only reaches sshd on QEMU's next SYN retransmit, seconds later, and would
+   * then spend the rest of the timeout on the handshake: a fresh attempt is faster.
+   */
+  readonly bannerTimeoutMs?: number;
 }
 
 export interface GuestConnection {
@@ -147,12 +154,19 @@ export async function connectGuest(opts: ConnectGuestOptions): Promise<GuestConn
   await new Promise<void>((resolve, reject) => {
     let settled = false;
     const timer = setTimeout(() => fail(stageError(new Error('timed out'), true)), timeoutMs + 1000);
+    const bannerTimer =
+      opts.bannerTimeoutMs !== undefined && opts.bannerTimeoutMs < timeoutMs
+        ? setTimeout(() => {
+            if (!bannerSeen) fail(sshError('TIMEOUT', 'no-banner', `ssh to ${where}: no SSH banner within ${opts.bannerTimeoutMs} ms`));
+          }, opts.bannerTimeoutMs)
+        : undefined;
     const onAbort = (): void => fail(abortedError(`ssh to ${where}`, signal!));
     signal?.addEventListener('abort', onAbort, { once: true });
 
     function cleanup(): void {
       settled = true;
       clearTimeout(timer);
+      if (bannerTimer) clearTimeout(bannerTimer);
       signal?.removeEventListener('abort', onAbort);
       client.off('ready', onReady);
       client.off('error', onError);

@@ -58,6 +58,7 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
   const where = `${target.user}@${target.host}:${target.port}`;
   let last: VmctlError | undefined;
   let lastStage: SshStage | undefined;
+  let noBanner = 0;
   for (let attempt = 1; ; attempt++) {
     if (opts.signal?.aborted) throw abortedError(`waiting for ssh on ${where}`, opts.signal);
     const remaining = deadline - Date.now();
@@ -69,8 +70,12 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
       });
     }
     try {
+      // a banner must come within 3 s, 6 s, 9 s… (growing with each attempt that saw none, so a
+      // slow sshd still gets through): a connection parked in a user-mode forward is dropped early
+      const bannerTimeoutMs = Math.min(30_000, 3000 * (noBanner + 1));
       const conn = await connectGuest({
         ...target,
+        bannerTimeoutMs,
         timeoutMs: Math.max(1000, Math.min(opts.attemptTimeoutMs ?? target.timeoutMs ?? DEFAULT_TIMEOUT_MS, remaining)),
         ...(opts.signal ? { signal: opts.signal } : {}),
       });
@@ -81,6 +86,7 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
       if (!stage || !(err instanceof VmctlError)) throw err; // aborted, bad input
       last = err;
       lastStage = stage;
+      if (stage === 'no-banner') noBanner++;
       opts.onAttempt?.({ attempt, stage, elapsedMs: Date.now() - start, error: err });
       if (stage === 'host-key') throw err;
     }

@@ -13,7 +13,17 @@ import { builtImagePath, ensurePrivateDir } from '../paths.js';
 import { findImage, inUseError } from './catalog.js';
 import { importImage } from './import.js';
 import { abortedError } from './progress.js';
-import { BUILDABLE_IMAGES, DEFAULT_IMAGE, isBuildableImage, logFn, type BuildableImage, type BuildImageOptions, type ImageInfo } from './types.js';
+import {
+  BUILD_PROFILES,
+  BUILDABLE_IMAGES,
+  DEFAULT_IMAGE,
+  isBuildableImage,
+  logFn,
+  type BuildableImage,
+  type BuildImageOptions,
+  type BuildProfile,
+  type ImageInfo,
+} from './types.js';
 
 /** The package's scripts/build-image.sh (found from src/core, dist/core and dist/bundle). */
 export function buildScriptPath(): string {
@@ -39,19 +49,41 @@ function assertBuildable(name: string): BuildableImage {
   return name;
 }
 
+export interface BuildPlan {
+  readonly image: BuildableImage;
+  readonly profile: BuildProfile;
+  /** the image's name in the pool and in the build cache: NAME (tuned) or NAME-stock */
+  readonly poolName: string;
+  /** the qcow2 the script writes (builtImagePath(poolName)) */
+  readonly out: string;
+  /** arguments after the script's path */
+  readonly args: readonly string[];
+}
+
+/** What `vmctl image build NAME [--profile P]` builds, where, and under which name it is imported. */
+export function buildPlan(name: string = DEFAULT_IMAGE, profile: string = 'tuned'): BuildPlan {
+  const image = assertBuildable(name);
+  if (!(BUILD_PROFILES as readonly string[]).includes(profile)) {
+    throw new VmctlError('INVALID_INPUT', `unknown build profile ${quote(profile)}`, { hint: `use one of: ${BUILD_PROFILES.join(', ')}` });
+  }
+  const p = profile as BuildProfile;
+  const poolName = p === 'tuned' ? image : `${image}-${p}`;
+  const out = builtImagePath(poolName);
+  return { image, profile: p, poolName, out, args: [image, '--out', out, '--profile', p] };
+}
+
 /**
- * Runs scripts/build-image.sh NAME --out builtImagePath(NAME) (the build cache,
+ * Runs scripts/build-image.sh NAME --profile P --out builtImagePath(NAME[-P]) (the build cache,
  * an owner-only directory; the outputs are made 0600); resolves to the manifest
  * path. Does not touch libvirt.
  */
 export async function buildImageFiles(name: string = DEFAULT_IMAGE, opts: Omit<BuildImageOptions, 'force'> = {}): Promise<string> {
-  const image = assertBuildable(name);
-  const out = builtImagePath(image);
+  const { image, out, args } = buildPlan(name, opts.profile);
   const script = opts.script ?? buildScriptPath();
   if (!existsSync(script)) throw new VmctlError('NOT_FOUND', `the image build script is missing: ${script}`, { hint: 'reinstall vmctl' });
   ensurePrivateDir(dirname(out));
   opts.signal?.throwIfAborted();
-  const child = spawn('bash', [script, image, '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('bash', [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const tail: string[] = [];
   const onLog = logFn(opts);
   let result: string | undefined;
@@ -131,9 +163,9 @@ function privateBuildOutputs(out: string): void {
   }
 }
 
-/** Builds image `name` (only debian-12) into the build cache, then imports it. */
+/** Builds image `name` (only debian-12) with a profile into the build cache, then imports it (as NAME, or NAME-stock). */
 export async function buildImage(conn: Connection, name: string = DEFAULT_IMAGE, opts: BuildImageOptions = {}): Promise<ImageInfo> {
-  const image = assertBuildable(name);
+  const { poolName: image, out } = buildPlan(name, opts.profile);
   // refuse before a long build that could not be imported anyway
   const existing = await findImage(conn, image);
   if (existing && !opts.force) {
@@ -142,6 +174,6 @@ export async function buildImage(conn: Connection, name: string = DEFAULT_IMAGE,
     });
   }
   if (existing && (existing.inUseBy.length || existing.usedByDomains.length)) throw inUseError(image, existing.inUseBy, existing.usedByDomains);
-  await buildImageFiles(image, opts);
-  return importImage(conn, { ...opts, source: builtImagePath(image), name: image, force: opts.force === true });
+  await buildImageFiles(name, opts);
+  return importImage(conn, { ...opts, source: out, name: image, force: opts.force === true });
 }

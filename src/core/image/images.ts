@@ -35,7 +35,7 @@ import { importImage } from './import.js';
 import { isBuildableImage, logFn, type ImageInfo, type ImageOpOptions } from './types.js';
 
 export * from './types.js';
-export { buildImage, buildImageFiles, buildScriptPath, parseBuildLine } from './build.js';
+export { buildImage, buildImageFiles, buildPlan, buildScriptPath, parseBuildLine, type BuildPlan } from './build.js';
 export { findImage, getImage, listImages, readSmallVolume, removeImage } from './catalog.js';
 export { importImage } from './import.js';
 export { domainFileReferences, inspectImageHeader, normalizeSha256, parseBuildManifest, type HeaderInspection } from './inspect.js';

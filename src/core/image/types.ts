@@ -118,8 +118,14 @@ export interface ImportImageOptions extends ImageOpOptions {
   force?: boolean;
 }
 
+/** Build profiles of scripts/build-image.sh: tuned (fast boot, the default) or stock (Debian's defaults, the baseline). */
+export const BUILD_PROFILES = ['tuned', 'stock'] as const;
+export type BuildProfile = (typeof BUILD_PROFILES)[number];
+
 export interface BuildImageOptions extends ImageOpOptions {
   force?: boolean;
+  /** default 'tuned'; 'stock' builds and imports NAME-stock */
+  profile?: BuildProfile;
   /** the build script (default: the package's scripts/build-image.sh); for tests */
   script?: string;
 }

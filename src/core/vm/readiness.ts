@@ -2,12 +2,18 @@
  * Readiness of a booting guest: its addresses (DHCP lease, guest agent, ARP),
  * then sshd answering with the pinned host key, then cloud-init done. Phases
  * and what is being waited for go out as events of the operation.
+ *
+ * With an SSH forward, sshd is tried from the start, side by side with the
+ * address sources: a guest whose sshd answers before its agent does (the
+ * tuned image starts sshd before everything else) is asked for its address
+ * over that verified connection (source 'ssh'), so neither phase waits for
+ * the slower of the two.
  */
 import { VmctlError } from '../errors.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import type { Domain } from '../../libvirt/connection.js';
 import { VirDomainInterfaceAddressesSource } from '../../libvirt/generated/constants.gen.js';
-import { waitForSsh, waitForCloudInit, type GuestTarget } from '../guest/ssh.js';
+import { guestCapture, waitForSsh, waitForCloudInit, type GuestConnection, type GuestTarget } from '../guest/ssh.js';
 import type { OpContext } from '../op/context.js';
 
 export type WaitTarget = 'none' | 'ip' | 'ssh';
@@ -41,6 +47,24 @@ export interface WaitOptions {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The guest's addresses: DHCP lease, then guest agent, then ARP. */
+/** The guest's global IPv4/IPv6 addresses as `ip -o addr` prints them, through an ssh connection. */
+export async function addressesOverSsh(guest: GuestConnection): Promise<string[]> {
+  const r = await guestCapture(guest, 'ip -o addr show scope global', { timeoutMs: 30_000 });
+  if (r.code !== 0) return [];
+  return parseIpAddrLines(r.stdout);
+}
+
+/** `ip -o addr` lines → addresses, IPv4 first (what the other sources report first too). */
+export function parseIpAddrLines(text: string): string[] {
+  const v4: string[] = [];
+  const v6: string[] = [];
+  for (const line of text.split('\n')) {
+    const m = /\binet(6?) ([0-9a-fA-F.:]+)\//.exec(line);
+    if (m) (m[1] ? v6 : v4).push(m[2]!);
+  }
+  return [...v4, ...v6];
+}
+
 export async function guestAddresses(dom: Domain): Promise<{ source: 'lease' | 'agent' | 'arp'; addrs: string[] } | undefined> {
   const S = VirDomainInterfaceAddressesSource;
   const sources: [number, 'lease' | 'agent' | 'arp'][] = [
@@ -77,38 +101,72 @@ export async function waitReady(op: OpContext, dom: Domain, o: WaitOptions): Pro
       throw new VmctlError('CONFLICT', `VM ${dom.name} stopped while booting (state: ${s.state})`, { hint: `look at vmctl console ${dom.name} and the QEMU log` });
     }
   };
-  // ip
-  let ip: string | undefined;
-  op.waiting('an IP address (DHCP lease, guest agent, ARP)');
-  while (!ip) {
-    op.throwIfAborted();
-    if (performance.now() > deadline) throw stalled('ip');
-    const a = await guestAddresses(dom);
-    if (a) {
-      ip = a.addrs[0];
-      o.phase('ip', `${ip} (${a.source})`);
-      last = 'ip';
-      break;
-    }
-    await assertRunning();
-    await sleep(1000);
-  }
-  if (o.target === 'ip') return { ...(ip ? { ip } : {}) };
-  if (!o.ssh) {
+  if (o.target === 'ssh' && !o.ssh) {
     throw new VmctlError('UNSUPPORTED', `cannot wait for ssh on ${dom.name}: it has no SSH port forward`, { hint: 'use --wait ip' });
   }
-  // sshd
   const remaining = () => Math.max(1000, deadline - performance.now());
-  let guest;
+  // sshd, tried from the start (settled holds its outcome once there)
+  const ssh = o.target === 'ssh' ? o.ssh : undefined;
+  let settled: { guest: GuestConnection } | { error: unknown } | undefined;
+  const sshStop = new AbortController();
+  const stopSsh = () => sshStop.abort(op.signal.reason);
+  op.signal.addEventListener('abort', stopSsh, { once: true });
+  const sshWork = ssh
+    ? waitForSsh(ssh, { timeoutMs: remaining(), signal: sshStop.signal }).then(
+        (guest) => (settled = { guest }),
+        (error: unknown) => (settled = { error }),
+      )
+    : undefined;
+  let guest: GuestConnection | undefined;
+  let ip: string | undefined;
   try {
-    op.waiting(`sshd on ${o.ssh.host}:${o.ssh.port} (pinned host key)`);
-    guest = await waitForSsh(o.ssh, { timeoutMs: remaining(), signal: op.signal });
-  } catch (e) {
-    if (e instanceof VmctlError && e.code === 'TIMEOUT') throw stalled('sshd');
-    throw e;
+    // ip
+    op.waiting(ssh ? `an IP address (DHCP lease, guest agent, ARP) and sshd on ${ssh.host}:${ssh.port}` : 'an IP address (DHCP lease, guest agent, ARP)');
+    while (!ip) {
+      op.throwIfAborted();
+      if (performance.now() > deadline) throw stalled('ip');
+      const a = await guestAddresses(dom);
+      if (a) {
+        ip = a.addrs[0];
+        o.phase('ip', `${ip} (${a.source})`);
+        last = 'ip';
+        break;
+      }
+      if (settled && 'guest' in settled) {
+        const addrs = await addressesOverSsh(settled.guest);
+        if (addrs.length > 0) {
+          ip = addrs[0];
+          o.phase('ip', `${ip} (ssh)`);
+          last = 'ip';
+          break;
+        }
+      }
+      await assertRunning();
+      await sleep(1000);
+    }
+    if (!ssh) return { ...(ip ? { ip } : {}) };
+    // sshd
+    op.waiting(`sshd on ${ssh.host}:${ssh.port} (pinned host key)`);
+    await sshWork;
+    const done = settled!;
+    if ('error' in done) {
+      const e = done.error;
+      if (e instanceof VmctlError && e.code === 'TIMEOUT') throw stalled('sshd');
+      throw e;
+    }
+    guest = done.guest;
+    o.phase('sshd', `${ssh.host}:${ssh.port}`);
+    last = 'sshd';
+  } finally {
+    op.signal.removeEventListener('abort', stopSsh);
+    if (!guest) {
+      // ip failed or was interrupted: stop trying ssh and close a connection that made it
+      sshStop.abort(new Error('not waiting for sshd any more'));
+      void sshWork?.then(() => {
+        if (settled && 'guest' in settled) settled.guest.close();
+      });
+    }
   }
-  o.phase('sshd', `${o.ssh.host}:${o.ssh.port}`);
-  last = 'sshd';
   // cloud-init done
   op.waiting('cloud-init to finish');
   try {
