@@ -49,9 +49,11 @@ function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`;
 }
 
-export function phaseLine(e: { phase: string; atMs: number; detail?: string }): string {
-  return `  ${e.phase.padEnd(10)} ${(e.atMs / 1000).toFixed(1).padStart(6)} s${e.detail ? `  ${e.detail}` : ''}`;
+export function phaseLine(e: { phase: string; atMs: number; detail?: string; scope?: string }): string {
+  return `  ${e.scope ? `${e.scope}: ` : ''}${e.phase.padEnd(10)} ${(e.atMs / 1000).toFixed(1).padStart(6)} s${e.detail ? `  ${e.detail}` : ''}`;
 }
+
+const scoped = (e: { scope?: string }, text: string) => (e.scope ? `${e.scope}: ${text}` : text);
 
 export function warningLine(message: string, color: boolean): string {
   return `${color ? '\x1b[1;33m' : ''}vmctl: WARNING: ${message}${color ? '\x1b[0m' : ''}`;
@@ -77,6 +79,8 @@ export function createEventRenderer(o: RendererOptions): EventRenderer {
   const bars = createProgressRenderer({ ...(o.log ? { log: o.log } : {}), ...(o.logFormat ? { logFormat: o.logFormat } : {}), tty, stream });
   // the live line: what is awaited and for how long (tty only)
   let live: { what: string; since: number; timer: NodeJS.Timeout; frame: number } | undefined;
+  // side-by-side work (a lab's VMs): what each scope waits for
+  const waits = new Map<string, string>();
   let liveShown = false;
   const clearLive = () => {
     if (liveShown) stream.write('\r\x1b[2K');
@@ -103,25 +107,36 @@ export function createEventRenderer(o: RendererOptions): EventRenderer {
   const sink = (e: OpEventEnvelope) => {
     switch (e.type) {
       case 'phase':
-        endWait();
+        if (e.scope === undefined) endWait();
+        else waits.delete(e.scope);
         print(phaseLine(e));
         return;
-      case 'wait':
+      case 'wait': {
+        if (!tty) return write(`  ${scoped(e, `waiting for ${e.what} …`)}`);
+        let what = e.what;
+        if (e.scope !== undefined) {
+          waits.set(e.scope, e.what);
+          what = [...waits].map(([k, v]) => `${k}: ${v}`).join(', ');
+          if (live) {
+            live.what = what;
+            return;
+          }
+        }
         endWait();
-        if (!tty) return write(`  waiting for ${e.what} …`);
-        live = { what: e.what, since: performance.now(), frame: 0, timer: setInterval(drawLive, o.tickMs ?? 100) };
+        live = { what, since: performance.now(), frame: 0, timer: setInterval(drawLive, o.tickMs ?? 100) };
         live.timer.unref();
         drawLive();
         return;
+      }
       case 'progress':
         endWait();
         bars.onProgress(e);
         return;
       case 'warning':
-        print(warningLine(e.message, tty));
+        print(warningLine(scoped(e, e.message), tty));
         return;
       case 'notice':
-        print(`vmctl: ${e.message}`);
+        print(`vmctl: ${scoped(e, e.message)}`);
         return;
       case 'undo':
         print(e.ok ? `  undone     ${e.what}` : `  could not undo ${e.what}: ${e.error ?? 'unknown error'}`);

@@ -285,6 +285,11 @@ export class Connection extends EventEmitter<{
   async lookupNetwork(name: string): Promise<Network> {
     return new Network(this, (await this.remote.networkLookupByName({ name })).net);
   }
+
+  /** Define a persistent network (not started). */
+  async defineNetwork(xml: string): Promise<Network> {
+    return new Network(this, (await this.remote.networkDefineXml({ xml })).net);
+  }
 }
 
 export { VirDomainEventType, VirDomainState };

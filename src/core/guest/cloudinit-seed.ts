@@ -46,6 +46,8 @@ export interface SeedInput {
    * (vmctl owns the host key); extra `users` entries come after vmctl's user.
    */
   readonly extraUserData?: Record<string, unknown>;
+  /** more network-config (version 2), merged like extraUserData: a lab's NICs with their static addresses */
+  readonly extraNetworkConfig?: Record<string, unknown>;
   /** directory with user-data.yaml, meta-data.yaml, network-config.yaml (default CLOUD_INIT_DIR) */
   readonly baseDir?: string;
 }
@@ -215,7 +217,11 @@ export function buildSeedDocuments(input: SeedInput): SeedDocuments {
   md['local-hostname'] = input.hostname;
 
   // network-config
-  const nc = loadBase(baseDir, 'network-config.yaml');
+  let nc = loadBase(baseDir, 'network-config.yaml');
+  if (input.extraNetworkConfig !== undefined) {
+    if (!isPlainObject(input.extraNetworkConfig)) throw new VmctlError('INVALID_INPUT', 'extra network-config must be a mapping');
+    nc = mergeCloudConfig(nc, input.extraNetworkConfig);
+  }
 
   const early = earlySeedFiles({ instanceId: input.instanceId, hostname: input.hostname, user: first, authorizedKeys, hostKey });
   return seedDocuments(`#cloud-config\n${toCloudYaml(ud)}`, toCloudYaml(md), toCloudYaml(nc), early);

@@ -41,21 +41,55 @@ export interface OperationInit {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export class OpContext {
+/** What an operation and all its scoped views share. */
+class OpShared {
   readonly id = randomUUID();
   readonly t0 = performance.now();
   readonly undo = new UndoStack();
+  current: Connection | undefined;
+  currentLost = false;
+  readonly owned = new Set<Connection>();
+  readonly leases: Lease[] = [];
+  readonly others = new Map<string, Connection>();
+}
+
+export class OpContext {
   readonly log: Logger;
   readonly signal: AbortSignal;
-  private current: Connection | undefined;
-  private currentLost = false;
-  private readonly owned = new Set<Connection>();
-  private readonly leases: Lease[] = [];
-  private readonly others = new Map<string, Connection>();
+  private readonly s: OpShared;
+  /** what this view works on (a lab's VM…): added to its events as `scope` */
+  readonly scope: string | undefined;
 
-  constructor(private readonly init: OperationInit) {
-    this.log = init.log ?? silentLogger;
+  constructor(
+    private readonly init: OperationInit,
+    shared?: OpShared,
+    scope?: string,
+  ) {
+    this.s = shared ?? new OpShared();
+    this.scope = scope;
+    this.log = scope ? (init.log ?? silentLogger).child({ scope }) : (init.log ?? silentLogger);
     this.signal = init.signal ?? new AbortController().signal;
+  }
+
+  /**
+   * A view of this operation for one of the things it works on side by side
+   * (the VMs of a lab): same connections, signal, undo stack and leases; its
+   * events carry `scope`.
+   */
+  scoped(scope: string): OpContext {
+    return new OpContext(this.init, this.s, this.scope ? `${this.scope}/${scope}` : scope);
+  }
+
+  get id(): string {
+    return this.s.id;
+  }
+
+  get t0(): number {
+    return this.s.t0;
+  }
+
+  get undo(): UndoStack {
+    return this.s.undo;
   }
 
   get kind(): string {
@@ -64,13 +98,13 @@ export class OpContext {
 
   /** ms since the operation began */
   get elapsedMs(): number {
-    return Math.round(performance.now() - this.t0);
+    return Math.round(performance.now() - this.s.t0);
   }
 
   /** The operation's connection. */
   get conn(): Connection {
-    if (!this.current) throw new VmctlError('INTERNAL', 'operation has no connection yet');
-    return this.current;
+    if (!this.s.current) throw new VmctlError('INTERNAL', 'operation has no connection yet');
+    return this.s.current;
   }
 
   /** @internal first connection, made by runOperation */
@@ -79,18 +113,19 @@ export class OpContext {
   }
 
   private adopt(conn: Connection): Connection {
-    this.owned.add(conn);
-    this.current = conn;
-    this.currentLost = false;
+    const s = this.s;
+    s.owned.add(conn);
+    s.current = conn;
+    s.currentLost = false;
     conn.once('close', () => {
-      if (this.current === conn) this.currentLost = true;
+      if (s.current === conn) s.currentLost = true;
     });
     return conn;
   }
 
   /** The connection, reopened if the daemon dropped it (waits up to reconnectMs). */
   async liveConnection(): Promise<Connection> {
-    if (this.current && !this.currentLost) return this.current;
+    if (this.s.current && !this.s.currentLost) return this.s.current;
     const deadline = performance.now() + (this.init.reconnectMs ?? 20_000);
     let last: unknown;
     while (performance.now() < deadline) {
@@ -108,17 +143,17 @@ export class OpContext {
 
   /** A further connection (another host), closed with the operation. */
   async connection(uri: string): Promise<Connection> {
-    const have = this.others.get(uri);
+    const have = this.s.others.get(uri);
     if (have) return have;
     if (!this.init.openUri) throw new VmctlError('INTERNAL', 'this operation cannot open other connections');
     const conn = await this.init.openUri(uri);
-    this.owned.add(conn);
-    this.others.set(uri, conn);
+    this.s.owned.add(conn);
+    this.s.others.set(uri, conn);
     return conn;
   }
 
   emit(e: OpEvent): void {
-    this.init.sink?.({ ...e, op: this.kind, opId: this.id, atMs: this.elapsedMs, ts: new Date().toISOString() });
+    this.init.sink?.({ ...e, op: this.kind, opId: this.id, atMs: this.elapsedMs, ts: new Date().toISOString(), ...(this.scope ? { scope: this.scope } : {}) });
   }
 
   phase(phase: string, detail?: string): void {
@@ -175,22 +210,22 @@ export class OpContext {
     const lease = await Lease.acquire(() => this.conn, resource, { kind: this.kind, id: this.id, what }, (err) =>
       this.log.warn({ err: err.message, resource }, 'could not renew lease'),
     );
-    this.leases.push(lease);
+    this.s.leases.push(lease);
     return lease;
   }
 
   /** @internal */
   async finish(): Promise<void> {
-    for (const l of this.leases.splice(0).reverse()) {
+    for (const l of this.s.leases.splice(0).reverse()) {
       try {
-        if (this.currentLost) await this.liveConnection();
+        if (this.s.currentLost) await this.liveConnection();
         await l.release();
       } catch (e) {
         this.log.warn({ err: (e as Error).message, resource: l.resource }, 'could not release lease (it expires by itself)');
       }
     }
-    await Promise.all([...this.owned].map((c) => c.close().catch(() => undefined)));
-    this.owned.clear();
+    await Promise.all([...this.s.owned].map((c) => c.close().catch(() => undefined)));
+    this.s.owned.clear();
   }
 }
 

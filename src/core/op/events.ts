@@ -39,6 +39,6 @@ export type OpEvent =
   | { type: 'fault'; point: string; action: string };
 
 /** An event as delivered: which operation, when (ms since it began, and wall time). */
-export type OpEventEnvelope = OpEvent & { op: string; opId: string; atMs: number; ts: string };
+export type OpEventEnvelope = OpEvent & { op: string; opId: string; atMs: number; ts: string; scope?: string };
 
 export type OpEventSink = (e: OpEventEnvelope) => void;

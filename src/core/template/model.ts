@@ -54,6 +54,9 @@ export interface DiskTemplate {
   image?: string;
 }
 
+export type OnCrash = 'destroy' | 'restart' | 'preserve' | 'coredump-destroy' | 'coredump-restart';
+export type Watchdog = 'none' | 'reset' | 'poweroff' | 'pause';
+
 /** A template after extends, overrides, validation and normalisation (sizes in MiB / bytes). */
 export interface TemplateSpec {
   description?: string;
@@ -69,6 +72,8 @@ export interface TemplateSpec {
   cloudInit?: CloudInitTemplate;
   graphics: Graphics;
   serial: boolean;
+  onCrash: OnCrash;
+  watchdog: Watchdog;
 }
 
 /** A validated template with where it came from. */
@@ -164,6 +169,8 @@ export interface VmSpec {
   boot: BootSpec;
   graphics: Graphics;
   serial: boolean;
+  onCrash: OnCrash;
+  watchdog: Watchdog;
   cloudInit?: CloudInitTemplate & { hostname: string };
   metadata: VmMetadata;
 }
@@ -318,6 +325,8 @@ export function buildVmSpec(input: BuildVmSpecInput): VmSpec {
     boot: t.boot,
     graphics: t.graphics,
     serial: t.serial,
+    onCrash: t.onCrash,
+    watchdog: t.watchdog,
     ...(cloudInit ? { cloudInit } : {}),
     metadata: {
       template: input.template.name,

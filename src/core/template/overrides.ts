@@ -19,6 +19,14 @@ export interface TemplateOverrides {
   network?: unknown;
   /** --ssh-key: public key lines (the CLI reads the files), added to cloudInit.sshKeys */
   sshKeys?: readonly unknown[];
+  /** a lab's NICs on its networks, appended after the template's */
+  extraNics?: readonly { network: string; mac: string; model?: string }[];
+  /** a lab VM's NIC model: every NIC (emulated e1000 vs para-virtual virtio) */
+  nicModel?: unknown;
+  /** a lab VM's root disk bus */
+  diskBus?: unknown;
+  onCrash?: unknown;
+  watchdog?: unknown;
 }
 
 const OVERRIDE_FLAGS = {
@@ -104,6 +112,32 @@ export function applyOverrides(
         flags.set(`/cloudInit/sshKeys/${ci.sshKeys.length}`, OVERRIDE_FLAGS.sshKeys);
         ci.sshKeys.push(typeof key === 'string' ? key.trim() : key);
       }
+    }
+  }
+  if (o.extraNics !== undefined) {
+    const nics = out.nics as Record<string, unknown>[];
+    for (const n of o.extraNics) {
+      flags.set(`/nics/${nics.length}`, 'lab networks');
+      nics.push({ type: 'network', network: n.network, mac: n.mac, ...(n.model !== undefined ? { model: n.model } : {}) });
+    }
+  }
+  if (o.nicModel !== undefined) {
+    (out.nics as Record<string, unknown>[]).forEach((n, i) => {
+      n.model = o.nicModel;
+      flags.set(`/nics/${i}/model`, 'lab nicModel');
+    });
+  }
+  if (o.diskBus !== undefined) {
+    const disks = out.disks as Record<string, unknown>[];
+    if (disks.length > 0) {
+      disks[0]!.bus = o.diskBus;
+      flags.set('/disks/0/bus', 'lab diskBus');
+    }
+  }
+  for (const k of ['onCrash', 'watchdog'] as const) {
+    if (o[k] !== undefined) {
+      out[k] = o[k];
+      flags.set(`/${k}`, `lab ${k}`);
     }
   }
   return { doc: out, flags, problems };

@@ -241,6 +241,10 @@ export const templateSchema = {
     },
     graphics: { enum: ['none', 'vnc', 'spice'], default: 'none' },
     serial: { type: 'boolean', default: true },
+    /** what the host does when the guest crashes (libvirt on_crash): restart for a service that must come back */
+    onCrash: { enum: ['destroy', 'restart', 'preserve', 'coredump-destroy', 'coredump-restart'], default: 'destroy' },
+    /** an emulated i6300esb watchdog and what it does when the guest stops feeding it */
+    watchdog: { enum: ['none', 'reset', 'poweroff', 'pause'], default: 'none' },
   },
 } as const;
 

@@ -70,6 +70,8 @@ interface RawTemplate {
   cloudInit?: TemplateSpec['cloudInit'];
   graphics: TemplateSpec['graphics'];
   serial: boolean;
+  onCrash: TemplateSpec['onCrash'];
+  watchdog: TemplateSpec['watchdog'];
 }
 
 /** Cross-field rules and unit normalisation, after the schema passed. */
@@ -173,6 +175,8 @@ function normalise(t: RawTemplate): { spec: TemplateSpec; problems: RawProblem[]
     ...(t.cloudInit !== undefined ? { cloudInit: t.cloudInit } : {}),
     graphics: t.graphics,
     serial: t.serial,
+    onCrash: t.onCrash,
+    watchdog: t.watchdog,
   };
   return { spec, problems };
 }

@@ -48,6 +48,11 @@ export interface CreateOptions {
   wait?: WaitTarget;
   /** overall readiness timeout (ms); default 15 min (TCG guests are slow) */
   timeoutMs?: number;
+  /** more cloud-config and network-config for the seed (labs: files, hosts, static addresses) */
+  extraUserData?: Record<string, unknown>;
+  extraNetworkConfig?: Record<string, unknown>;
+  /** start the VM when the host's libvirtd starts */
+  autostart?: boolean;
 }
 
 export interface PlannedVolume {
@@ -81,7 +86,14 @@ export interface CreatePlan {
   ipOnlyWarning?: string;
   stateDir: string;
   /** @internal what apply needs beyond the printable plan */
-  readonly internal: { resolved: ResolvedTemplate; timeoutMs: number; portCandidates: Iterator<number> };
+  readonly internal: {
+    resolved: ResolvedTemplate;
+    timeoutMs: number;
+    portCandidates: Iterator<number>;
+    extraUserData?: Record<string, unknown>;
+    extraNetworkConfig?: Record<string, unknown>;
+    autostart?: boolean;
+  };
 }
 
 export interface CreateResult {
@@ -185,7 +197,14 @@ export async function planCreate(op: OpContext, opts: CreateOptions): Promise<Cr
     wait,
     ...(ipOnlyWarning ? { ipOnlyWarning } : {}),
     stateDir: vmStateDir(conn.uri.original, name),
-    internal: { resolved: template, timeoutMs: opts.timeoutMs ?? 15 * 60_000, portCandidates },
+    internal: {
+      resolved: template,
+      timeoutMs: opts.timeoutMs ?? 15 * 60_000,
+      portCandidates,
+      ...(opts.extraUserData ? { extraUserData: opts.extraUserData } : {}),
+      ...(opts.extraNetworkConfig ? { extraNetworkConfig: opts.extraNetworkConfig } : {}),
+      ...(opts.autostart !== undefined ? { autostart: opts.autostart } : {}),
+    },
   };
 }
 
@@ -291,6 +310,7 @@ export async function applyCreate(op: OpContext, plan: CreatePlan): Promise<Crea
     throw e;
   }
   op.undo.push(`domain ${name}`, (c) => removeDomainIfOurs(c, name, uuid));
+  if (plan.internal.autostart) await dom.setAutostart(true);
   phase('defined');
   await op.fault('after-define');
 
@@ -334,6 +354,8 @@ export async function applyCreate(op: OpContext, plan: CreatePlan): Promise<Crea
         hostKey: keys.hostKey,
         packages: spec.cloudInit.packages,
         runcmd: spec.cloudInit.runcmd,
+        ...(plan.internal.extraUserData ? { extraUserData: plan.internal.extraUserData } : {}),
+        ...(plan.internal.extraNetworkConfig ? { extraNetworkConfig: plan.internal.extraNetworkConfig } : {}),
       });
       const iso = join(tmp, 'seed.iso');
       await writeSeedIso(docs, iso);

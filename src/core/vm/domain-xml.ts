@@ -234,6 +234,7 @@ export function buildDomainXml(spec: VmSpec, extraMetadata?: Record<string, unkn
     };
     devices.video = { model: { '@_type': spec.graphics === 'spice' ? 'qxl' : 'vga', '@_heads': 1, '@_primary': 'yes' } };
   }
+  if (spec.watchdog !== 'none') devices.watchdog = { '@_model': 'i6300esb', '@_action': spec.watchdog };
   devices.rng = { '@_model': 'virtio', backend: { '@_model': 'random', '#text': '/dev/urandom' } };
   devices.memballoon = { '@_model': 'virtio' };
 
@@ -286,7 +287,7 @@ export function buildDomainXml(spec: VmSpec, extraMetadata?: Record<string, unkn
     },
     on_poweroff: 'destroy',
     on_reboot: 'restart',
-    on_crash: 'destroy',
+    on_crash: spec.onCrash,
     pm: { 'suspend-to-mem': { '@_enabled': 'no' }, 'suspend-to-disk': { '@_enabled': 'no' } },
     devices,
     ...(qemuArgs.length > 0 ? { 'qemu:commandline': { 'qemu:arg': qemuArgs.map((value) => ({ '@_value': value })) } } : {}),

@@ -74,6 +74,14 @@ export class Domain {
     await this.r.domainDestroyFlags({ dom: this.ref, flags });
   }
 
+  async setAutostart(on: boolean): Promise<void> {
+    await this.r.domainSetAutostart({ dom: this.ref, autostart: on ? 1 : 0 });
+  }
+
+  async autostart(): Promise<boolean> {
+    return (await this.r.domainGetAutostart({ dom: this.ref })).autostart === 1;
+  }
+
   async suspend(): Promise<void> {
     await this.r.domainSuspend({ dom: this.ref });
   }
