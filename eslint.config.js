@@ -31,6 +31,7 @@ export default tseslint.config(
       'coverage/**',
       // ajv standalone code written by `npm run codegen:templates`; a unit test keeps it in sync
       'src/core/template/validate.gen.ts',
+      'src/core/lab/validate.gen.ts',
     ],
   },
   js.configs.recommended,
