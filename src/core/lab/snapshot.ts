@@ -80,8 +80,8 @@ export async function takeLabSnapshot(op: OpContext, record: LabRecord, name: st
         const sub = op.scoped(v.key, { ownUndo: true });
         try {
           await createSnapshot(sub, v.name, { name, description: `lab ${record.id} snapshot ${name}` });
-          await sub.fault(`after-snapshot-${v.key}`);
           taken.push(v.key);
+          await sub.fault(`after-snapshot-${v.key}`);
         } catch (e) {
           await sub.unwindOwn();
           throw e;

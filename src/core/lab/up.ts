@@ -19,7 +19,7 @@ import { forwardPortCandidates } from '../vm/forward.js';
 import { lookupVm } from '../vm/domain.js';
 import { vmSshTarget } from '../vm/info.js';
 import type { AccelRequest } from '../host/accel.js';
-import { loadLab, sizeMiB, subnetRange, type LabSpec } from './load.js';
+import { intToIp, loadLab, sizeMiB, subnetRange, type LabSpec } from './load.js';
 import { labNetworkXmlObject, labVmCreateInput, planLab, type LabPlan } from './plan.js';
 import { opStamp, readLabRecord, recordLiveness, removeLabRecord, writeLabRecord, type LabRecord } from './record.js';
 import { teardownLab } from './down.js';
@@ -112,6 +112,19 @@ async function labIsWhole(conn: Connection, r: LabRecord): Promise<string | unde
     if (!dom || dom.uuidString !== v.uuid) return `VM ${v.name} is missing`;
   }
   return undefined;
+}
+
+const net0 = (conn: Connection, name: string) => conn.lookupNetwork(name);
+
+/** Move lab network `key` to `subnet`: its gateway and every VM address on it keep their offsets. */
+function moveSubnet(plan: LabPlan, key: string, subnet: string): void {
+  const n = plan.networks.find((x) => x.key === key)!;
+  const from = subnetRange(n.subnet).base;
+  const to = subnetRange(subnet).base;
+  const shift = (ip: string) => intToIp(subnetRange(`${ip}/32`).base - from + to);
+  n.subnet = subnet;
+  if (n.gateway) n.gateway = shift(n.gateway);
+  for (const vm of plan.vms) for (const nic of vm.nics) if (nic.network === key) nic.address = shift(nic.address);
 }
 
 function result(plan: Pick<LabPlan, 'id' | 'lab'>, r: LabRecord, extra: Partial<LabUpResult> & { tookMs: number; hostCommands: number }, vms: LabUpResult['vms']): LabUpResult {
@@ -258,21 +271,44 @@ export async function labUp(op: OpContext, opts: LabUpOptions): Promise<LabUpRes
   op.undo.push(`lab record ${plan.id}`, (c) => removeLabRecord(c, plan.id));
   await op.fault('after-record');
 
-  // 2. networks
+  // 2. networks. A NAT network's subnet may have been taken meanwhile (another lab up
+  // beside this one): then it moves to a free one, and the VMs' addresses with it.
   await op.step('networks', async () => {
     for (const n of plan.networks) {
-      const net = await conn.defineNetwork(xmlBuilder.build(labNetworkXmlObject(n)) as string);
-      op.undo.push(`network ${n.name}`, async (c) => {
-        const cur = await c.lookupNetwork(n.name).catch((e: unknown) => (notFound(e) ? undefined : Promise.reject(e)));
-        if (!cur || cur.uuidString !== n.uuid) return;
-        if (await cur.isActive()) await cur.destroy();
-        await cur.undefine();
-      });
-      await net.start();
-      await net.setAutostart(true);
+      for (let attempt = 1; ; attempt++) {
+        const net = await conn.defineNetwork(xmlBuilder.build(labNetworkXmlObject(n)) as string);
+        const undoNet = async (c: Connection) => {
+          const cur = await c.lookupNetwork(n.name).catch((e: unknown) => (notFound(e) ? undefined : Promise.reject(e)));
+          if (!cur || cur.uuidString !== n.uuid) return;
+          if (await cur.isActive()) await cur.destroy();
+          await cur.undefine();
+        };
+        op.undo.push(`network ${n.name}`, undoNet);
+        try {
+          await net.start();
+          break;
+        } catch (e) {
+          if (!(n.mode === 'nat' && attempt < 5 && e instanceof LibvirtError && /in use|overlap|already/i.test(e.message))) throw e;
+          await undoNet(conn);
+          const was = n.subnet;
+          const moved = (await pickSubnets(conn, { ...spec, networks: spec.networks.filter((x) => x.name === n.key).map((x) => ({ ...x, subnet: was })) }, ownNets)).get(n.key)!;
+          moveSubnet(plan, n.key, moved);
+          op.notice(`network ${n.key}: ${was} was taken meanwhile; using ${moved}`);
+          record = { ...record, networks: record.networks.map((x) => (x.key === n.key ? { ...x, subnet: moved } : x)) };
+          await writeLabRecord(conn, record, secret.uuidString);
+        }
+      }
+      await net0(conn, n.name).then((x) => x.setAutostart(true));
       op.phase('network', `${n.key} ${n.subnet} (${n.mode}${n.mode === 'isolated' ? ', no host address' : `, host ${n.gateway}`})`);
     }
   });
+  // the seeds carry the final addresses
+  for (const vm of plan.vms) {
+    const input = labVmCreateInput(plan, vm);
+    const internal = plans.get(vm.key)!.internal;
+    internal.extraUserData = input.extraUserData;
+    internal.extraNetworkConfig = input.extraNetworkConfig;
+  }
   await op.fault('after-networks');
 
   // 3. VMs, level by level; side by side within a level. The first failure stops its siblings.
