@@ -322,7 +322,7 @@ const solveCommand: Cmd<{ lab: string; exercise?: string } & PrefixArgs> = {
 
 export const labCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'lab <command>',
-  describe: 'multi-VM lab exercises: lab up/down/status/ssh/console/exercises/snapshot/reset/check',
+  describe: 'multi-VM lab exercises: up, down, status, ssh, console, exercises, snapshot, reset, check',
   builder: (y) =>
     y
       .command(availableCommand)

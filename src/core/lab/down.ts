@@ -34,7 +34,23 @@ export async function teardownLab(op: OpContext, record: LabRecord): Promise<Lab
   await Promise.all(
     record.vms.map(async (v) => {
       const dom = await lookupVm(conn, v.name);
-      if (!dom) return void out.missing.push(v.name);
+      if (!dom) {
+        // migrated to one of the lab's peers (a migration drill)? the same UUID there is the lab's
+        for (const [peer, uri] of Object.entries(record.peers)) {
+          const pc = await op.connection(uri).catch((e: unknown) => {
+            op.warn(`lab ${record.id}: cannot reach peer ${peer} (${uri}) to look for ${v.name}: ${(e as Error).message}`);
+            return undefined;
+          });
+          const there = pc ? await lookupVm(pc, v.name) : undefined;
+          if (pc && there && there.uuidString === v.uuid) {
+            await deleteVm(op.scoped(v.key), v.name, pc);
+            out.removedVms.push(`${v.name} (on ${peer})`);
+            op.phase('removed', `${v.key} on ${peer}`);
+            return;
+          }
+        }
+        return void out.missing.push(v.name);
+      }
       if (dom.uuidString !== v.uuid) return void out.leftAlone.push(v.name);
       await deleteVm(op.scoped(v.key), v.name);
       out.removedVms.push(v.name);

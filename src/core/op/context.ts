@@ -226,6 +226,15 @@ export class OpContext {
     return lease;
   }
 
+  /** A lease on another host of the operation (a connection from op.connection). */
+  async leaseOn(conn: Connection, resource: string, what: string): Promise<Lease> {
+    const lease = await Lease.acquire(() => conn, resource, { kind: this.kind, id: this.id, what }, (err) =>
+      this.log.warn({ err: err.message, resource }, 'could not renew lease'),
+    );
+    this.s.leases.push(lease);
+    return lease;
+  }
+
   /** @internal */
   async finish(): Promise<void> {
     for (const l of this.s.leases.splice(0).reverse()) {

@@ -9,6 +9,7 @@ import { rmSync } from 'node:fs';
 import { VmctlError } from '../errors.js';
 import { vmStateDir } from '../paths.js';
 import { LibvirtError } from '../../libvirt/errors.js';
+import type { Connection } from '../../libvirt/connection.js';
 import type { OpContext } from '../op/context.js';
 import { parseOpMarker, recordStep, newMarker } from '../op/journal.js';
 import { parseVmctlMetadata } from './domain-xml.js';
@@ -21,10 +22,11 @@ export interface DeleteResult {
   wasIncomplete?: { op: string; step: string };
 }
 
-export async function deleteVm(op: OpContext, name: string): Promise<DeleteResult> {
-  const conn = op.conn;
+/** `conn`: another host of the operation (op.connection), e.g. where a lab's VM was migrated to. */
+export async function deleteVm(op: OpContext, name: string, conn: Connection = op.conn): Promise<DeleteResult> {
   const dom = await findVm(conn, name);
-  await op.lease(`vm/${name}`, `VM '${name}'`);
+  if (conn === op.conn) await op.lease(`vm/${name}`, `VM '${name}'`);
+  else await op.leaseOn(conn, `vm/${name}`, `VM '${name}' on ${conn.uri.original}`);
   const xml = await dom.xml();
   const meta = parseVmctlMetadata(xml);
   if (!meta) {

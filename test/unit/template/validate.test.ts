@@ -79,6 +79,8 @@ describe('the base template', () => {
       boot: { type: 'disk' },
       graphics: 'none',
       serial: true,
+      onCrash: 'destroy',
+      watchdog: 'none',
     });
   });
 
