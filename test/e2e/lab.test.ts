@@ -72,7 +72,7 @@ describe('labs (TCG)', () => {
       expect(r.code, r.stderr).toBe(0);
       return r.stdout;
     };
-    const snapshotsOf = (vm: string) => lines(virsh('snapshot-list', vm, '--name'));
+    const snapshotsOf = (vm: string) => lines(virsh('snapshot-list', vm, '--name')).sort();
 
     it('lab up brings up 3 VMs on their networks, side by side, and takes a baseline', { timeout: 25 * 60_000 }, async () => {
       const r = await run(['lab', 'up', TRIO, '--prefix', 'lt', '--json']);
@@ -145,7 +145,7 @@ describe('labs (TCG)', () => {
       expect(next.code, next.stderr).toBe(0);
       expect(next.stderr).toMatch(/interrupted; removing it and resuming/);
       for (const d of ['alpha', 'beta', 'gamma']) {
-        expect(snapshotsOf(`lt-trio-${d}`)).toEqual(['baseline', 'whole', 'again']);
+        expect(snapshotsOf(`lt-trio-${d}`)).toEqual(['again', 'baseline', 'whole']);
         expect(virsh('domstate', `lt-trio-${d}`).trim()).toBe('running');
       }
     });
