@@ -183,19 +183,9 @@ const sshCommand: Cmd<{ lab: string; vm: string; command?: string[] } & PrefixAr
     const ctx = makeContext(argv);
     const { labVmName } = await core();
     const { vmSshTarget } = await import('../../core/vm/info.js');
-    const { connectGuest, guestExec, guestShell } = await import('../../core/guest/ssh.js');
+    const { runInGuest, commandWords } = await import('./ssh.js');
     const id = await idOf(argv);
-    const rest = [...(argv.command ?? []), ...(((argv as Record<string, unknown>)['--'] as string[] | undefined) ?? [])];
-    process.exitCode = await ctx.withConnection(async (conn) => {
-      const target = await vmSshTarget(conn, await labVmName(conn, id, argv.vm));
-      const guest = await connectGuest({ ...target, timeoutMs: 30_000 });
-      try {
-        if (rest.length === 0) return await guestShell(guest, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
-        return await guestExec(guest, rest.join(' '), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
-      } finally {
-        guest.close();
-      }
-    });
+    process.exitCode = await ctx.withConnection(async (conn) => runInGuest(await vmSshTarget(conn, await labVmName(conn, id, argv.vm)), commandWords(argv)));
   },
 };
 

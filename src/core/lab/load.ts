@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { VmctlError } from '../errors.js';
 import { packagePath } from '../package-root.js';
-import { describeAjvError } from '../template/ajv-errors.js';
+import { describeAjvErrors } from '../template/ajv-errors.js';
 import { displayPath, parseTemplateText } from '../template/parse.js';
 import { formatProblem, type TemplateProblem } from '../template/problems.js';
 import { parseSize } from '../template/size.js';
@@ -124,19 +124,7 @@ export function checkLabText(text: string, source: string): { ok: true; spec: La
   if (!parsed.ok) return parsed;
   const data = structuredClone(parsed.file.data);
   const at = (path: string) => ({ source, ...parsed.file.position(path) });
-  if (!validateLabSchema(data)) {
-    const seen = new Set<string>();
-    const problems: TemplateProblem[] = [];
-    for (const e of validateLabSchema.errors ?? []) {
-      const p = describeAjvError(e);
-      if (!p) continue;
-      const key = `${p.path}\0${p.message}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      problems.push({ ...at(p.path), ...p });
-    }
-    return { ok: false, problems };
-  }
+  if (!validateLabSchema(data)) return { ok: false, problems: describeAjvErrors(validateLabSchema.errors).map((p) => ({ ...at(p.path), ...p })) };
   const spec = data as unknown as LabSpec;
   const problems = semanticProblems(spec).map((p) => ({ ...at(p.path), ...p }));
   return problems.length > 0 ? { ok: false, problems } : { ok: true, spec };

@@ -11,7 +11,8 @@
 import type { Connection, Secret } from '../../libvirt/connection.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import { VirSecretUsageType } from '../../libvirt/generated/constants.gen.js';
-import { xmlBuilder, xmlParser } from '../xml.js';
+import { xmlParser } from '../xml.js';
+import { recordSecretXml } from '../op/lease.js';
 import { currentHolder, holderLiveness, type Holder } from '../op/holder.js';
 
 const USAGE = VirSecretUsageType.VIR_SECRET_USAGE_TYPE_TLS;
@@ -54,17 +55,7 @@ export interface LabRecord {
   createdAt: string;
 }
 
-function secretXml(record: LabRecord, uuid?: string): string {
-  return xmlBuilder.build({
-    secret: {
-      '@_ephemeral': 'no',
-      '@_private': 'yes',
-      ...(uuid ? { uuid } : {}),
-      description: JSON.stringify(record),
-      usage: { '@_type': 'tls', name: `${LAB_RECORD_PREFIX}${record.id}` },
-    },
-  }) as string;
-}
+const secretXml = (record: LabRecord, uuid?: string): string => recordSecretXml(`${LAB_RECORD_PREFIX}${record.id}`, record, uuid);
 
 export function parseLabRecord(xml: string): LabRecord | null {
   try {

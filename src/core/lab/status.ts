@@ -20,18 +20,20 @@ export interface LabSummary {
 
 const stateOf = (r: LabRecord): LabSummary['state'] => (r.state !== 'ready' && recordLiveness(r) === 'dead' ? 'interrupted' : r.state);
 
+const summary = (r: LabRecord): LabSummary => ({
+  id: r.id,
+  lab: r.lab,
+  prefix: r.prefix,
+  state: stateOf(r),
+  vms: r.vms.length,
+  networks: r.networks.length,
+  snapshots: r.snapshots.map((s) => s.name),
+  file: r.file,
+  createdAt: r.createdAt,
+});
+
 export async function listLabs(conn: Connection): Promise<LabSummary[]> {
-  return (await listLabRecords(conn)).map((r) => ({
-    id: r.id,
-    lab: r.lab,
-    prefix: r.prefix,
-    state: stateOf(r),
-    vms: r.vms.length,
-    networks: r.networks.length,
-    snapshots: r.snapshots.map((s) => s.name),
-    file: r.file,
-    createdAt: r.createdAt,
-  }));
+  return (await listLabRecords(conn)).map(summary);
 }
 
 export interface LabStatus extends LabSummary {
@@ -69,15 +71,7 @@ export async function labStatus(conn: Connection, id: string): Promise<LabStatus
     }),
   );
   return {
-    id: r.id,
-    lab: r.lab,
-    prefix: r.prefix,
-    state: stateOf(r),
-    vms: r.vms.length,
-    networks: r.networks.length,
-    snapshots: r.snapshots.map((s) => s.name),
-    file: r.file,
-    createdAt: r.createdAt,
+    ...summary(r),
     trusted: r.trusted,
     peers: r.peers,
     vmStates,

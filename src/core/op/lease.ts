@@ -37,17 +37,20 @@ export interface LeaseInfo {
   uuid: string;
 }
 
-function secretXml(resource: string, record: LeaseRecord, uuid?: string): string {
+/** A vmctl record kept on a host: a persistent private secret (usage tls, `usageName`) with JSON in its description. */
+export function recordSecretXml(usageName: string, record: unknown, uuid?: string): string {
   return xmlBuilder.build({
     secret: {
       '@_ephemeral': 'no',
       '@_private': 'yes',
       ...(uuid ? { uuid } : {}),
       description: JSON.stringify(record),
-      usage: { '@_type': 'tls', name: `${LEASE_PREFIX}${resource}` },
+      usage: { '@_type': 'tls', name: usageName },
     },
   }) as string;
 }
+
+const secretXml = (resource: string, record: LeaseRecord, uuid?: string): string => recordSecretXml(`${LEASE_PREFIX}${resource}`, record, uuid);
 
 export function parseLeaseRecord(xml: string): LeaseRecord | null {
   try {

@@ -45,6 +45,21 @@ export interface RawProblem {
   message: string;
 }
 
+/** Every ajv error described once (same path and message: once). */
+export function describeAjvErrors(errors: readonly ErrorObject[] | null | undefined): RawProblem[] {
+  const seen = new Set<string>();
+  const problems: RawProblem[] = [];
+  for (const e of errors ?? []) {
+    const p = describeAjvError(e);
+    if (!p) continue;
+    const key = `${p.path}\0${p.message}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    problems.push(p);
+  }
+  return problems;
+}
+
 export function describeAjvError(e: ErrorObject): RawProblem | null {
   const parent = (e.parentSchema ?? {}) as Record<string, unknown>;
   const custom = typeof parent['x-error'] === 'string' ? parent['x-error'] : undefined;

@@ -4,7 +4,7 @@
  * into a TemplateSpec.
  */
 import { checkUserPath } from '../names.js';
-import { describeAjvError, type RawProblem } from './ajv-errors.js';
+import { describeAjvErrors, type RawProblem } from './ajv-errors.js';
 import type { NicTemplate, TemplateSpec } from './model.js';
 import { parseTemplateText } from './parse.js';
 import type { TemplateProblem, ValidationResult } from './problems.js';
@@ -37,17 +37,7 @@ export function validateBlamed(
 function validateRaw(doc: unknown): { ok: true; spec: TemplateSpec; defaulted: Record<string, unknown> } | { ok: false; problems: RawProblem[] } {
   const data = structuredClone(doc);
   if (!validate(data)) {
-    const seen = new Set<string>();
-    const problems: RawProblem[] = [];
-    for (const e of validate.errors ?? []) {
-      const p = describeAjvError(e);
-      if (!p) continue;
-      const key = `${p.path}\0${p.message}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      problems.push(p);
-    }
-    return { ok: false, problems };
+    return { ok: false, problems: describeAjvErrors(validate.errors) };
   }
   const defaulted = structuredClone(data) as Record<string, unknown>;
   const r = normalise(data as RawTemplate);
