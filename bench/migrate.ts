@@ -9,15 +9,18 @@
  *     (virsh domjobinfo --completed) for both. Target: time ratio ≤ 1.05.
  * (b) a guest rewriting 32 MiB in a loop over a link limited to 8 MiB/s: plain pre-copy (given up
  *     after --precopy-cap seconds: it does not converge) against --postcopy-after 5.
+ * --part a|b runs one part only; --trace FILE appends vmctl's trace log (every RPC call with its
+ * time, NDJSON on stderr) of each part-(a) run to FILE (outside /tmp when run in rig-sandbox.sh).
  */
 import { spawn } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { startCounter, startDirtying } from '../test/_helpers/migrate-guest.js';
 import { bootGuest, migRig, removeGuest, virsh, cleanupMigRig, type MigRig } from '../test/_helpers/migrate-rig.js';
 import { repoRoot, waitForFileContains, type RigSshHost } from '../test/_helpers/rig.js';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '2' }, 'precopy-cap': { type: 'string', default: '90' } } });
+const { values } = parseArgs({ options: { rounds: { type: 'string', default: '2' }, 'precopy-cap': { type: 'string', default: '90' }, part: { type: 'string' }, trace: { type: 'string' } } });
 const rounds = Number(values.rounds);
 const cap = Number(values['precopy-cap']);
 const median = (xs: number[]) => {
@@ -64,8 +67,9 @@ async function partA(m: MigRig): Promise<void> {
   for (let r = 0; r < rounds; r++) {
     const order: ('vmctl' | 'virsh')[] = r % 2 === 0 ? ['vmctl', 'virsh'] : ['virsh', 'vmctl'];
     for (const tool of order) {
-      const cmd = tool === 'vmctl' ? vmctlCmd(at, other, name) : virshCmd(at, other, name);
+      const cmd = tool === 'vmctl' ? vmctlCmd(at, other, name, values.trace ? ['--log-level', 'trace', '--log-format', 'json'] : []) : virshCmd(at, other, name);
       const x = await timed(at.netns, cmd);
+      if (tool === 'vmctl' && values.trace) appendFileSync(values.trace, `# round ${r + 1} ${at.name} -> ${other.name}: ${Math.round(x.ms)} ms\n${x.err}`);
       if (x.code !== 0) throw new Error(`${tool} migrate failed: ${x.err}`);
       res[tool].push(x.ms);
       const d = await downtimeOn(other, name);
@@ -112,8 +116,8 @@ async function partB(m: MigRig): Promise<void> {
 
 const m = await migRig();
 try {
-  await partA(m);
-  await partB(m);
+  if (values.part !== 'b') await partA(m);
+  if (values.part !== 'a') await partB(m);
 } finally {
   await cleanupMigRig(m, []);
 }
