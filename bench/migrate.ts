@@ -62,6 +62,11 @@ async function partA(m: MigRig): Promise<void> {
   await startDirtying(m.mig1.unixUri, name, log, 16, false);
   await startCounter(m.mig1.unixUri, name, log);
   const res = { vmctl: [] as number[], virsh: [] as number[], vmctlDown: [] as number[], virshDown: [] as number[] };
+  // vmctl's per-host cache (VMCTL_CACHE_DIR) starts empty: its first run per direction (each host
+  // reached as source over unix and as destination over tcp: two cache entries per host) is cold
+  const cold: number[] = [];
+  const warm: number[] = [];
+  const directions = new Set<string>();
   let at = m.mig1;
   let other = m.mig2;
   for (let r = 0; r < rounds; r++) {
@@ -72,6 +77,11 @@ async function partA(m: MigRig): Promise<void> {
       if (tool === 'vmctl' && values.trace) appendFileSync(values.trace, `# round ${r + 1} ${at.name} -> ${other.name}: ${Math.round(x.ms)} ms\n${x.err}`);
       if (x.code !== 0) throw new Error(`${tool} migrate failed: ${x.err}`);
       res[tool].push(x.ms);
+      if (tool === 'vmctl') {
+        const dir = `${at.name}>${other.name}`;
+        (directions.has(dir) ? warm : cold).push(x.ms);
+        directions.add(dir);
+      }
       const d = await downtimeOn(other, name);
       if (d !== undefined) res[tool === 'vmctl' ? 'vmctlDown' : 'virshDown'].push(d);
       console.error(`[bench] round ${r + 1} ${tool} ${at.name} → ${other.name}: ${Math.round(x.ms)} ms, downtime ${d ?? '?'} ms`);
@@ -88,6 +98,10 @@ async function partA(m: MigRig): Promise<void> {
   console.log(`| vmctl migrate (p2p) | ${Math.round(vm)} | ${res.vmctl.map(Math.round).join(', ')} | ${median(res.vmctlDown)} |`);
   console.log(`| virsh migrate --live --p2p | ${Math.round(vs)} | ${res.virsh.map(Math.round).join(', ')} | ${median(res.virshDown)} |`);
   console.log(`ratio vmctl / virsh: ${(vm / vs).toFixed(2)}x (target ≤ 1.05x)`);
+  if (cold.length && warm.length) {
+    console.log(`vmctl, host cache cold (first run per direction): median ${Math.round(median(cold))} ms (${cold.map(Math.round).join(', ')}), ratio ${(median(cold) / vs).toFixed(2)}x`);
+    console.log(`vmctl, host cache warm (repeated runs): median ${Math.round(median(warm))} ms (${warm.map(Math.round).join(', ')}), ratio ${(median(warm) / vs).toFixed(2)}x`);
+  }
 }
 
 async function partB(m: MigRig): Promise<void> {
