@@ -187,11 +187,12 @@ export async function planMigrate(op: OpContext, opts: MigrateOptions): Promise<
   }
   const live = state.state === 'running' || state.state === 'paused';
   if (!live) checks.push({ id: 'state', status: 'fail', message: `VM '${name}' is ${state.state}: vmctl migrate moves running guests`, fix: `start it first (vmctl start ${name})` });
-  if (src.uri.original === dst.uri.original || (await src.hostname()) === (await dst.hostname())) {
+  // one round trip per host, not four in a row (each is a network round trip to a remote host)
+  const [srcHost, dstHost, there] = await Promise.all([src.hostname(), dst.hostname(), lookupVm(dst, name)]);
+  if (src.uri.original === dst.uri.original || srcHost === dstHost) {
     checks.push({ id: 'same-host', status: 'fail', message: 'source and destination are the same host', fix: 'name another host with --to' });
   }
 
-  const there = await lookupVm(dst, name);
   if (there) checks.push({ id: 'name', status: 'fail', message: `a guest named '${name}' exists on the destination already`, fix: `remove it there first (vmctl delete ${name} -c ${opts.to}), or migrate another VM` });
   else checks.push({ id: 'name', status: 'pass', message: `no guest named '${name}' on the destination` });
 
