@@ -9,15 +9,18 @@
  *     (virsh domjobinfo --completed) for both. Target: time ratio ≤ 1.05.
  * (b) a guest rewriting 32 MiB in a loop over a link limited to 8 MiB/s: plain pre-copy (given up
  *     after --precopy-cap seconds: it does not converge) against --postcopy-after 5.
+ * --part a|b runs one part only; --trace FILE appends vmctl's trace log (every RPC call with its
+ * time, NDJSON on stderr) of each part-(a) run to FILE (outside /tmp when run in rig-sandbox.sh).
  */
 import { spawn } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { startCounter, startDirtying } from '../test/_helpers/migrate-guest.js';
 import { bootGuest, migRig, removeGuest, virsh, cleanupMigRig, type MigRig } from '../test/_helpers/migrate-rig.js';
 import { repoRoot, waitForFileContains, type RigSshHost } from '../test/_helpers/rig.js';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '2' }, 'precopy-cap': { type: 'string', default: '90' } } });
+const { values } = parseArgs({ options: { rounds: { type: 'string', default: '2' }, 'precopy-cap': { type: 'string', default: '90' }, part: { type: 'string' }, trace: { type: 'string' } } });
 const rounds = Number(values.rounds);
 const cap = Number(values['precopy-cap']);
 const median = (xs: number[]) => {
@@ -59,15 +62,26 @@ async function partA(m: MigRig): Promise<void> {
   await startDirtying(m.mig1.unixUri, name, log, 16, false);
   await startCounter(m.mig1.unixUri, name, log);
   const res = { vmctl: [] as number[], virsh: [] as number[], vmctlDown: [] as number[], virshDown: [] as number[] };
+  // vmctl's per-host cache (VMCTL_CACHE_DIR) starts empty: its first run per direction (each host
+  // reached as source over unix and as destination over tcp: two cache entries per host) is cold
+  const cold: number[] = [];
+  const warm: number[] = [];
+  const directions = new Set<string>();
   let at = m.mig1;
   let other = m.mig2;
   for (let r = 0; r < rounds; r++) {
     const order: ('vmctl' | 'virsh')[] = r % 2 === 0 ? ['vmctl', 'virsh'] : ['virsh', 'vmctl'];
     for (const tool of order) {
-      const cmd = tool === 'vmctl' ? vmctlCmd(at, other, name) : virshCmd(at, other, name);
+      const cmd = tool === 'vmctl' ? vmctlCmd(at, other, name, values.trace ? ['--log-level', 'trace', '--log-format', 'json'] : []) : virshCmd(at, other, name);
       const x = await timed(at.netns, cmd);
+      if (tool === 'vmctl' && values.trace) appendFileSync(values.trace, `# round ${r + 1} ${at.name} -> ${other.name}: ${Math.round(x.ms)} ms\n${x.err}`);
       if (x.code !== 0) throw new Error(`${tool} migrate failed: ${x.err}`);
       res[tool].push(x.ms);
+      if (tool === 'vmctl') {
+        const dir = `${at.name}>${other.name}`;
+        (directions.has(dir) ? warm : cold).push(x.ms);
+        directions.add(dir);
+      }
       const d = await downtimeOn(other, name);
       if (d !== undefined) res[tool === 'vmctl' ? 'vmctlDown' : 'virshDown'].push(d);
       console.error(`[bench] round ${r + 1} ${tool} ${at.name} → ${other.name}: ${Math.round(x.ms)} ms, downtime ${d ?? '?'} ms`);
@@ -84,6 +98,10 @@ async function partA(m: MigRig): Promise<void> {
   console.log(`| vmctl migrate (p2p) | ${Math.round(vm)} | ${res.vmctl.map(Math.round).join(', ')} | ${median(res.vmctlDown)} |`);
   console.log(`| virsh migrate --live --p2p | ${Math.round(vs)} | ${res.virsh.map(Math.round).join(', ')} | ${median(res.virshDown)} |`);
   console.log(`ratio vmctl / virsh: ${(vm / vs).toFixed(2)}x (target ≤ 1.05x)`);
+  if (cold.length && warm.length) {
+    console.log(`vmctl, host cache cold (first run per direction): median ${Math.round(median(cold))} ms (${cold.map(Math.round).join(', ')}), ratio ${(median(cold) / vs).toFixed(2)}x`);
+    console.log(`vmctl, host cache warm (repeated runs): median ${Math.round(median(warm))} ms (${warm.map(Math.round).join(', ')}), ratio ${(median(warm) / vs).toFixed(2)}x`);
+  }
 }
 
 async function partB(m: MigRig): Promise<void> {
@@ -112,8 +130,8 @@ async function partB(m: MigRig): Promise<void> {
 
 const m = await migRig();
 try {
-  await partA(m);
-  await partB(m);
+  if (values.part !== 'b') await partA(m);
+  if (values.part !== 'a') await partB(m);
 } finally {
   await cleanupMigRig(m, []);
 }

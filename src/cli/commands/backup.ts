@@ -4,8 +4,6 @@ import type { Argv, CommandModule } from 'yargs';
 import { makeContext, type GlobalArgs } from '../context.js';
 import { withOp } from '../op.js';
 import { VmctlError } from '../../core/errors.js';
-import { takeBackup } from '../../core/backup/take.js';
-import { listSet, pruneSet, verifySet } from '../../core/backup/verify.js';
 import { formatBytes, formatTable } from '../render.js';
 
 type Cmd<A> = CommandModule<GlobalArgs, GlobalArgs & A>;
@@ -32,6 +30,7 @@ const takeCommand: Cmd<TakeArgs> = {
       .option('key-file', { type: 'string', requiresArg: true, describe: 'file with ≥ 32 random bytes (head -c 32 /dev/urandom > F)' }) as never,
   handler: async (argv) => {
     await withOp(argv, 'backup', async ({ op, ctx, quiet }) => {
+      const { takeBackup } = await import('../../core/backup/take.js');
       const r = await takeBackup(op, {
         name: argv.name,
         dir: resolve(argv.to),
@@ -55,8 +54,9 @@ const listCommand: Cmd<{ dir: string }> = {
   aliases: ['ls'],
   describe: 'the points of a backup set: full/incremental, time, size, chain',
   builder: (y) => y.positional('dir', { type: 'string', demandOption: true }) as never,
-  handler: (argv) => {
+  handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { listSet } = await import('../../core/backup/verify.js');
     const l = listSet(resolve(argv.dir));
     if (ctx.json) return ctx.out.json(l);
     ctx.out.line(`backup set of ${l.vm} in ${l.dir}${l.encrypted ? ' (encrypted)' : ''}`);
@@ -78,6 +78,7 @@ const verifyCommand: Cmd<{ dir: string; 'key-file'?: string }> = {
     y.positional('dir', { type: 'string', demandOption: true }).option('key-file', { type: 'string', requiresArg: true, describe: 'also authenticate every chunk (encrypted sets)' }) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { verifySet } = await import('../../core/backup/verify.js');
     const r = await verifySet(resolve(argv.dir), argv['key-file'] ? { keyFile: argv['key-file'] } : {});
     if (ctx.json) {
       if (r.ok) ctx.out.json(r); // else the error (on stdout too, with --json) carries the problems
@@ -102,8 +103,9 @@ const pruneCommand: Cmd<{ dir: string; 'keep-last': number; 'dry-run': boolean }
       .positional('dir', { type: 'string', demandOption: true })
       .option('keep-last', { type: 'number', demandOption: true, requiresArg: true, describe: 'keep the newest N points (and their chains)' })
       .option('dry-run', { type: 'boolean', default: false, describe: 'say what would be removed' }) as never,
-  handler: (argv) => {
+  handler: async (argv) => {
     const ctx = makeContext(argv);
+    const { pruneSet } = await import('../../core/backup/verify.js');
     const r = pruneSet(resolve(argv.dir), argv['keep-last'], { dryRun: argv['dry-run'] });
     if (ctx.json) return ctx.out.json(r);
     ctx.out.line(`${argv['dry-run'] ? 'would remove' : 'removed'} ${r.removed.length} point${r.removed.length === 1 ? '' : 's'}${r.removed.length ? `: ${r.removed.join(', ')}` : ''}; kept ${r.kept.length}`);

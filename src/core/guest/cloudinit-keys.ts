@@ -23,12 +23,11 @@ import { VmctlError } from '../errors.js';
 import { ensurePrivateDir } from '../paths.js';
 import { quote, SSH_PUBLIC_KEY_RE } from '../names.js';
 import { withSecret } from './redact.js';
+import { HOST_KEY_FILE, KNOWN_HOSTS_FILE, USER_KEY_FILE } from './state-files.js';
 
 const { utils } = ssh2;
 
-export const USER_KEY_FILE = 'id_ed25519';
-export const HOST_KEY_FILE = 'ssh_host_ed25519_key';
-export const KNOWN_HOSTS_FILE = 'known_hosts';
+export { HOST_KEY_FILE, KNOWN_HOSTS_FILE, USER_KEY_FILE };
 
 export interface SshKeyPair {
   readonly type: 'ed25519';

@@ -28,6 +28,7 @@ import { diskPathMap } from './recover.js';
 import { runMigration } from './transport.js';
 import { watchMigration } from './worker.js';
 import { moveVmState } from './state.js';
+import { forgetHostIdentity } from '../host/cache.js';
 import type { MigratePlan, MigrateResult, MigrateStats } from './types.js';
 
 const num = (v: unknown): number | undefined => (typeof v === 'bigint' ? Number(v) : typeof v === 'number' ? v : undefined);
@@ -172,6 +173,8 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
       op.warn(`libvirt reported an error at the end (${(e as Error).message}), but '${name}' runs on ${plan.to}`);
       dstDom = (await lookupVm(dst, name))!;
     } else {
+      // something about a host may have changed (e.g. its QEMU): the next pre-flight asks afresh
+      if (!(aborted || op.signal.aborted)) for (const c of [src, dst]) forgetHostIdentity(c);
       throw migrationError(plan, e, aborted || op.signal.aborted, stalled);
     }
   }

@@ -14,7 +14,7 @@ import { describeHolder } from '../op/holder.js';
 import { findVm, lookupVm } from '../vm/domain.js';
 import { parseVolumeXml } from '../storage/volume.js';
 import { forwardPortCandidates, pickForwardPort } from '../vm/forward.js';
-import { hostCapabilities, hostIdentity } from '../host/cache.js';
+import { compareHypervisorCpuCached, hostCapabilities, hostIdentityCached, hostVirtType } from '../host/cache.js';
 import { dataDisks, guestFacts, type GuestFacts } from './facts.js';
 import { readSnapshots } from './snapshots.js';
 import type { DiskPlan, MigrateOptions, MigratePlan, PreflightCheck } from './types.js';
@@ -22,12 +22,6 @@ import type { DiskPlan, MigrateOptions, MigratePlan, PreflightCheck } from './ty
 const MiB = 1024 * 1024;
 const mib = (b: number | bigint) => `${Math.round(Number(b) / MiB)} MiB`;
 const ver = (v: number) => `${Math.floor(v / 1_000_000)}.${Math.floor(v / 1000) % 1000}.${v % 1000}`;
-
-/** Whether the host runs `type` guests (kvm, qemu) for this arch, per its capabilities. */
-function hostHasDomainType(capsXml: string, arch: string, type: string): boolean {
-  const guests = capsXml.split('<guest>').slice(1);
-  return guests.some((g) => g.includes(`<arch name='${arch}'>`) && g.includes(`<domain type='${type}'`));
-}
 
 async function dstConnection(op: OpContext, uri: string, checks: PreflightCheck[]): Promise<Connection> {
   try {
@@ -130,8 +124,10 @@ async function checkCpu(src: Connection, dst: Connection, facts: GuestFacts, che
   }
   const o = { arch: facts.arch, virttype: facts.domainType, ...(facts.machine ? { machine: facts.machine } : {}) };
   let r: number;
+  let cached = false;
   try {
-    r = await dst.compareHypervisorCpu(facts.cpuXml, o);
+    // per-host cache (short TTL): the same guest CPU against the same host gives the same answer
+    ({ result: r, fromCache: cached } = await compareHypervisorCpuCached(dst, facts.cpuXml, o));
   } catch (e) {
     checks.push({ id: 'cpu', status: 'warn', message: `the destination could not compare the guest CPU: ${(e as Error).message}` });
     return;
@@ -140,8 +136,8 @@ async function checkCpu(src: Connection, dst: Connection, facts: GuestFacts, che
     let suggestion = '';
     try {
       const hostCpu = (caps: string) => (/<host>[\s\S]*?(<cpu>[\s\S]*?<\/cpu>)/.exec(caps) ?? [])[1];
-      const a = hostCpu(await src.capabilities());
-      const b = hostCpu(await dst.capabilities());
+      const a = hostCpu((await hostCapabilities(src)).xml);
+      const b = hostCpu((await hostCapabilities(dst)).xml);
       if (a && b) suggestion = (/<model[^>]*>([^<]+)<\/model>/.exec(await dst.baselineHypervisorCpu([a, b], o)) ?? [])[1] ?? '';
     } catch {
       /* no suggestion then */
@@ -149,7 +145,7 @@ async function checkCpu(src: Connection, dst: Connection, facts: GuestFacts, che
     checks.push({ id: 'cpu', status: 'fail', message: "the guest's CPU is not compatible with the destination host's", fix: suggestion ? `give the guest a CPU both hosts run: <cpu mode='custom'><model>${suggestion}</model></cpu>` : 'give the guest a CPU model both hosts run (virsh hypervisor-cpu-baseline)' });
     return;
   }
-  checks.push({ id: 'cpu', status: 'pass', message: `guest CPU runs on the destination (${r === VirCPUCompareResult.VIR_CPU_COMPARE_IDENTICAL ? 'identical' : 'superset'})` });
+  checks.push({ id: 'cpu', status: 'pass', message: `guest CPU runs on the destination (${r === VirCPUCompareResult.VIR_CPU_COMPARE_IDENTICAL ? 'identical' : 'superset'}${cached ? ', as it did within the hour' : ''})` });
 }
 
 /** The SSH forward's port: free of other guests on the destination, else a new one. */
@@ -191,11 +187,12 @@ export async function planMigrate(op: OpContext, opts: MigrateOptions): Promise<
   }
   const live = state.state === 'running' || state.state === 'paused';
   if (!live) checks.push({ id: 'state', status: 'fail', message: `VM '${name}' is ${state.state}: vmctl migrate moves running guests`, fix: `start it first (vmctl start ${name})` });
-  if (src.uri.original === dst.uri.original || (await src.hostname()) === (await dst.hostname())) {
+  // one round trip per host, not four in a row (each is a network round trip to a remote host)
+  const [srcHost, dstHost, there] = await Promise.all([src.hostname(), dst.hostname(), lookupVm(dst, name)]);
+  if (src.uri.original === dst.uri.original || srcHost === dstHost) {
     checks.push({ id: 'same-host', status: 'fail', message: 'source and destination are the same host', fix: 'name another host with --to' });
   }
 
-  const there = await lookupVm(dst, name);
   if (there) checks.push({ id: 'name', status: 'fail', message: `a guest named '${name}' exists on the destination already`, fix: `remove it there first (vmctl delete ${name} -c ${opts.to}), or migrate another VM` });
   else checks.push({ id: 'name', status: 'pass', message: `no guest named '${name}' on the destination` });
 
@@ -208,11 +205,13 @@ export async function planMigrate(op: OpContext, opts: MigrateOptions): Promise<
   let disks: DiskPlan[] = [];
   let sshPort: { from: number; to: number } | undefined;
   let snaps: Awaited<ReturnType<typeof readSnapshots>> = [];
+  // the host identities hold both versions and key the host caches: with the QEMU version reused
+  // for up to an hour (src/core/host/cache.ts), since asking for it can cost seconds (a QEMU probe)
+  const ids = Promise.all([hostIdentityCached(src), hostIdentityCached(dst)]);
   const tasks: Promise<void>[] = [
     (async () => {
-      // the host identities (memoised per connection) hold both versions; the capabilities cache needs them anyway
       const num = (v: string) => v.split('.').reduce((a, x) => a * 1000 + Number(x), 0);
-      const [si, di] = await Promise.all([hostIdentity(src), hostIdentity(dst)]);
+      const [si, di] = await ids;
       const [sl, dl, sq, dq] = [num(si.libvirtVersion), num(di.libvirtVersion), num(si.hypervisorVersion), num(di.hypervisorVersion)];
       const vOk = dl >= sl && dq >= sq;
       C.versions.push({
@@ -223,10 +222,12 @@ export async function planMigrate(op: OpContext, opts: MigrateOptions): Promise<
       });
     })(),
     (async () => {
-      // per-host cache (src/core/host/cache.ts): libvirt can take seconds to answer
-      const [scaps, dcaps] = (await Promise.all([hostCapabilities(src), hostCapabilities(dst)])).map((c) => c.xml) as [string, string];
-      const dstKvm = hostHasDomainType(dcaps, facts.arch, 'kvm');
-      accel.source = hostHasDomainType(scaps, facts.arch, 'kvm') ? 'KVM' : 'TCG';
+      // KVM or TCG per host: cached capabilities, else the domain capabilities of the guest's arch
+      // (one QEMU binary instead of all), cached per host
+      await ids;
+      const [sType, dType] = await Promise.all([hostVirtType(src, facts.arch), hostVirtType(dst, facts.arch)]);
+      const dstKvm = dType.virtType === 'kvm';
+      accel.source = sType.virtType === 'kvm' ? 'KVM' : 'TCG';
       accel.destination = dstKvm ? 'KVM' : 'TCG';
       if (facts.domainType === 'kvm' && !dstKvm) {
         if (opts.forceAccel) {

@@ -40,8 +40,7 @@ async function stale(dom: Domain | undefined): Promise<{ dom: Domain; xml: strin
 
 /** Finish or roll back what an interrupted `vmctl migrate` of `name` left; null when it left nothing. */
 export async function recoverMigration(src: Connection, dst: Connection | undefined, name: string): Promise<Recovery | null> {
-  const s = await stale(await lookupVm(src, name));
-  const d = dst ? await stale(await lookupVm(dst, name)) : undefined;
+  const [s, d] = await Promise.all([lookupVm(src, name).then(stale), dst ? lookupVm(dst, name).then(stale) : undefined]);
   const journal = d?.journal ?? s?.journal;
   if (!journal) return null;
   if (s?.active && (await s.dom.jobStats()).type !== 'none') {

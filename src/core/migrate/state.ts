@@ -2,7 +2,7 @@
 import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ensurePrivateDir, vmStateDir } from '../paths.js';
-import { KNOWN_HOSTS_FILE } from '../guest/cloudinit-keys.js';
+import { KNOWN_HOSTS_FILE } from '../guest/state-files.js';
 
 /** Move (or with keep, copy) the state dir from the source connection's to the destination's; re-pin a new forward port. Returns the new dir, or null when there was none. */
 export function moveVmState(fromUri: string, toUri: string, name: string, o: { keep?: boolean; sshPort?: { from: number; to: number } } = {}): string | null {

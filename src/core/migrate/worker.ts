@@ -110,7 +110,11 @@ export async function watchMigration(op: OpContext, dom: Domain, done: Promise<u
   let stillSince: number | undefined;
   let stallReported = false;
   while (!settled) {
-    await Promise.race([new Promise((r) => setTimeout(r, pollMs)), done.catch(() => undefined)]);
+    // the poll timer is cleared as soon as the migration settles: a pending one would keep the
+    // process alive for up to pollMs after the command is done
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise((r) => (timer = setTimeout(r, pollMs))), done.catch(() => undefined)]);
+    clearTimeout(timer);
     if (settled) break;
     let stats: DomainJobStats;
     try {

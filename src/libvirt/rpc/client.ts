@@ -63,7 +63,7 @@ export interface RpcClientOptions {
   /** where exceptions thrown by event/close handlers go (default: logged at warn, or process.emitWarning) */
   readonly onHandlerError?: (err: unknown) => void;
   /** debug/warn diagnostics (never call arguments or payloads) */
-  readonly logger?: Pick<Logger, 'debug' | 'warn'>;
+  readonly logger?: Pick<Logger, 'debug' | 'warn' | 'trace' | 'isLevelEnabled'>;
 }
 
 export interface KeepaliveOptions {
@@ -95,6 +95,8 @@ interface Pending {
   readonly name: string;
   readonly decodeRet: Decoder<unknown> | null;
   readonly stream: RpcStreamImpl | null;
+  /** performance.now() when the call was sent (for the trace log) */
+  readonly t0: number;
   /** timed out / aborted: the reply (if any) is dropped silently */
   abandoned: boolean;
   resolve(v: unknown): void;
@@ -132,7 +134,7 @@ export class RpcClient extends EventEmitter<RpcClientEvents> implements RpcCalle
   private readonly streamChunkSize: number;
   private readonly onTransportClose: (() => void) | undefined;
   private readonly onHandlerError: (err: unknown) => void;
-  private readonly log: Pick<Logger, 'debug' | 'warn'> | undefined;
+  private readonly log: Pick<Logger, 'debug' | 'warn' | 'trace' | 'isLevelEnabled'> | undefined;
 
   private serial = 0;
   private closedError: LibvirtError | null = null;
@@ -323,6 +325,7 @@ export class RpcClient extends EventEmitter<RpcClientEvents> implements RpcCalle
         name: spec.name,
         decodeRet: spec.decodeRet as Decoder<unknown> | null,
         stream: makeStream ? makeStream(serial) : null,
+        t0: performance.now(),
         abandoned: false,
         resolve,
         reject,
@@ -725,6 +728,7 @@ export class RpcClient extends EventEmitter<RpcClientEvents> implements RpcCalle
         }
         return;
       }
+      if (this.log?.isLevelEnabled('trace')) this.log.trace({ procedure: p.name, ms: Math.round(performance.now() - p.t0) }, 'rpc call');
       p.resolve(value);
       return;
     }
@@ -733,6 +737,7 @@ export class RpcClient extends EventEmitter<RpcClientEvents> implements RpcCalle
       const err = this.decodeRemoteError(body, p.name);
       this.pending.delete(h.serial);
       p.cleanup();
+      if (this.log?.isLevelEnabled('trace')) this.log.trace({ procedure: p.name, ms: Math.round(performance.now() - p.t0), error: err.message }, 'rpc call');
       if (p.stream) {
         this.streams.delete(h.serial);
         p.stream.handleError(err);
