@@ -7,6 +7,7 @@
  * is byte for byte the one that was trusted.
  */
 import { spawn } from 'node:child_process';
+import { dirname } from 'node:path';
 import { VmctlError } from '../errors.js';
 import { packagePath } from '../package-root.js';
 import type { OpContext } from '../op/context.js';
@@ -40,13 +41,14 @@ export interface LabCheckResult {
   results: CheckResult[];
 }
 
-const sq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const envKey = (s: string) => s.toUpperCase().replace(/[^A-Z0-9]/g, '_');
 
 /** What host commands see. */
 export function labEnv(conn: Connection, r: LabRecord): Record<string, string> {
   const env: Record<string, string> = {
-    VMCTL: `${sq(process.execPath)} ${sq(packagePath('bin/vmctl.js'))}`,
+    // the vmctl that runs this lab: an executable (its #! finds node on PATH, where this node is first)
+    VMCTL: packagePath('bin/vmctl.js'),
+    PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`,
     VMCTL_LAB: r.id,
     VMCTL_LAB_NAME: r.lab,
     VMCTL_LAB_PREFIX: r.prefix,
@@ -95,7 +97,7 @@ interface Runner {
   close(): void;
 }
 
-function runner(op: OpContext, loaded: LoadedLab, r: LabRecord): Runner {
+function runner(op: OpContext, loaded: LoadedLab, r: LabRecord, o: { reuse: boolean } = { reuse: true }): Runner {
   const conn = op.conn;
   const guests = new Map<string, Promise<GuestConnection>>();
   const trusted = loaded.shipped || (r.trusted && loaded.sha256 === r.sha256);
@@ -127,6 +129,11 @@ function runner(op: OpContext, loaded: LoadedLab, r: LabRecord): Runner {
       } catch (e) {
         if (e instanceof VmctlError && e.code === 'TIMEOUT') return { code: 124, output: `(timed out after ${Math.round(timeoutMs / 1000)} s)` };
         throw e;
+      } finally {
+        if (!o.reuse) {
+          guests.delete(on);
+          guest.close();
+        }
       }
     },
     close() {
@@ -184,7 +191,7 @@ export async function labCheck(op: OpContext, id: string, o: { exercise?: string
 export async function labSolve(op: OpContext, id: string, o: { exercise?: string } = {}): Promise<{ id: string; steps: { exercise: string; on: string; exit: number }[] }> {
   const { r, loaded } = await context(op, id);
   await op.lease(`lab/${id}`, `lab '${id}'`);
-  const run = runner(op, loaded, r);
+  const run = runner(op, loaded, r, { reuse: false });
   const steps: { exercise: string; on: string; exit: number }[] = [];
   try {
     for (const ex of exercisesOf(loaded, o.exercise)) {

@@ -99,7 +99,7 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
 
   // 3. destination volumes for --copy-storage
   const diskPaths = new Map<string, string>();
-  const copies = plan.disks.filter((d) => d.how === 'copy');
+  const copies = plan.disks.filter((d) => d.how === 'copy' || d.how === 'media');
   if (copies.length > 0) {
     marker = await recordStep(dom, marker, 'volumes', true);
     await op.step('volumes', async () => {
@@ -110,6 +110,11 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
         });
         const fmt = d.format === 'qcow2' ? 'qcow2' : 'raw';
         const vol = await pool.createVolume(volumeXml({ name: d.destVolume!, capacityBytes: d.capacityBytes ?? 0, format: fmt, ...(d.backingPath ? { backing: { path: d.backingPath, format: 'qcow2' } } : {}) }));
+        if (d.how === 'media') {
+          // a read-only medium (the seed, < 1 MiB): its bytes through the two libvirt connections
+          const from = await src.lookupStorageVolumeByPath(d.sourcePath);
+          await vol.upload(await from.download(), { length: BigInt(d.capacityBytes ?? 0) });
+        }
         const path = await vol.path();
         if (path !== d.sourcePath) diskPaths.set(d.sourcePath, path);
       }

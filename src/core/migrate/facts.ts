@@ -132,6 +132,11 @@ export function rewriteDomainXml(domainXml: string, r: XmlRewrite): string {
 }
 
 /** The disks that hold data and are migrated or must be shared (not empty cdroms, not read-only media). */
+/** Read-only cdroms with a medium (the cloud-init seed): the destination's QEMU must open them too. */
+export function mediaDisks(f: GuestFacts): GuestDisk[] {
+  return f.disks.filter((d) => d.readonly && d.device === 'cdrom' && d.path !== '');
+}
+
 export function dataDisks(f: GuestFacts): GuestDisk[] {
   return f.disks.filter((d) => (d.path !== '' || d.volume !== undefined) && !(d.readonly && d.device === 'cdrom'));
 }

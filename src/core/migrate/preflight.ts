@@ -15,7 +15,7 @@ import { findVm, lookupVm } from '../vm/domain.js';
 import { parseVolumeXml } from '../storage/volume.js';
 import { forwardPortCandidates, pickForwardPort } from '../vm/forward.js';
 import { compareHypervisorCpuCached, hostCapabilities, hostIdentityCached, hostVirtType } from '../host/cache.js';
-import { dataDisks, guestFacts, type GuestFacts } from './facts.js';
+import { dataDisks, guestFacts, mediaDisks, type GuestFacts } from './facts.js';
 import { readSnapshots } from './snapshots.js';
 import type { DiskPlan, MigrateOptions, MigratePlan, PreflightCheck } from './types.js';
 
@@ -105,6 +105,31 @@ async function planDisks(src: Connection, dst: Connection, facts: GuestFacts, op
     }
     out.push({ target: d.target, sourcePath: path, format: d.format, how: 'copy', capacityBytes: mine.details.capacity, destPool: poolName, destVolume: mine.details.name, ...(destPath ? { destPath } : {}), ...(backingPath ? { backingPath } : {}) });
     checks.push({ id: `disk:${d.target}`, status: 'pass', message: `disk ${d.target} (${mib(mine.details.capacity)} ${d.format}) copied to pool ${poolName} there (${opts.copyStorage})` });
+  }
+  // read-only media (the cloud-init seed): QEMU opens them on the destination, libvirt copies only writable disks
+  for (const d of mediaDisks(facts)) {
+    if (await volumeAt(dst, d.path)) {
+      out.push({ target: d.target, sourcePath: d.path, format: d.format, how: 'readonly' });
+      continue;
+    }
+    const mine = await volumeAt(src, d.path);
+    if (!opts.copyStorage || !mine) {
+      checks.push({
+        id: `media:${d.target}`,
+        status: 'fail',
+        message: `${d.device} ${d.target} (${d.path}) is not on the destination${mine ? '' : ', and not in a storage pool on the source'}`,
+        fix: mine ? 'add --copy-storage all (vmctl copies the medium too), or put it at the same path there' : 'put the file at the same path on the destination',
+      });
+      continue;
+    }
+    const poolName = mine.vol.poolName;
+    const pool = await dst.lookupStoragePool(poolName).catch((e: unknown) => (e instanceof LibvirtError ? undefined : Promise.reject(e)));
+    if (!pool) {
+      checks.push({ id: `pool:${poolName}`, status: 'fail', message: `storage pool ${poolName} (${d.device} ${d.target}) does not exist on the destination`, fix: `define and start it there (virsh pool-define-as ${poolName} dir --target DIR; virsh pool-start ${poolName})` });
+      continue;
+    }
+    out.push({ target: d.target, sourcePath: d.path, format: d.format, how: 'media', capacityBytes: mine.details.capacity, destPool: poolName, destVolume: mine.details.name });
+    checks.push({ id: `media:${d.target}`, status: 'pass', message: `${d.device} ${d.target} (${mib(mine.details.capacity)}, read-only) uploaded to pool ${poolName} there` });
   }
   return out;
 }

@@ -42,7 +42,8 @@ export interface DiskPlan {
   target: string;
   sourcePath: string;
   format: string;
-  how: 'shared' | 'copy' | 'readonly';
+  /** media: a read-only cdrom (the cloud-init seed) QEMU must open there: vmctl uploads it (libvirt copies only writable disks) */
+  how: 'shared' | 'copy' | 'readonly' | 'media';
   capacityBytes?: number;
   /** copy: the volume vmctl creates on the destination */
   destPool?: string;

@@ -281,7 +281,7 @@ export async function applyCreate(op: OpContext, plan: CreatePlan): Promise<Crea
   // a direct-kernel image boots its own kernel unless the template says otherwise
   const resolved: ResolvedTemplate =
     image?.boot.method === 'direct-kernel' && t.spec.boot.type === 'disk'
-      ? { ...t, spec: { ...t.spec, boot: { type: 'kernel' as const, kernel: image.boot.kernelPath, initrd: image.boot.initrdPath, cmdline: image.boot.cmdline } } }
+      ? { ...t, spec: { ...t.spec, boot: { type: 'kernel' as const, kernel: image.boot.kernelPath, initrd: image.boot.initrdPath, cmdline: rootFor(image.boot.cmdline, t.spec.disks[0]?.bus) } } }
       : t;
   const refs = plan.volumes.map((v) => ({ ...v, pool: pool.name, path: join(poolPath, v.name) }));
   let sshPort = plan.sshPort;
@@ -442,6 +442,16 @@ export async function applyCreate(op: OpContext, plan: CreatePlan): Promise<Crea
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * The image's kernel command line names its root as the first virtio disk
+ * (/dev/vda); a root disk on another bus is the first SCSI/SATA/IDE disk (sda:
+ * the seed is a cdrom, sr0).
+ */
+export function rootFor(cmdline: string, bus: string | undefined): string {
+  if (bus === undefined || bus === 'virtio') return cmdline;
+  return cmdline.replace(/(^|\s)root=\/dev\/vda(\d*)(?=\s|$)/, '$1root=/dev/sda$2');
 }
 
 /** plan + apply; with dryRun only the plan. */

@@ -235,6 +235,8 @@ export function buildDomainXml(spec: VmSpec, extraMetadata?: Record<string, unkn
     devices.video = { model: { '@_type': spec.graphics === 'spice' ? 'qxl' : 'vga', '@_heads': 1, '@_primary': 'yes' } };
   }
   if (spec.watchdog !== 'none') devices.watchdog = { '@_model': 'i6300esb', '@_action': spec.watchdog };
+  // a crash reaches on_crash only through a panic notifier (pvpanic); the default (destroy) needs none
+  if (spec.onCrash !== 'destroy') devices.panic = { '@_model': 'isa' };
   devices.rng = { '@_model': 'virtio', backend: { '@_model': 'random', '#text': '/dev/urandom' } };
   devices.memballoon = { '@_model': 'virtio' };
 
