@@ -17,6 +17,7 @@ import { snapshotCommand } from './snapshot.js';
 import { backupCommand } from './backup.js';
 import { restoreCommand } from './restore.js';
 import { migrateCommand } from './migrate.js';
+import { labCommand } from './lab.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
@@ -40,4 +41,5 @@ export const commands: CommandModule<any, any>[] = [
   backupCommand,
   restoreCommand,
   migrateCommand,
+  labCommand,
 ];

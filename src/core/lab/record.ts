@@ -49,6 +49,8 @@ export interface LabRecord {
   vms: LabRecordVm[];
   /** lab snapshots (taken on every VM), oldest first; `baseline` is lab up's */
   snapshots: { name: string; createdAt: string }[];
+  /** a lab snapshot being taken: the VMs paused for it (resumed, and the snapshot removed everywhere, if it was interrupted) */
+  pending?: { snapshot: string; paused: string[] };
   createdAt: string;
 }
 

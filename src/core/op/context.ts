@@ -45,7 +45,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 class OpShared {
   readonly id = randomUUID();
   readonly t0 = performance.now();
-  readonly undo = new UndoStack();
   current: Connection | undefined;
   currentLost = false;
   readonly owned = new Set<Connection>();
@@ -59,25 +58,39 @@ export class OpContext {
   private readonly s: OpShared;
   /** what this view works on (a lab's VM…): added to its events as `scope` */
   readonly scope: string | undefined;
+  readonly undo: UndoStack;
 
   constructor(
     private readonly init: OperationInit,
     shared?: OpShared,
     scope?: string,
+    undo?: UndoStack,
   ) {
     this.s = shared ?? new OpShared();
     this.scope = scope;
+    this.undo = undo ?? new UndoStack();
     this.log = scope ? (init.log ?? silentLogger).child({ scope }) : (init.log ?? silentLogger);
     this.signal = init.signal ?? new AbortController().signal;
   }
 
   /**
    * A view of this operation for one of the things it works on side by side
-   * (the VMs of a lab): same connections, signal, undo stack and leases; its
-   * events carry `scope`.
+   * (the VMs of a lab): same connections, leases and undo stack; its events
+   * carry `scope`. `signal` replaces the signal (e.g. one that also fires when
+   * a sibling fails); `ownUndo` gives it an undo stack of its own, for a step
+   * whose own commit() must not commit the whole operation (the caller
+   * unwinds or keeps it).
    */
-  scoped(scope: string): OpContext {
-    return new OpContext(this.init, this.s, this.scope ? `${this.scope}/${scope}` : scope);
+  scoped(scope: string, o: { signal?: AbortSignal; ownUndo?: boolean } = {}): OpContext {
+    return new OpContext(o.signal ? { ...this.init, signal: o.signal } : this.init, this.s, this.scope ? `${this.scope}/${scope}` : scope, o.ownUndo ? undefined : this.undo);
+  }
+
+  /** Undo what this view's own undo stack holds (see scoped), reporting each step. */
+  async unwindOwn(): Promise<string[]> {
+    return this.undo.unwind(
+      () => this.liveConnection(),
+      (what, ok, error) => this.emit({ type: 'undo', what, ok, ...(error ? { error } : {}) }),
+    );
   }
 
   get id(): string {
@@ -86,10 +99,6 @@ export class OpContext {
 
   get t0(): number {
     return this.s.t0;
-  }
-
-  get undo(): UndoStack {
-    return this.s.undo;
   }
 
   get kind(): string {
@@ -207,6 +216,9 @@ export class OpContext {
 
   /** Take the lease on `resource` for the rest of the operation (released at its end). */
   async lease(resource: string, what: string): Promise<Lease> {
+    // re-entrant: a step of this operation may ask again for what the operation holds
+    const held = this.s.leases.find((l) => l.resource === resource);
+    if (held) return held;
     const lease = await Lease.acquire(() => this.conn, resource, { kind: this.kind, id: this.id, what }, (err) =>
       this.log.warn({ err: err.message, resource }, 'could not renew lease'),
     );

@@ -53,6 +53,10 @@ export interface CreateOptions {
   extraNetworkConfig?: Record<string, unknown>;
   /** start the VM when the host's libvirtd starts */
   autostart?: boolean;
+  /** the guest's hostname (default: the template's, else the VM name) */
+  hostname?: string;
+  /** SSH forward port candidates shared by several creates planned together (a lab), so they never pick the same port */
+  portCandidates?: Iterator<number>;
 }
 
 export interface PlannedVolume {
@@ -93,6 +97,7 @@ export interface CreatePlan {
     extraUserData?: Record<string, unknown>;
     extraNetworkConfig?: Record<string, unknown>;
     autostart?: boolean;
+    hostname?: string;
   };
 }
 
@@ -176,7 +181,7 @@ export async function planCreate(op: OpContext, opts: CreateOptions): Promise<Cr
     ...(p.backingImage !== undefined ? { backingImage: p.backingImage } : {}),
   }));
   if (spec.cloudInit) volumes.push({ role: 'seed', name: seedVolumeName(name), format: 'raw', sizeBytes: 0 });
-  const portCandidates = forwardPortCandidates();
+  const portCandidates = opts.portCandidates ?? forwardPortCandidates();
   const sshPort = autoSsh ? await pickForwardPort(conn, portCandidates) : undefined;
   op.throwIfAborted();
   return {
@@ -204,6 +209,7 @@ export async function planCreate(op: OpContext, opts: CreateOptions): Promise<Cr
       ...(opts.extraUserData ? { extraUserData: opts.extraUserData } : {}),
       ...(opts.extraNetworkConfig ? { extraNetworkConfig: opts.extraNetworkConfig } : {}),
       ...(opts.autostart !== undefined ? { autostart: opts.autostart } : {}),
+      ...(opts.hostname !== undefined ? { hostname: opts.hostname } : {}),
     },
   };
 }
@@ -347,7 +353,7 @@ export async function applyCreate(op: OpContext, plan: CreatePlan): Promise<Crea
       const seed = refs.find((r) => r.role === 'seed');
       if (!seed || !spec.cloudInit) return;
       const docs = buildSeedDocuments({
-        hostname: spec.cloudInit.hostname ?? name,
+        hostname: plan.internal.hostname ?? spec.cloudInit.hostname ?? name,
         instanceId: uuid,
         user: spec.cloudInit.user,
         authorizedKeys: keys.authorizedKeys,

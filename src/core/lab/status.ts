@@ -1,0 +1,95 @@
+/** `vmctl lab list` and `lab status`: what the records say, and what the host has of it. */
+import { VmctlError } from '../errors.js';
+import type { Connection } from '../../libvirt/connection.js';
+import { LibvirtError } from '../../libvirt/errors.js';
+import { lookupVm } from '../vm/domain.js';
+import { vmSshTarget } from '../vm/info.js';
+import { listLabRecords, readLabRecord, recordLiveness, type LabRecord } from './record.js';
+
+export interface LabSummary {
+  id: string;
+  lab: string;
+  prefix: string;
+  state: LabRecord['state'] | 'interrupted';
+  vms: number;
+  networks: number;
+  snapshots: string[];
+  file: string;
+  createdAt: string;
+}
+
+const stateOf = (r: LabRecord): LabSummary['state'] => (r.state !== 'ready' && recordLiveness(r) === 'dead' ? 'interrupted' : r.state);
+
+export async function listLabs(conn: Connection): Promise<LabSummary[]> {
+  return (await listLabRecords(conn)).map((r) => ({
+    id: r.id,
+    lab: r.lab,
+    prefix: r.prefix,
+    state: stateOf(r),
+    vms: r.vms.length,
+    networks: r.networks.length,
+    snapshots: r.snapshots.map((s) => s.name),
+    file: r.file,
+    createdAt: r.createdAt,
+  }));
+}
+
+export interface LabStatus extends LabSummary {
+  trusted: boolean;
+  peers: Record<string, string>;
+  vmStates: { key: string; name: string; state: string; ssh?: { host: string; port: number; user: string } }[];
+  networkStates: { key: string; name: string; subnet: string; mode: string; active: boolean | 'missing' }[];
+}
+
+export async function labStatus(conn: Connection, id: string): Promise<LabStatus> {
+  const found = await readLabRecord(conn, id);
+  if (!found) throw new VmctlError('NOT_FOUND', `no lab '${id}' on ${conn.uri.original}`, { hint: 'vmctl lab list shows the labs there (and their prefixes)' });
+  const r = found.record;
+  const vmStates = await Promise.all(
+    r.vms.map(async (v) => {
+      const dom = await lookupVm(conn, v.name);
+      if (!dom || dom.uuidString !== v.uuid) return { key: v.key, name: v.name, state: 'missing' };
+      const state = (await dom.state()).state;
+      const ssh = await vmSshTarget(conn, v.name, { running: false }).then(
+        (t) => ({ host: t.host, port: t.port, user: t.user }),
+        () => undefined,
+      );
+      return { key: v.key, name: v.name, state, ...(ssh ? { ssh } : {}) };
+    }),
+  );
+  const networkStates = await Promise.all(
+    r.networks.map(async (n) => {
+      try {
+        const net = await conn.lookupNetwork(n.name);
+        return { key: n.key, name: n.name, subnet: n.subnet, mode: n.mode, active: net.uuidString === n.uuid ? await net.isActive() : ('missing' as const) };
+      } catch (e) {
+        if (e instanceof LibvirtError && e.isNotFound()) return { key: n.key, name: n.name, subnet: n.subnet, mode: n.mode, active: 'missing' as const };
+        throw e;
+      }
+    }),
+  );
+  return {
+    id: r.id,
+    lab: r.lab,
+    prefix: r.prefix,
+    state: stateOf(r),
+    vms: r.vms.length,
+    networks: r.networks.length,
+    snapshots: r.snapshots.map((s) => s.name),
+    file: r.file,
+    createdAt: r.createdAt,
+    trusted: r.trusted,
+    peers: r.peers,
+    vmStates,
+    networkStates,
+  };
+}
+
+/** The libvirt name of lab VM `key`. */
+export async function labVmName(conn: Connection, id: string, key: string): Promise<string> {
+  const found = await readLabRecord(conn, id);
+  if (!found) throw new VmctlError('NOT_FOUND', `no lab '${id}' on ${conn.uri.original}`, { hint: 'vmctl lab list shows the labs there (and their prefixes)' });
+  const v = found.record.vms.find((x) => x.key === key);
+  if (!v) throw new VmctlError('NOT_FOUND', `lab ${id} has no VM '${key}'`, { hint: `its VMs: ${found.record.vms.map((x) => x.key).join(', ')}` });
+  return v.name;
+}
