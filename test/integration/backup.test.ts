@@ -109,6 +109,25 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     expect(v.stdout).toMatch(/^OK: 1 points/);
   });
 
+  it('through the volume stream (as from a remote host) the disk is stored the same as when read in place', { timeout: 300_000 }, async () => {
+    // a daemon on this machine: the scratch volume is read in place; VMCTL_BACKUP_VIA=stream takes the remote hosts' way
+    const other = join(work, 'set-stream');
+    const r = await vmctl(['backup', VM, '--to', other, '--json', '--progress', 'json'], { env: { ...env, VMCTL_BACKUP_VIA: 'stream' }, timeoutMs: 300_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/"step":"download vda"/);
+    const b = JSON.parse(r.stdout) as BackupJson;
+    const disk = (d: string) => {
+      const id = readdirSync(join(d, 'points')).find((p) => p.endsWith('-full'))!;
+      const m = JSON.parse(readFileSync(join(d, 'points', id, 'manifest.json'), 'utf8')) as { files: { role: string; sha256: string; chunks: { o: number; sha: string }[] }[] };
+      const f = m.files.find((x) => x.role === 'disk')!;
+      return { sha256: f.sha256, chunks: f.chunks.map((c) => `${c.o}:${c.sha}`) };
+    };
+    expect(disk(other)).toEqual(disk(set())); // the guest does not write to vda
+    expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
+    virsh('checkpoint-delete', VM, `vmctl-bak-${b.point.toLowerCase()}`); // that set's checkpoint: the next tests count checkpoints
+    rmSync(other, { recursive: true, force: true });
+  });
+
   it('an incremental holds only what changed (nothing here), and list shows its chain', { timeout: 300_000 }, async () => {
     const r = await backup(['--incremental']);
     expect(r.code, r.stderr).toBe(0);

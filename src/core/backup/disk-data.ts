@@ -104,10 +104,15 @@ const isZero = (b: Buffer): boolean => {
   return true;
 };
 
+/** Download buffers: packets (256 KiB) are gathered into writes of this size, one write in flight while the next fills. */
+const DOWNLOAD_WRITE = 8 * 1024 * 1024;
+
 /**
  * Download a volume into a local file through a sparse volume stream: holes
- * arrive as hole packets and are skipped (the local file keeps them as holes),
- * zero data runs are skipped too.
+ * arrive as hole lengths and are skipped (the local file keeps them as holes,
+ * never expanded into zeros), all-zero data packets are skipped too. Data
+ * packets are gathered into large writes, one in flight while the next
+ * buffer fills, so the stream is read while the disk writes.
  */
 export async function downloadVolume(
   op: OpContext,
@@ -120,25 +125,71 @@ export async function downloadVolume(
   const onAbort = () => stream.abort();
   op.signal.addEventListener('abort', onAbort, { once: true });
   const fh = await open(localPath, 'wx', 0o600);
-  let pos = 0;
+  const bufs = [Buffer.allocUnsafe(DOWNLOAD_WRITE), Buffer.allocUnsafe(DOWNLOAD_WRITE)];
+  let cur = 0; // which buffer fills
+  let fill = 0; // bytes in it
+  let fillAt = 0; // file offset of its first byte
+  let pos = 0; // file offset of the next byte of the stream
+  let writing: Promise<void> = Promise.resolve();
+  const flush = async () => {
+    if (fill === 0) return;
+    const buf = bufs[cur]!;
+    const n = fill;
+    const at = fillAt;
+    await writing; // the other buffer is free once its write is done
+    writing = writeAll(fh, buf.subarray(0, n), at);
+    writing.catch(() => undefined); // awaited by the next flush or at the end
+    cur ^= 1;
+    fill = 0;
+  };
   try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      if (!isZero(chunk)) await fh.write(chunk, 0, chunk.length, pos);
-      pos += chunk.length;
-      meter.add(chunk.length);
+    for await (const item of stream.sparse()) {
+      if (typeof item === 'bigint') {
+        await flush();
+        pos += Number(item);
+        continue;
+      }
+      if (isZero(item)) {
+        await flush();
+      } else {
+        if (fill > 0 && fillAt + fill !== pos) await flush();
+        if (fill === 0) fillAt = pos;
+        for (let off = 0; off < item.length; ) {
+          const n = Math.min(item.length - off, DOWNLOAD_WRITE - fill);
+          item.copy(bufs[cur]!, fill, off, off + n);
+          fill += n;
+          off += n;
+          if (fill === DOWNLOAD_WRITE) {
+            await flush();
+            fillAt = pos + off;
+          }
+        }
+      }
+      pos += item.length;
+      meter.add(item.length);
       if (onBytes) await onBytes(pos);
     }
+    await flush();
+    await writing;
     await stream.done;
     await fh.truncate(pos);
     await fh.sync();
     return pos;
   } catch (e) {
     stream.destroy();
+    await writing.catch(() => undefined);
     op.throwIfAborted();
     throw e;
   } finally {
     op.signal.removeEventListener('abort', onAbort);
     await fh.close();
+  }
+}
+
+async function writeAll(fh: FileHandle, buf: Buffer, at: number): Promise<void> {
+  for (let off = 0; off < buf.length; ) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off, at + off);
+    off += bytesWritten;
   }
 }
 
