@@ -173,7 +173,8 @@ export async function downloadVolume(
     await writing;
     await stream.done;
     await fh.truncate(pos);
-    await fh.sync();
+    // no fsync: every download is a temporary in the point's .work directory; what is kept is the
+    // payload made from it, and that is synced (PayloadWriter.finish)
     return pos;
   } catch (e) {
     stream.destroy();

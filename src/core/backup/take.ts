@@ -365,20 +365,43 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     dl.finish();
   }
 
+  // the seed and boot files come through the connection while the disks are stored (step 3)
+  const extraFiles: Array<[string | undefined, string, PayloadFile['role']]> = [
+    [seedDisk(files)?.source, 'seed.iso', 'seed'],
+    [files.kernel, 'boot/kernel', 'kernel'],
+    [files.initrd, 'boot/initrd', 'initrd'],
+  ];
+  const extras = Promise.all(
+    extraFiles.map(async ([path, rel, role]): Promise<{ note: string } | { rel: string; role: PayloadFile['role']; local: string } | undefined> => {
+      if (!path) return undefined;
+      const vol = await lookupVolumeByPath(conn, path);
+      if (!vol) return { note: `${role} ${path} is in no storage pool: not in the backup (a restore needs it at the same path)` };
+      const local = join(tmp, rel.replace('/', '_'));
+      await downloadVolume(op, vol, local, new Meter(op, 'download', role));
+      return { rel, role, local };
+    }),
+  ).then((xs) => xs.filter((x) => x !== undefined));
+  extras.catch(() => undefined); // awaited in step 4, or after a failure below
+
   // 3. chunks
   const store = new Meter(op, 'store', opts.name, localImages.reduce((a, l) => a + l.capacity, 0));
-  for (const l of localImages) {
-    const rel = `disks/${l.disk.target}`;
-    const w = await PayloadWriter.create(join(work, rel), rel, fileId(rel), codec);
-    const r = await op.step(`store ${l.disk.target}`, () => storeDisk(op, l, join(tmp, `${l.disk.target}.raw`), kind, w, l.capacity, store).catch(async (e) => {
-      await w.abort();
-      throw e;
-    }));
-    payload.push(await w.finish('disk', l.capacity));
-    rmSync(join(tmp, `${l.disk.target}.raw`), { force: true });
-    if (l.volume) await l.volume.delete();
-    else rmSync(l.path, { force: true });
-    diskRecords.push({ target: l.disk.target, file: rel, virtualSize: l.capacity, format: l.disk.format, sourcePath: l.disk.source!, bitmap: caps[disks.indexOf(l.disk)]?.ok ?? false, dataBytes: r.dataBytes });
+  try {
+    for (const l of localImages) {
+      const rel = `disks/${l.disk.target}`;
+      const w = await PayloadWriter.create(join(work, rel), rel, fileId(rel), codec);
+      const r = await op.step(`store ${l.disk.target}`, () => storeDisk(op, l, join(tmp, `${l.disk.target}.raw`), kind, w, l.capacity, store).catch(async (e) => {
+        await w.abort();
+        throw e;
+      }));
+      payload.push(await w.finish('disk', l.capacity));
+      rmSync(join(tmp, `${l.disk.target}.raw`), { force: true });
+      if (l.volume) await l.volume.delete();
+      else rmSync(l.path, { force: true });
+      diskRecords.push({ target: l.disk.target, file: rel, virtualSize: l.capacity, format: l.disk.format, sourcePath: l.disk.source!, bitmap: caps[disks.indexOf(l.disk)]?.ok ?? false, dataBytes: r.dataBytes });
+    }
+  } catch (e) {
+    await extras.catch(() => undefined); // its downloads end with the operation (abort) or finish: none left writing
+    throw e;
   }
   store.finish();
 
@@ -392,22 +415,13 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     await small(rel, 'snapshot', Buffer.from(xml));
     snapshots.push({ name: s.name, file: rel, location: snapshotLocation(xml) });
   }
-  const extra: Array<[string | undefined, string, PayloadFile['role']]> = [
-    [seedDisk(files)?.source, 'seed.iso', 'seed'],
-    [files.kernel, 'boot/kernel', 'kernel'],
-    [files.initrd, 'boot/initrd', 'initrd'],
-  ];
-  for (const [path, rel, role] of extra) {
-    if (!path) continue;
-    const vol = await lookupVolumeByPath(conn, path);
-    if (!vol) {
-      notes.push(`${role} ${path} is in no storage pool: not in the backup (a restore needs it at the same path)`);
+  for (const x of await extras) {
+    if ('note' in x) {
+      notes.push(x.note);
       continue;
     }
-    const local = join(tmp, rel.replace('/', '_'));
-    await downloadVolume(op, vol, local, new Meter(op, 'download', role));
-    await small(rel, role, readFileSync(local));
-    rmSync(local, { force: true });
+    await small(x.rel, x.role, readFileSync(x.local));
+    rmSync(x.local, { force: true });
   }
   const stateDir = vmStateDir(conn.uri.original, opts.name);
   if (existsSync(stateDir)) {
