@@ -4,8 +4,9 @@ import type { Argv, CommandModule } from 'yargs';
 import { makeContext, type GlobalArgs } from '../context.js';
 import { withOp } from '../op.js';
 import { VmctlError } from '../../core/errors.js';
-import { takeBackup } from '../../core/backup/take.js';
-import { listSet, pruneSet, verifySet } from '../../core/backup/verify.js';
+// loaded by the handlers only: every other command starts without the backup core and what it imports
+const take = () => import('../../core/backup/take.js');
+const sets = () => import('../../core/backup/verify.js');
 import { formatBytes, formatTable } from '../render.js';
 
 type Cmd<A> = CommandModule<GlobalArgs, GlobalArgs & A>;
@@ -31,6 +32,7 @@ const takeCommand: Cmd<TakeArgs> = {
       .option('encrypt', { type: 'boolean', default: false, describe: 'AES-256-GCM per chunk (needs --key-file)' })
       .option('key-file', { type: 'string', requiresArg: true, describe: 'file with ≥ 32 random bytes (head -c 32 /dev/urandom > F)' }) as never,
   handler: async (argv) => {
+    const { takeBackup } = await take();
     await withOp(argv, 'backup', async ({ op, ctx, quiet }) => {
       const r = await takeBackup(op, {
         name: argv.name,
@@ -55,7 +57,8 @@ const listCommand: Cmd<{ dir: string }> = {
   aliases: ['ls'],
   describe: 'the points of a backup set: full/incremental, time, size, chain',
   builder: (y) => y.positional('dir', { type: 'string', demandOption: true }) as never,
-  handler: (argv) => {
+  handler: async (argv) => {
+    const { listSet } = await sets();
     const ctx = makeContext(argv);
     const l = listSet(resolve(argv.dir));
     if (ctx.json) return ctx.out.json(l);
@@ -77,6 +80,7 @@ const verifyCommand: Cmd<{ dir: string; 'key-file'?: string }> = {
   builder: (y) =>
     y.positional('dir', { type: 'string', demandOption: true }).option('key-file', { type: 'string', requiresArg: true, describe: 'also authenticate every chunk (encrypted sets)' }) as never,
   handler: async (argv) => {
+    const { verifySet } = await sets();
     const ctx = makeContext(argv);
     const r = await verifySet(resolve(argv.dir), argv['key-file'] ? { keyFile: argv['key-file'] } : {});
     if (ctx.json) {
@@ -102,7 +106,8 @@ const pruneCommand: Cmd<{ dir: string; 'keep-last': number; 'dry-run': boolean }
       .positional('dir', { type: 'string', demandOption: true })
       .option('keep-last', { type: 'number', demandOption: true, requiresArg: true, describe: 'keep the newest N points (and their chains)' })
       .option('dry-run', { type: 'boolean', default: false, describe: 'say what would be removed' }) as never,
-  handler: (argv) => {
+  handler: async (argv) => {
+    const { pruneSet } = await sets();
     const ctx = makeContext(argv);
     const r = pruneSet(resolve(argv.dir), argv['keep-last'], { dryRun: argv['dry-run'] });
     if (ctx.json) return ctx.out.json(r);

@@ -1,7 +1,6 @@
 /** `vmctl restore DIR`: recreate a backed-up VM on a host (src/core/backup/restore.ts). */
 import { resolve } from 'node:path';
 import { withOp } from '../op.js';
-import { restoreBackup } from '../../core/backup/restore.js';
 import { formatBytes } from '../render.js';
 import type { Cmd } from '../vm-args.js';
 
@@ -30,6 +29,7 @@ export const restoreCommand: Cmd<RestoreArgs> = {
       .option('verify-boot', { type: 'boolean', default: false, describe: 'start it and wait for SSH with the pinned host key' })
       .option('timeout', { type: 'number', default: 900, describe: 'seconds to wait for --verify-boot' }) as never,
   handler: async (argv) => {
+    const { restoreBackup } = await import('../../core/backup/restore.js'); // loaded by this command only
     await withOp(argv, 'restore', async ({ op, ctx, quiet }) => {
       const r = await restoreBackup(op, {
         dir: resolve(argv.dir),
