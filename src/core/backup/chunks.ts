@@ -17,6 +17,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { VmctlError } from '../errors.js';
 import type { PayloadFile, SetInfo, StoredChunk } from './format.js';
+import { ChunkHasher } from './hasher.js';
 
 export interface Codec {
   compress: boolean;
@@ -123,11 +124,29 @@ export function decodeChunk(codec: Codec, stored: Buffer, fileId: string, index:
 
 export const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-/** Appends chunks to one payload file, recording each in the manifest's form. */
+/** Writes in flight per payload file, and how much is written between background flushes. */
+const MAX_WRITES_IN_FLIGHT = 4;
+const FLUSH_EVERY = 32 * 1024 * 1024;
+
+/**
+ * Appends chunks to one payload file, recording each in the manifest's form.
+ * The chunk's and the file's SHA-256 are computed as the chunk goes by (the
+ * chunk's on the hashing thread when its memory can be shared, hasher.ts); the
+ * file writes are queued (a few in flight, in order of
+ * offset) so hashing the next chunk overlaps writing this one, and a
+ * background fdatasync every FLUSH_EVERY bytes spreads the flush over the copy
+ * instead of leaving all of it to finish(). A failed write fails the next
+ * write() or finish().
+ */
 export class PayloadWriter {
   private readonly chunks: StoredChunk[] = [];
   private readonly hash = createHash('sha256');
   private at = 0;
+  private readonly inFlight: Array<Promise<void>> = [];
+  private failure: Error | undefined;
+  private sinceFlush = 0;
+  private flushing: Promise<void> | undefined;
+  private readonly hasher = new ChunkHasher();
   private constructor(
     private readonly fh: FileHandle,
     readonly path: string,
@@ -139,14 +158,40 @@ export class PayloadWriter {
     return new PayloadWriter(await open(absPath, 'wx', 0o600), relPath, fileId, codec);
   }
 
-  /** Store `plain` as the chunk at offset o. */
-  async write(o: number, plain: Buffer): Promise<number> {
+  /**
+   * Store `plain` as the chunk at offset o. `plain` must not change until `done` is called (it may
+   * still be being written or hashed); without `done`, it must never change.
+   */
+  async write(o: number, plain: Buffer, done?: () => void): Promise<number> {
+    if (this.failure) throw this.failure;
     const stored = encodeChunk(this.codec, plain, this.fileId, this.chunks.length, o);
-    await this.fh.write(stored, 0, stored.length, this.at);
     this.hash.update(stored);
-    this.chunks.push({ o, n: plain.length, at: this.at, sz: stored.length, sha: sha256(stored) });
+    const chunk: StoredChunk = { o, n: plain.length, at: this.at, sz: stored.length, sha: '' };
+    this.chunks.push(chunk);
+    const digest = this.hasher.digest(stored).then((sha) => void (chunk.sha = sha));
     this.at += stored.length;
+    const settled = Promise.all([this.writeAll(stored, chunk.at), digest]).then(() => undefined);
+    this.queue(done ? settled.finally(done) : settled);
+    this.sinceFlush += stored.length;
+    if (this.sinceFlush >= FLUSH_EVERY && !this.flushing) {
+      this.sinceFlush = 0;
+      const f = this.fh.datasync().catch((e: Error) => void (this.failure ??= e)).finally(() => (this.flushing = undefined));
+      this.flushing = f;
+    }
+    while (this.inFlight.length >= MAX_WRITES_IN_FLIGHT) await this.inFlight.shift();
+    if (this.failure) throw this.failure;
     return stored.length;
+  }
+
+  private async writeAll(buf: Buffer, at: number): Promise<void> {
+    for (let off = 0; off < buf.length; ) {
+      const { bytesWritten } = await this.fh.write(buf, off, buf.length - off, at + off);
+      off += bytesWritten;
+    }
+  }
+
+  private queue(p: Promise<void>): void {
+    this.inFlight.push(p.catch((e: Error) => void (this.failure ??= e)));
   }
 
   /** An explicit run of zeros (nothing stored). */
@@ -154,13 +199,22 @@ export class PayloadWriter {
     this.chunks.push({ o, n, at: this.at, sz: 0, sha: '', z: true });
   }
 
+  private async settle(): Promise<void> {
+    while (this.inFlight.length > 0) await this.inFlight.shift();
+    if (this.flushing) await this.flushing;
+    await this.hasher.close();
+  }
+
   async finish(role: PayloadFile['role'], size: number): Promise<PayloadFile> {
+    await this.settle();
+    if (this.failure) throw this.failure;
     await this.fh.sync();
     await this.fh.close();
     return { path: this.path, role, size, stored: this.at, sha256: this.hash.digest('hex'), chunks: this.chunks };
   }
 
   async abort(): Promise<void> {
+    await this.settle().catch(() => undefined);
     await this.fh.close().catch(() => undefined);
   }
 }

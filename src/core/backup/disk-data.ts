@@ -3,13 +3,17 @@
  * streams (sparse: holes stay holes in the local file), made into the guest's
  * view locally with qemu-img, and stored as chunks of a 4 MiB grid.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, open, stat, type FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
 import type { Connection, StorageVolume } from '../../libvirt/connection.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import { VmctlError } from '../errors.js';
+import { isLocalConnection } from '../host/cache.js';
 import type { OpContext } from '../op/context.js';
 import { CHUNK_SIZE } from './format.js';
 import type { PayloadWriter } from './chunks.js';
+import { SharedBufferPool } from './hasher.js';
 import { imageMap, qemuImg, type MapExtent } from './qemu-img.js';
 
 /** Byte progress of one phase as op.progress events: bytes, rate, ETA (at most every 250 ms). */
@@ -68,6 +72,29 @@ export async function lookupVolumeByPath(conn: Connection, path: string): Promis
   }
 }
 
+/**
+ * The volume's file as a path to read on this machine, or undefined (then it goes through a volume
+ * stream). Only for a daemon on this machine (a unix-socket connection) — data of a remote host
+ * always comes through the libvirt connection — and only when the file here IS the volume: the
+ * path libvirt gives exists here, carries `mustContain` (a name with the operation's id: no other file has it
+ * name), is readable, and has the allocation libvirt reports (a daemon in another mount namespace
+ * with a same-named file elsewhere fails this). VMCTL_BACKUP_VIA=stream forces the stream.
+ */
+export async function localVolumeFile(conn: Connection, vol: StorageVolume, mustContain: string): Promise<string | undefined> {
+  if (!isLocalConnection(conn) || process.env['VMCTL_BACKUP_VIA'] === 'stream') return undefined;
+  try {
+    const path = await vol.path();
+    if (!basename(path).includes(mustContain)) return undefined;
+    const st = await stat(path);
+    if (!st.isFile()) return undefined;
+    await access(path, constants.R_OK);
+    const info = await vol.info();
+    return BigInt(st.blocks) * 512n === info.allocation ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 const ZEROS = Buffer.alloc(64 * 1024);
 const isZero = (b: Buffer): boolean => {
   for (let i = 0; i < b.length; i += ZEROS.length) {
@@ -77,10 +104,15 @@ const isZero = (b: Buffer): boolean => {
   return true;
 };
 
+/** Download buffers: packets (256 KiB) are gathered into writes of this size, one write in flight while the next fills. */
+const DOWNLOAD_WRITE = 8 * 1024 * 1024;
+
 /**
  * Download a volume into a local file through a sparse volume stream: holes
- * arrive as hole packets and are skipped (the local file keeps them as holes),
- * zero data runs are skipped too.
+ * arrive as hole lengths and are skipped (the local file keeps them as holes,
+ * never expanded into zeros), all-zero data packets are skipped too. Data
+ * packets are gathered into large writes, one in flight while the next
+ * buffer fills, so the stream is read while the disk writes.
  */
 export async function downloadVolume(
   op: OpContext,
@@ -93,25 +125,72 @@ export async function downloadVolume(
   const onAbort = () => stream.abort();
   op.signal.addEventListener('abort', onAbort, { once: true });
   const fh = await open(localPath, 'wx', 0o600);
-  let pos = 0;
+  const bufs = [Buffer.allocUnsafe(DOWNLOAD_WRITE), Buffer.allocUnsafe(DOWNLOAD_WRITE)];
+  let cur = 0; // which buffer fills
+  let fill = 0; // bytes in it
+  let fillAt = 0; // file offset of its first byte
+  let pos = 0; // file offset of the next byte of the stream
+  let writing: Promise<void> = Promise.resolve();
+  const flush = async () => {
+    if (fill === 0) return;
+    const buf = bufs[cur]!;
+    const n = fill;
+    const at = fillAt;
+    await writing; // the other buffer is free once its write is done
+    writing = writeAll(fh, buf.subarray(0, n), at);
+    writing.catch(() => undefined); // awaited by the next flush or at the end
+    cur ^= 1;
+    fill = 0;
+  };
   try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      if (!isZero(chunk)) await fh.write(chunk, 0, chunk.length, pos);
-      pos += chunk.length;
-      meter.add(chunk.length);
+    for await (const item of stream.sparse()) {
+      if (typeof item === 'bigint') {
+        await flush();
+        pos += Number(item);
+        continue;
+      }
+      if (isZero(item)) {
+        await flush();
+      } else {
+        if (fill > 0 && fillAt + fill !== pos) await flush();
+        if (fill === 0) fillAt = pos;
+        for (let off = 0; off < item.length; ) {
+          const n = Math.min(item.length - off, DOWNLOAD_WRITE - fill);
+          item.copy(bufs[cur]!, fill, off, off + n);
+          fill += n;
+          off += n;
+          if (fill === DOWNLOAD_WRITE) {
+            await flush();
+            fillAt = pos + off;
+          }
+        }
+      }
+      pos += item.length;
+      meter.add(item.length);
       if (onBytes) await onBytes(pos);
     }
+    await flush();
+    await writing;
     await stream.done;
     await fh.truncate(pos);
-    await fh.sync();
+    // no fsync: every download is a temporary in the point's .work directory; what is kept is the
+    // payload made from it, and that is synced (PayloadWriter.finish)
     return pos;
   } catch (e) {
     stream.destroy();
+    await writing.catch(() => undefined);
     op.throwIfAborted();
     throw e;
   } finally {
     op.signal.removeEventListener('abort', onAbort);
     await fh.close();
+  }
+}
+
+async function writeAll(fh: FileHandle, buf: Buffer, at: number): Promise<void> {
+  for (let off = 0; off < buf.length; ) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off, at + off);
+    off += bytesWritten;
   }
 }
 
@@ -145,6 +224,9 @@ export interface StoredDisk {
   storedBytes: number;
 }
 
+/** What storeDisk stores, in order: bytes read from the image file at `at` as the disk's bytes at `o`, or an explicit zero run. */
+type Piece = { o: number; n: number; at: number } | { o: number; n: number; zero: true };
+
 /**
  * Store the guest view of `image` (a local qcow2 or raw, backing chain included):
  * full — the data extents (qemu-img map of the raw view), split at the 4 MiB
@@ -165,7 +247,7 @@ export async function storeDisk(
   // guest's data in place, where qemu-img map says each extent is in the file
   if (image.format === 'qcow2') {
     const map = await imageMap(image.path, 'qcow2', op.signal);
-    if (map.every((e) => e.depth === 0 && (!e.data || e.offset !== undefined))) return storeMapped(op, image.path, map, kind, writer, meter);
+    if (map.every((e) => e.depth === 0 && (!e.data || e.offset !== undefined))) return storePieces(op, image.path, mappedPieces(map, kind), kind, writer, meter);
   }
   let changed: Array<[number, number]> | undefined;
   if (kind === 'incremental') {
@@ -175,58 +257,86 @@ export async function storeDisk(
   await qemuImg(['convert', '-f', image.format, '-O', 'raw', '-S', '4k', image.path, rawPath], op.signal);
   op.throwIfAborted();
   const ranges = changed ?? mergeRanges((await imageMap(rawPath, 'raw', op.signal)).filter((e) => e.data).map((e) => [e.start, e.start + e.length]));
-  const fh = await open(rawPath, 'r');
-  const { piece, totals } = pieceStorer(fh, rawPath, kind, writer, meter);
-  try {
-    const cells = [...byCell(ranges).entries()].sort((a, b) => a[0] - b[0]);
-    for (const [, inCell] of cells) {
-      op.throwIfAborted();
-      const pieces = mergeRanges(inCell).map(([a, b]): [number, number] => [a, Math.min(b, virtualSize)]).filter(([a, b]) => b > a);
-      for (const [a, b] of pieces) await piece(a, b - a, a);
-    }
-  } finally {
-    await fh.close();
+  const pieces: Piece[] = [];
+  for (const [, inCell] of [...byCell(ranges).entries()].sort((a, b) => a[0] - b[0])) {
+    for (const [a, b] of mergeRanges(inCell).map(([a, b]): [number, number] => [a, Math.min(b, virtualSize)]).filter(([a, b]) => b > a)) pieces.push({ o: a, n: b - a, at: a });
   }
-  return totals;
+  return storePieces(op, rawPath, pieces, kind, writer, meter);
 }
 
-/** Reads `n` bytes at file offset `at` and stores them as the disk's bytes at `o` (zeros skipped, or explicit in incrementals). */
-function pieceStorer(fh: FileHandle, path: string, kind: 'full' | 'incremental', writer: PayloadWriter, meter: Meter) {
-  const totals: StoredDisk = { dataBytes: 0, storedBytes: 0 };
-  const piece = async (o: number, n: number, at: number): Promise<void> => {
-    const buf = Buffer.alloc(n);
-    const { bytesRead } = await fh.read(buf, 0, n, at);
-    if (bytesRead !== n) throw new VmctlError('INTERNAL', `short read of ${path} at ${at}`);
-    if (isZero(buf)) {
-      if (kind === 'incremental') writer.zero(o, n);
-    } else {
-      totals.storedBytes += await writer.write(o, buf);
-      totals.dataBytes += n;
+/** The pieces of a qcow2 whose data extents qemu-img map locates in the file. */
+function mappedPieces(map: MapExtent[], kind: 'full' | 'incremental'): Piece[] {
+  const pieces: Piece[] = [];
+  for (const e of map) {
+    const present = e.present ?? (e.data || e.zero);
+    if (!e.data) {
+      // unallocated (unchanged in an incremental, zero in a full) or written as zeros
+      if (kind === 'incremental' && present) for (const inCell of byCell([[e.start, e.start + e.length]]).values()) for (const [x, y] of inCell) pieces.push({ o: x, n: y - x, zero: true });
+      continue;
     }
-    meter.add(n);
-  };
-  return { piece, totals };
+    for (const inCell of byCell([[e.start, e.start + e.length]]).values()) {
+      for (const [a, b] of inCell) pieces.push({ o: a, n: b - a, at: e.offset! + (a - e.start) });
+    }
+  }
+  return pieces;
 }
 
-/** storeDisk for a qcow2 whose data extents qemu-img map locates in the file (see there). */
-async function storeMapped(op: OpContext, path: string, map: MapExtent[], kind: 'full' | 'incremental', writer: PayloadWriter, meter: Meter): Promise<StoredDisk> {
+/** Reads ahead of the chunk being hashed/written (each read is at most one 4 MiB chunk). */
+const READ_AHEAD = 2;
+
+/**
+ * Reads each piece from `path` and stores it (all-zero pieces skipped, or explicit in incrementals):
+ * the next reads are already under way while a piece is hashed, and the writer keeps its writes in
+ * flight, so reading, hashing and writing overlap. Buffers are shared memory (hasher.ts), reused once
+ * the writer is done with them.
+ */
+async function storePieces(op: OpContext, path: string, pieces: Piece[], kind: 'full' | 'incremental', writer: PayloadWriter, meter: Meter): Promise<StoredDisk> {
+  const totals: StoredDisk = { dataBytes: 0, storedBytes: 0 };
   const fh = await open(path, 'r');
-  const { piece, totals } = pieceStorer(fh, path, kind, writer, meter);
+  const buffers = new SharedBufferPool(CHUNK_SIZE);
+  const reads: Array<Promise<Buffer>> = [];
+  let next = 0;
+  const readNext = () => {
+    while (next < pieces.length && 'zero' in pieces[next]!) next++;
+    const p = pieces[next++];
+    if (!p || 'zero' in p) return;
+    const r = readAt(fh, path, buffers.acquire(p.n), p.at);
+    r.catch(() => undefined); // awaited in order below; never an unhandled rejection if we stop early
+    reads.push(r);
+  };
   try {
-    for (const e of map) {
+    for (let i = 0; i < READ_AHEAD; i++) readNext();
+    for (const p of pieces) {
       op.throwIfAborted();
-      const present = e.present ?? (e.data || e.zero);
-      if (!e.data) {
-        // unallocated (unchanged in an incremental, zero in a full) or written as zeros
-        if (kind === 'incremental' && present) for (const pieces of byCell([[e.start, e.start + e.length]]).values()) for (const [x, y] of pieces) writer.zero(x, y - x);
+      if ('zero' in p) {
+        writer.zero(p.o, p.n);
         continue;
       }
-      for (const pieces of byCell([[e.start, e.start + e.length]]).values()) {
-        for (const [a, b] of pieces) await piece(a, b - a, e.offset! + (a - e.start));
+      const buf = await reads.shift()!;
+      readNext();
+      if (isZero(buf)) {
+        buffers.release(buf);
+        if (kind === 'incremental') writer.zero(p.o, p.n);
+      } else {
+        totals.storedBytes += await writer.write(p.o, buf, () => buffers.release(buf));
+        totals.dataBytes += p.n;
       }
+      meter.add(p.n);
     }
   } finally {
+    await Promise.allSettled(reads);
     await fh.close();
   }
   return totals;
+}
+
+async function readAt(fh: FileHandle, path: string, buf: Buffer, at: number): Promise<Buffer> {
+  const n = buf.length;
+  let got = 0;
+  while (got < n) {
+    const { bytesRead } = await fh.read(buf, got, n - got, at + got);
+    if (bytesRead === 0) throw new VmctlError('INTERNAL', `short read of ${path} at ${at + got}`);
+    got += bytesRead;
+  }
+  return buf;
 }

@@ -19,7 +19,7 @@
  */
 import { readdirSync, readFileSync, renameSync, rmSync, statSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Domain } from '../../libvirt/connection.js';
+import type { Domain, StorageVolume } from '../../libvirt/connection.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import { VirDomainBackupBeginFlags, VirDomainXMLFlags } from '../../libvirt/generated/constants.gen.js';
 import { VmctlError } from '../errors.js';
@@ -32,7 +32,7 @@ import { findVm } from '../vm/domain.js';
 import { parseVmctlMetadata } from '../vm/domain-xml.js';
 import { manifestMac, newEncryption, openEncryption, PayloadWriter, writeSmallPayload, type Codec, type DerivedKeys } from './chunks.js';
 import { dataDisks, domainFiles, checkpointName, CHECKPOINT_PREFIX, scratchVolumeName, seedDisk, type DomainDisk } from './domain-disks.js';
-import { downloadVolume, lookupVolumeByPath, Meter, storeDisk } from './disk-data.js';
+import { downloadVolume, localVolumeFile, lookupVolumeByPath, Meter, storeDisk } from './disk-data.js';
 import {
   CHUNK_SIZE, SET_FORMAT, SET_VERSION, ensurePrivateSubdir, initSet, listPointIds, newPointId, partialDir, pointDir, readManifest, readSetInfo, writePrivateFile,
   type DiskRecord, type Manifest, type PayloadFile, type SetInfo, type SnapshotRecord,
@@ -141,7 +141,7 @@ async function waitJob(op: OpContext, dom: Domain, meter: Meter): Promise<void> 
     const done = Number(j.params.disk_processed ?? j.params.data_processed ?? 0);
     if (done > last) meter.add(done - last);
     last = Math.max(last, done);
-    await sleep(200);
+    await sleep(50); // a finished job is noticed within 50 ms (each poll is one cheap call)
   }
   const c = await dom.jobStats({ completed: true });
   if (c.type !== 'completed') {
@@ -243,7 +243,8 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
   const meterTotal = caps.reduce((a, c) => a + c.capacity, 0);
 
   // 1. each disk as a local image (the guest's view, flattened)
-  const localImages: Array<{ disk: DomainDisk; path: string; format: string; capacity: number }> = [];
+  // `volume`: the image is that scratch volume itself (read in place), deleted once stored, never removed as a local file
+  const localImages: Array<{ disk: DomainDisk; path: string; format: string; capacity: number; volume?: StorageVolume }> = [];
   if (running && disks.length > 0) {
     const { pool, path: poolPath } = await ensurePool(conn);
     const scratch = disks.map((d) => scratchVolumeName(opts.name, d.target, op.id));
@@ -317,11 +318,18 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     await op.fault('after-checkpoint');
     await op.step('copy', () => waitJob(op, dom, new Meter(op, 'backup job', opts.name, meterTotal)));
     await writeJobRecord(dom, { ...record, step: 'download' }, true);
-    // 2. download each scratch volume (sparse) and delete it
+    // 2. each scratch volume: read in place when it is a file on this machine (a local daemon), else
+    // downloaded through a sparse volume stream; deleted once stored (step 3)
     const dl = new Meter(op, 'download', opts.name);
     for (const [i, d] of disks.entries()) {
-      const local = join(tmp, `${d.target}.qcow2`);
       const vol = await pool.lookupVolume(scratch[i]!);
+      const inPlace = await localVolumeFile(conn, vol, scratch[i]!);
+      if (inPlace) {
+        await op.fault('mid-download');
+        localImages.push({ disk: d, path: inPlace, format: 'qcow2', capacity: caps[i]!.capacity, volume: vol });
+        continue;
+      }
+      const local = join(tmp, `${d.target}.qcow2`);
       let faulted = false;
       const onBytes = async (n: number) => {
         if (!faulted && n > 0) {
@@ -357,19 +365,43 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     dl.finish();
   }
 
+  // the seed and boot files come through the connection while the disks are stored (step 3)
+  const extraFiles: Array<[string | undefined, string, PayloadFile['role']]> = [
+    [seedDisk(files)?.source, 'seed.iso', 'seed'],
+    [files.kernel, 'boot/kernel', 'kernel'],
+    [files.initrd, 'boot/initrd', 'initrd'],
+  ];
+  const extras = Promise.all(
+    extraFiles.map(async ([path, rel, role]): Promise<{ note: string } | { rel: string; role: PayloadFile['role']; local: string } | undefined> => {
+      if (!path) return undefined;
+      const vol = await lookupVolumeByPath(conn, path);
+      if (!vol) return { note: `${role} ${path} is in no storage pool: not in the backup (a restore needs it at the same path)` };
+      const local = join(tmp, rel.replace('/', '_'));
+      await downloadVolume(op, vol, local, new Meter(op, 'download', role));
+      return { rel, role, local };
+    }),
+  ).then((xs) => xs.filter((x) => x !== undefined));
+  extras.catch(() => undefined); // awaited in step 4, or after a failure below
+
   // 3. chunks
   const store = new Meter(op, 'store', opts.name, localImages.reduce((a, l) => a + l.capacity, 0));
-  for (const l of localImages) {
-    const rel = `disks/${l.disk.target}`;
-    const w = await PayloadWriter.create(join(work, rel), rel, fileId(rel), codec);
-    const r = await op.step(`store ${l.disk.target}`, () => storeDisk(op, l, join(tmp, `${l.disk.target}.raw`), kind, w, l.capacity, store).catch(async (e) => {
-      await w.abort();
-      throw e;
-    }));
-    payload.push(await w.finish('disk', l.capacity));
-    rmSync(join(tmp, `${l.disk.target}.raw`), { force: true });
-    rmSync(l.path, { force: true });
-    diskRecords.push({ target: l.disk.target, file: rel, virtualSize: l.capacity, format: l.disk.format, sourcePath: l.disk.source!, bitmap: caps[disks.indexOf(l.disk)]?.ok ?? false, dataBytes: r.dataBytes });
+  try {
+    for (const l of localImages) {
+      const rel = `disks/${l.disk.target}`;
+      const w = await PayloadWriter.create(join(work, rel), rel, fileId(rel), codec);
+      const r = await op.step(`store ${l.disk.target}`, () => storeDisk(op, l, join(tmp, `${l.disk.target}.raw`), kind, w, l.capacity, store).catch(async (e) => {
+        await w.abort();
+        throw e;
+      }));
+      payload.push(await w.finish('disk', l.capacity));
+      rmSync(join(tmp, `${l.disk.target}.raw`), { force: true });
+      if (l.volume) await l.volume.delete();
+      else rmSync(l.path, { force: true });
+      diskRecords.push({ target: l.disk.target, file: rel, virtualSize: l.capacity, format: l.disk.format, sourcePath: l.disk.source!, bitmap: caps[disks.indexOf(l.disk)]?.ok ?? false, dataBytes: r.dataBytes });
+    }
+  } catch (e) {
+    await extras.catch(() => undefined); // its downloads end with the operation (abort) or finish: none left writing
+    throw e;
   }
   store.finish();
 
@@ -383,22 +415,13 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     await small(rel, 'snapshot', Buffer.from(xml));
     snapshots.push({ name: s.name, file: rel, location: snapshotLocation(xml) });
   }
-  const extra: Array<[string | undefined, string, PayloadFile['role']]> = [
-    [seedDisk(files)?.source, 'seed.iso', 'seed'],
-    [files.kernel, 'boot/kernel', 'kernel'],
-    [files.initrd, 'boot/initrd', 'initrd'],
-  ];
-  for (const [path, rel, role] of extra) {
-    if (!path) continue;
-    const vol = await lookupVolumeByPath(conn, path);
-    if (!vol) {
-      notes.push(`${role} ${path} is in no storage pool: not in the backup (a restore needs it at the same path)`);
+  for (const x of await extras) {
+    if ('note' in x) {
+      notes.push(x.note);
       continue;
     }
-    const local = join(tmp, rel.replace('/', '_'));
-    await downloadVolume(op, vol, local, new Meter(op, 'download', role));
-    await small(rel, role, readFileSync(local));
-    rmSync(local, { force: true });
+    await small(x.rel, x.role, readFileSync(x.local));
+    rmSync(x.local, { force: true });
   }
   const stateDir = vmStateDir(conn.uri.original, opts.name);
   if (existsSync(stateDir)) {

@@ -80,13 +80,12 @@ export async function createSnapshot(op: OpContext, vm: string, opts: SnapshotCr
     throw new VmctlError('CONFLICT', `VM '${vm}' was not created by vmctl; vmctl snapshots only its own VMs`, { hint: `use virsh snapshot-create-as ${vm}` });
   }
   await settleSnapshotState(op, dom);
-  const xml = await dom.xml(VirDomainXMLFlags.VIR_DOMAIN_XML_INACTIVE);
   const name = assertSnapshotName(opts.name ?? defaultName());
-  const existing = await listSnapshotInfos(dom);
+  // independent reads, in flight together (one round trip instead of several)
+  const [xml, existing, { state }] = await Promise.all([dom.xml(VirDomainXMLFlags.VIR_DOMAIN_XML_INACTIVE), listSnapshotInfos(dom), dom.state()]);
   if (existing.some((s) => s.name === name)) {
     throw new VmctlError('ALREADY_EXISTS', `VM ${vm} already has a snapshot named '${name}'`, { hint: `choose another name, or vmctl snapshot delete ${vm} ${name}` });
   }
-  const state = (await dom.state()).state;
   const running = state === 'running' || state === 'paused';
   const disks = snapshotableDisks(xml);
   if (disks.length === 0) throw new VmctlError('UNSUPPORTED', `VM ${vm} has no writable disk to snapshot`);

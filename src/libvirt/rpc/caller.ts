@@ -44,6 +44,8 @@ export interface RpcStream extends Duplex {
   /** Resolves when the daemon confirmed the whole transfer; rejects with its error. */
   readonly done: Promise<void>;
   abort(reason?: Error): void;
+  /** Data and hole lengths as they arrive, holes not expanded (instead of the Readable side; see stream.ts). */
+  sparse(): AsyncGenerator<Buffer | bigint, void, undefined>;
 }
 
 export interface RpcCaller {

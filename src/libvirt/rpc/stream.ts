@@ -13,6 +13,8 @@
  * Readable side: data from the daemon. Holes are expanded into zero bytes (as
  * virStreamRecv does without VIR_STREAM_RECV_STOP_AT_HOLE) lazily, as the
  * consumer reads, and a 'hole' event (length: bigint) is emitted when one arrives.
+ * sparse() is the other way to read: data packets and hole lengths as they
+ * arrive, nothing expanded or copied (instead of the Readable side, never both).
  * Writable side: data to the daemon, split into packets of at most
  * `chunkSize` bytes, each write waiting for the socket to drain.
  * end() sends the finish and `done` resolves once the daemon confirmed it.
@@ -61,6 +63,9 @@ export class RpcStreamImpl extends Duplex implements RpcStream {
   private eofPushed = false;
   private wantRead = false;
   private finalCb: ((err?: Error | null) => void) | null = null;
+  // sparse(): the consumer reads rx itself; `sparseWaiter` wakes it when rx grows or the stream settles
+  private sparseMode = false;
+  private sparseWaiter: (() => void) | null = null;
 
   readonly procedureName: string;
   readonly program: number;
@@ -163,6 +168,43 @@ export class RpcStreamImpl extends Duplex implements RpcStream {
     );
   }
 
+  /**
+   * The stream's data as it arrives, in order: Buffers (the packets' payloads, not copied) and
+   * hole lengths (bigint, never expanded into zeros) — for a sparse download of a large, mostly
+   * empty volume, where the Readable side would hand out the holes as zero bytes. Use it instead
+   * of the Readable side, never both. Ends at the end of data (await `done` for the daemon's
+   * confirmation); throws the stream's failure; leaving the loop early aborts the transfer.
+   */
+  async *sparse(): AsyncGenerator<Buffer | bigint, void, undefined> {
+    this.sparseMode = true;
+    try {
+      for (;;) {
+        if (this.rxHead < this.rx.length) {
+          const item = this.rx[this.rxHead]!;
+          this.shiftRx();
+          if (typeof item !== 'bigint') this.rxBytes -= item.length;
+          this.host.streamBufferChanged(this);
+          yield item;
+          continue;
+        }
+        if (this.state === 'failed') throw this.failure ?? this.notOpenError();
+        if (this.rxEOF) return;
+        await new Promise<void>((resolve) => {
+          this.sparseWaiter = resolve;
+          this.host.streamBufferChanged(this); // starving now: the socket must be read
+        });
+      }
+    } finally {
+      if (!this.rxEOF) this.abort();
+    }
+  }
+
+  private wakeSparse(): void {
+    const w = this.sparseWaiter;
+    this.sparseWaiter = null;
+    if (w) w();
+  }
+
   // ---- Duplex implementation ----
 
   override _read(): void {
@@ -245,6 +287,11 @@ export class RpcStreamImpl extends Duplex implements RpcStream {
   }
 
   private drainRx(): void {
+    if (this.sparseMode) {
+      this.wakeSparse();
+      this.host.streamBufferChanged(this);
+      return;
+    }
     while (this.wantRead && this.rxHead < this.rx.length) {
       const item = this.rx[this.rxHead]!;
       if (typeof item === 'bigint') {
@@ -272,7 +319,7 @@ export class RpcStreamImpl extends Duplex implements RpcStream {
    * read again for this stream whatever the buffered byte count says.
    */
   get starving(): boolean {
-    return this.wantRead && this.rxHead >= this.rx.length;
+    return (this.sparseMode ? this.sparseWaiter !== null : this.wantRead) && this.rxHead >= this.rx.length;
   }
 
   private shiftRx(): void {
@@ -297,6 +344,7 @@ export class RpcStreamImpl extends Duplex implements RpcStream {
     this.rxBytes = 0;
     this.host.releaseStream(this);
     this.rejectDone(err);
+    this.wakeSparse();
   }
 
   private fail(err: Error): void {

@@ -158,6 +158,61 @@ describe('download (read stream)', () => {
     await stream.done;
   });
 
+  it('sparse(): data and hole lengths in order, holes not expanded; then the finish', async () => {
+    await open();
+    const { call, stream } = await openStream();
+    conn.stream(call, VIR_NET_CONTINUE, Buffer.from('abc'));
+    conn.send({ ...call.header, type: VirNetMessageType.VIR_NET_STREAM_HOLE, status: VIR_NET_CONTINUE }, (w) => {
+      w.writeHyper(5_000_000_000n);
+      w.writeUint(0);
+    });
+    conn.stream(call, VIR_NET_CONTINUE, Buffer.from('xyz'));
+    conn.stream(call, VIR_NET_CONTINUE);
+    void conn.next().then(() => conn.stream(call, VIR_NET_OK));
+    const items: Array<string | bigint> = [];
+    for await (const c of stream.sparse()) items.push(typeof c === 'bigint' ? c : c.toString());
+    expect(items).toEqual(['abc', 5_000_000_000n, 'xyz']);
+    await stream.done;
+  });
+
+  it('sparse() under back-pressure: a slow consumer gets everything, the socket paused and resumed', async () => {
+    const LIMIT = 64 * 1024;
+    await open(LIMIT);
+    const { call, stream } = await openStream();
+    const N = 100;
+    for (let i = 0; i < N; i++) conn.stream(call, VIR_NET_CONTINUE, chunk(i, 16 * 1024));
+    conn.stream(call, VIR_NET_CONTINUE);
+    void conn.next().then(() => conn.stream(call, VIR_NET_OK));
+    let n = 0;
+    let paused = false;
+    for await (const c of stream.sparse()) {
+      expect(typeof c).not.toBe('bigint');
+      expect((c as Buffer).readUInt32BE(0)).toBe(n++);
+      paused ||= client.readPaused;
+      await sleep(1);
+    }
+    expect(n).toBe(N);
+    expect(paused).toBe(true);
+    await stream.done;
+    expect(client.readPaused).toBe(false);
+  });
+
+  it('sparse(): a daemon error ends the loop with it; leaving the loop early aborts the transfer', async () => {
+    await open();
+    let { call, stream } = await openStream();
+    conn.stream(call, VIR_NET_CONTINUE, Buffer.from('partial'));
+    conn.stream(call, VIR_NET_ERROR, (w) => encodeVirNetMessageError(w, remoteError({ code: 38, message: 'disk on fire' })));
+    await expect((async () => {
+      for await (const _ of stream.sparse()) void _;
+    })()).rejects.toMatchObject({ kind: 'remote', message: 'disk on fire' });
+    ({ call, stream } = await openStream());
+    conn.stream(call, VIR_NET_CONTINUE, Buffer.from('first'));
+    for await (const _ of stream.sparse()) break;
+    const abort = await conn.next();
+    expect(abort.header.status).toBe(VIR_NET_ERROR);
+    await expect(stream.done).rejects.toBeInstanceOf(LibvirtError);
+  });
+
   it('a daemon error mid-download fails the stream and rejects done', async () => {
     await open();
     const { call, stream } = await openStream();

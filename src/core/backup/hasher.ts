@@ -1,0 +1,90 @@
+/**
+ * SHA-256 of chunks on a second thread. A payload file needs two digests of
+ * every stored byte (the chunk's own and the whole file's, a running hash that
+ * must see the chunks in order); computing both on the main thread was the
+ * largest CPU cost of storing a disk. The running file hash stays on the main
+ * thread, the chunk digests go to one worker thread — without a copy: a chunk
+ * whose memory is a SharedArrayBuffer (what the disk reader allocates) is
+ * shared with the worker; any other is hashed in place on the main thread.
+ *
+ * The worker's code is inline (eval), so the bundle needs no file beside it.
+ * It is started on first use, unref'd (it never keeps the process alive) and
+ * ended by close().
+ */
+import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+parentPort.on('message', (m) => {
+  parentPort.postMessage({ id: m.id, sha: createHash('sha256').update(m.buf).digest('hex') });
+});
+`;
+
+/**
+ * Buffers of shared memory that ChunkHasher can hand to its thread without copying, reused: a fresh
+ * 4 MiB buffer per chunk costs more in page faults than reading the chunk into it.
+ */
+export class SharedBufferPool {
+  private readonly free: Buffer[] = [];
+  constructor(private readonly size: number) {}
+
+  /** A buffer of `n` <= size bytes (contents undefined), until release(). */
+  acquire(n: number): Buffer {
+    if (n > this.size) return Buffer.from(new SharedArrayBuffer(n));
+    return (this.free.pop() ?? Buffer.from(new SharedArrayBuffer(this.size))).subarray(0, n);
+  }
+
+  release(buf: Buffer): void {
+    if (buf.buffer.byteLength === this.size && buf.byteOffset === 0) this.free.push(Buffer.from(buf.buffer, 0, this.size));
+  }
+}
+
+export class ChunkHasher {
+  private worker: Worker | undefined;
+  private nextId = 0;
+  private readonly waiting = new Map<number, { resolve: (sha: string) => void; reject: (e: Error) => void }>();
+  private failure: Error | undefined;
+
+  /** The hex SHA-256 of `buf` (which must not change until the promise settles). */
+  digest(buf: Buffer): Promise<string> {
+    if (!(buf.buffer instanceof SharedArrayBuffer) || this.failure) return Promise.resolve(createHash('sha256').update(buf).digest('hex'));
+    const w = this.start();
+    const id = this.nextId++;
+    return new Promise<string>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      w.postMessage({ id, buf });
+    });
+  }
+
+  private start(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(WORKER_SOURCE, { eval: true });
+    w.unref();
+    w.on('message', (m: { id: number; sha: string }) => {
+      const p = this.waiting.get(m.id);
+      this.waiting.delete(m.id);
+      p?.resolve(m.sha);
+    });
+    const fail = (e: Error) => {
+      this.failure ??= e;
+      for (const p of this.waiting.values()) p.reject(e);
+      this.waiting.clear();
+      this.worker = undefined;
+    };
+    w.on('error', fail);
+    w.on('exit', (code) => fail(new Error(`the hashing thread exited (code ${code})`)));
+    this.worker = w;
+    return w;
+  }
+
+  async close(): Promise<void> {
+    const w = this.worker;
+    this.worker = undefined;
+    if (w) {
+      this.failure ??= new Error('the hashing thread was closed');
+      await w.terminate();
+    }
+  }
+}
