@@ -32,7 +32,7 @@ function langOf(argv: { lang?: string }): string {
 interface UpArgs extends PrefixArgs {
   file: string;
   trust: boolean;
-  peer?: string[];
+  peer?: string | string[];
   accel?: 'auto' | 'kvm' | 'tcg';
 }
 
@@ -44,12 +44,12 @@ const upCommand: Cmd<UpArgs> = {
       .positional('file', { type: 'string', demandOption: true, describe: 'a shipped lab name (vmctl lab available) or a lab file' })
       .option('prefix', { type: 'string', describe: 'isolates labs: names, networks and subnets per prefix (default: your user name)' })
       .option('trust', { type: 'boolean', default: false, describe: "let this lab's host-side checks and solution steps run on this machine (listed first)" })
-      .option('peer', { type: 'string', array: true, describe: 'NAME=URI: a further libvirt host the lab uses (its `peers:`)' })
+      .option('peer', { type: 'string', requiresArg: true, nargs: 1, describe: 'NAME=URI: a further libvirt host the lab uses (its `peers:`); repeat for several' })
       .option('accel', { choices: ['auto', 'kvm', 'tcg'] as const, describe: 'accelerator for all VMs' }) as never,
   handler: async (argv) => {
     const { labUp, defaultPrefix } = await core();
     const peers: Record<string, string> = {};
-    for (const p of argv.peer ?? []) {
+    for (const p of ([] as string[]).concat(argv.peer ?? [])) {
       const m = /^([a-z][a-z0-9-]{0,15})=(.+)$/.exec(p);
       if (!m) throw new VmctlError('USAGE', `--peer ${p.slice(0, 60)}: expected NAME=URI`);
       peers[m[1]!] = m[2]!;
