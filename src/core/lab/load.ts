@@ -66,6 +66,7 @@ export interface LabSpec {
   name: string;
   title?: Localized;
   description?: Localized;
+  baseline: boolean;
   peers: { name: string; description?: Localized }[];
   limits: { vms: number; memory: number | string };
   networks: LabNetworkSpec[];

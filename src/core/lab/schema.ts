@@ -55,6 +55,8 @@ export const labSchema = {
     name: { type: 'string', pattern: LAB_NAME_RE.source, 'x-error': "must be a lab name (lowercase letters, digits, '-', max 20, starting with a letter)" },
     title: localized(200),
     description: localized(4000),
+    /** lab up takes a `baseline` snapshot of every VM for lab reset; off for a lab whose VMs must move with --copy-storage (internal snapshots live in the disks and cannot travel) */
+    baseline: { type: 'boolean', default: true },
     /** further libvirt hosts the lab's exercises use (a second host for DR or migration): given at `lab up --peer NAME=URI` */
     peers: {
       type: 'array',

@@ -337,8 +337,7 @@ export async function labUp(op: OpContext, opts: LabUpOptions): Promise<LabUpRes
   op.throwIfAborted();
 
   // 4. the baseline every `lab reset` goes back to
-  record = { ...record, snapshots: [] };
-  await takeLabSnapshot(op, record, BASELINE, { onRecord: async (r) => void (record = r) });
+  if (spec.baseline) await takeLabSnapshot(op, record, BASELINE, { onRecord: async (r) => void (record = r) });
 
   // 5. whole
   record = { ...record, state: 'ready', op: opStamp('lab-up', op.id) };

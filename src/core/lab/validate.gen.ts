@@ -3,22 +3,9 @@
 // @ts-nocheck
 import type { ErrorObject } from 'ajv';
 
-const schema11 = {"$id":"https://vmctl.dev/schemas/lab/1","type":"object","additionalProperties":false,"required":["name","vms"],"properties":{"name":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,19}$","x-error":"must be a lab name (lowercase letters, digits, '-', max 20, starting with a letter)"},"title":{"type":["string","object"],"maxLength":200,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":200,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"},"description":{"type":["string","object"],"maxLength":4000,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":4000,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"},"peers":{"type":"array","maxItems":4,"default":[],"items":{"type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a peer name (lowercase letters, digits, '-', max 16, starting with a letter)"},"description":{"type":["string","object"],"maxLength":500,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":500,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"}}}},"limits":{"type":"object","additionalProperties":false,"default":{},"properties":{"vms":{"type":"integer","minimum":1,"maximum":32,"default":8},"memory":{"type":["integer","string"],"minimum":1,"pattern":"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$","x-unit":"MiB","x-error":"must be a size in MiB or like 512MiB or 2GiB","default":"8GiB"}}},"networks":{"type":"array","maxItems":8,"default":[],"items":{"type":"object","additionalProperties":false,"required":["name","subnet"],"properties":{"name":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a network name (lowercase letters, digits, '-', max 16, starting with a letter)"},"mode":{"enum":["isolated","nat"],"default":"isolated"},"subnet":{"type":"string","pattern":"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\\/(1[6-9]|2[0-9])$","x-error":"must be an IPv4 subnet like 10.20.0.0/24 (prefix /16 to /29)"}}}},"vms":{"type":"array","minItems":1,"maxItems":32,"items":{"type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a VM name (lowercase letters, digits, '-', max 16, starting with a letter)"},"template":{"type":"string","pattern":"^[a-z0-9](?:[a-z0-9._-]{0,62})$","default":"default","x-error":"must be a template name"},"image":{"type":"string","pattern":"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$","x-error":"must be an image name"},"count":{"type":"integer","minimum":1,"maximum":16,"default":1},"cpus":{"type":"integer","minimum":1,"maximum":16},"memory":{"type":["integer","string"],"minimum":64,"pattern":"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$","x-unit":"MiB","x-error":"must be a size in MiB or like 512MiB or 2GiB"},"diskSize":{"type":["integer","string"],"minimum":1,"pattern":"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$","x-unit":"GiB","x-error":"must be a size in GiB or like 512MiB or 2GiB"},"nicModel":{"enum":["virtio","e1000","e1000e","rtl8139"]},"diskBus":{"enum":["virtio","sata","scsi","ide"]},"after":{"type":"array","maxItems":32,"default":[],"items":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a VM name (lowercase letters, digits, '-', max 16, starting with a letter)"}},"networks":{"type":"array","maxItems":4,"default":[],"items":{"type":["string","object"],"pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a lab network name, or { network, address }","additionalProperties":false,"required":["network"],"properties":{"network":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a network name (lowercase letters, digits, '-', max 16, starting with a letter)"},"address":{"type":"string","pattern":"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$","x-error":"must be an IPv4 address"}}}},"cloudInit":{"type":"object","additionalProperties":false,"default":{},"properties":{"packages":{"type":"array","default":[],"items":{"type":"string","pattern":"^[a-z0-9][a-z0-9+.-]*$","x-error":"must be a Debian package name"}},"runcmd":{"type":"array","default":[],"items":{"type":"string","maxLength":4096,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"}},"files":{"type":"array","default":[],"items":{"type":"object","additionalProperties":false,"required":["path","content"],"properties":{"path":{"type":"string","pattern":"^/[A-Za-z0-9._/+-]{1,255}$","x-error":"must be an absolute path (letters, digits, . _ / + -)"},"content":{"type":"string","maxLength":65536,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"mode":{"type":"string","pattern":"^0[0-7]{3}$","default":"0644","x-error":"must be an octal mode like '0644'"}}}}}},"onCrash":{"enum":["destroy","restart","preserve","coredump-destroy","coredump-restart"]},"watchdog":{"enum":["none","reset","poweroff","pause"]},"autostart":{"type":"boolean"}}}},"exercises":{"type":"array","maxItems":64,"default":[],"items":{"type":"object","additionalProperties":false,"required":["id","title"],"properties":{"id":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a exercise name (lowercase letters, digits, '-', max 16, starting with a letter)"},"title":{"type":["string","object"],"maxLength":200,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":200,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"},"instructions":{"type":["string","object"],"maxLength":20000,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":20000,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"},"checks":{"type":"array","maxItems":64,"default":[],"items":{"type":"object","additionalProperties":false,"required":["name","on","run"],"properties":{"name":{"type":["string","object"],"maxLength":200,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":200,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"},"on":{"type":"string","pattern":"^(host|[a-z][a-z0-9-]{0,18})$","x-error":"must be 'host' or a lab VM name"},"run":{"type":"string","minLength":1,"maxLength":8192,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be a shell command (text without control characters)"},"exit":{"type":"integer","minimum":0,"maximum":255,"default":0},"output":{"type":"string","maxLength":1024,"pattern":"^[^\\u0000-\\u001f\\u007f]*$","x-error":"must be one line (a regular expression)"},"timeout":{"type":"integer","minimum":1,"maximum":3600,"default":60,"x-unit":"s"},"hint":{"type":["string","object"],"maxLength":2000,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":2000,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"}}}},"solution":{"type":"array","maxItems":64,"default":[],"items":{"type":"object","additionalProperties":false,"required":["on","run"],"properties":{"on":{"type":"string","pattern":"^(host|[a-z][a-z0-9-]{0,18})$","x-error":"must be 'host' or a lab VM name"},"run":{"type":"string","minLength":1,"maxLength":8192,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be a shell command (text without control characters)"},"timeout":{"type":"integer","minimum":1,"maximum":3600,"default":300,"x-unit":"s"}}}}}}}}};
-const pattern0 = new RegExp("^[a-z][a-z0-9-]{0,19}$", "u");
-const pattern1 = new RegExp("^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$", "u");
-const pattern2 = new RegExp("^[a-z]{2}(-[A-Z]{2})?$", "u");
-const pattern7 = new RegExp("^[a-z][a-z0-9-]{0,15}$", "u");
-const pattern11 = new RegExp("^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$", "u");
-const pattern13 = new RegExp("^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\\/(1[6-9]|2[0-9])$", "u");
-const pattern15 = new RegExp("^[a-z0-9](?:[a-z0-9._-]{0,62})$", "u");
-const pattern16 = new RegExp("^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$", "u");
-const pattern22 = new RegExp("^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$", "u");
-const pattern23 = new RegExp("^[a-z0-9][a-z0-9+.-]*$", "u");
-const pattern25 = new RegExp("^/[A-Za-z0-9._/+-]{1,255}$", "u");
-const pattern27 = new RegExp("^0[0-7]{3}$", "u");
-const pattern38 = new RegExp("^(host|[a-z][a-z0-9-]{0,18})$", "u");
-const pattern40 = new RegExp("^[^\\u0000-\\u001f\\u007f]*$", "u");
-const func2 = function ucs2length(str) {
+const schema11 = {"$id":"https://vmctl.dev/schemas/lab/1","type":"object","additionalProperties":false,"required":["name","vms"],"properties":{"name":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,19}$","x-error":"must be a lab name (lowercase letters, digits, '-', max 20, starting with a letter)"},"title":{"type":["string","object"],"maxLength":200,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":200,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"},"description":{"type":["string","object"],"maxLength":4000,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":4000,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"},"baseline":{"type":"boolean","default":true},"peers":{"type":"array","maxItems":4,"default":[],"items":{"type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a peer name (lowercase letters, digits, '-', max 16, starting with a letter)"},"description":{"type":["string","object"],"maxLength":500,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":500,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"}}}},"limits":{"type":"object","additionalProperties":false,"default":{},"properties":{"vms":{"type":"integer","minimum":1,"maximum":32,"default":8},"memory":{"type":["integer","string"],"minimum":1,"pattern":"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$","x-unit":"MiB","x-error":"must be a size in MiB or like 512MiB or 2GiB","default":"8GiB"}}},"networks":{"type":"array","maxItems":8,"default":[],"items":{"type":"object","additionalProperties":false,"required":["name","subnet"],"properties":{"name":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a network name (lowercase letters, digits, '-', max 16, starting with a letter)"},"mode":{"enum":["isolated","nat"],"default":"isolated"},"subnet":{"type":"string","pattern":"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\\/(1[6-9]|2[0-9])$","x-error":"must be an IPv4 subnet like 10.20.0.0/24 (prefix /16 to /29)"}}}},"vms":{"type":"array","minItems":1,"maxItems":32,"items":{"type":"object","additionalProperties":false,"required":["name"],"properties":{"name":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a VM name (lowercase letters, digits, '-', max 16, starting with a letter)"},"template":{"type":"string","pattern":"^[a-z0-9](?:[a-z0-9._-]{0,62})$","default":"default","x-error":"must be a template name"},"image":{"type":"string","pattern":"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$","x-error":"must be an image name"},"count":{"type":"integer","minimum":1,"maximum":16,"default":1},"cpus":{"type":"integer","minimum":1,"maximum":16},"memory":{"type":["integer","string"],"minimum":64,"pattern":"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$","x-unit":"MiB","x-error":"must be a size in MiB or like 512MiB or 2GiB"},"diskSize":{"type":["integer","string"],"minimum":1,"pattern":"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$","x-unit":"GiB","x-error":"must be a size in GiB or like 512MiB or 2GiB"},"nicModel":{"enum":["virtio","e1000","e1000e","rtl8139"]},"diskBus":{"enum":["virtio","sata","scsi","ide"]},"after":{"type":"array","maxItems":32,"default":[],"items":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a VM name (lowercase letters, digits, '-', max 16, starting with a letter)"}},"networks":{"type":"array","maxItems":4,"default":[],"items":{"type":["string","object"],"pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a lab network name, or { network, address }","additionalProperties":false,"required":["network"],"properties":{"network":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a network name (lowercase letters, digits, '-', max 16, starting with a letter)"},"address":{"type":"string","pattern":"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$","x-error":"must be an IPv4 address"}}}},"cloudInit":{"type":"object","additionalProperties":false,"default":{},"properties":{"packages":{"type":"array","default":[],"items":{"type":"string","pattern":"^[a-z0-9][a-z0-9+.-]*$","x-error":"must be a Debian package name"}},"runcmd":{"type":"array","default":[],"items":{"type":"string","maxLength":4096,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"}},"files":{"type":"array","default":[],"items":{"type":"object","additionalProperties":false,"required":["path","content"],"properties":{"path":{"type":"string","pattern":"^/[A-Za-z0-9._/+-]{1,255}$","x-error":"must be an absolute path (letters, digits, . _ / + -)"},"content":{"type":"string","maxLength":65536,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"mode":{"type":"string","pattern":"^0[0-7]{3}$","default":"0644","x-error":"must be an octal mode like '0644'"}}}}}},"onCrash":{"enum":["destroy","restart","preserve","coredump-destroy","coredump-restart"]},"watchdog":{"enum":["none","reset","poweroff","pause"]},"autostart":{"type":"boolean"}}}},"exercises":{"type":"array","maxItems":64,"default":[],"items":{"type":"object","additionalProperties":false,"required":["id","title"],"properties":{"id":{"type":"string","pattern":"^[a-z][a-z0-9-]{0,15}$","x-error":"must be a exercise name (lowercase letters, digits, '-', max 16, starting with a letter)"},"title":{"type":["string","object"],"maxLength":200,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":200,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"},"instructions":{"type":["string","object"],"maxLength":20000,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":20000,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"},"checks":{"type":"array","maxItems":64,"default":[],"items":{"type":"object","additionalProperties":false,"required":["name","on","run"],"properties":{"name":{"type":["string","object"],"maxLength":200,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":200,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"},"on":{"type":"string","pattern":"^(host|[a-z][a-z0-9-]{0,18})$","x-error":"must be 'host' or a lab VM name"},"run":{"type":"string","minLength":1,"maxLength":8192,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be a shell command (text without control characters)"},"exit":{"type":"integer","minimum":0,"maximum":255,"default":0},"output":{"type":"string","maxLength":1024,"pattern":"^[^\\u0000-\\u001f\\u007f]*$","x-error":"must be one line (a regular expression)"},"timeout":{"type":"integer","minimum":1,"maximum":3600,"default":60,"x-unit":"s"},"hint":{"type":["string","object"],"maxLength":2000,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","propertyNames":{"pattern":"^[a-z]{2}(-[A-Z]{2})?$"},"minProperties":1,"additionalProperties":{"type":"string","maxLength":2000,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be text without control characters"},"x-error":"must be text, or a mapping of language codes (en, ko…) to text"}}}},"solution":{"type":"array","maxItems":64,"default":[],"items":{"type":"object","additionalProperties":false,"required":["on","run"],"properties":{"on":{"type":"string","pattern":"^(host|[a-z][a-z0-9-]{0,18})$","x-error":"must be 'host' or a lab VM name"},"run":{"type":"string","minLength":1,"maxLength":8192,"pattern":"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$","x-error":"must be a shell command (text without control characters)"},"timeout":{"type":"integer","minimum":1,"maximum":3600,"default":300,"x-unit":"s"}}}}}}}}};
+const func2 = Object.prototype.hasOwnProperty;
+const func3 = function ucs2length(str) {
     const len = str.length;
     let length = 0;
     let pos = 0;
@@ -35,13 +22,29 @@ const func2 = function ucs2length(str) {
     }
     return length;
 };
-const func8 = Object.prototype.hasOwnProperty;
+const pattern0 = new RegExp("^[a-z][a-z0-9-]{0,19}$", "u");
+const pattern1 = new RegExp("^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$", "u");
+const pattern2 = new RegExp("^[a-z]{2}(-[A-Z]{2})?$", "u");
+const pattern7 = new RegExp("^[a-z][a-z0-9-]{0,15}$", "u");
+const pattern11 = new RegExp("^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$", "u");
+const pattern13 = new RegExp("^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\\/(1[6-9]|2[0-9])$", "u");
+const pattern15 = new RegExp("^[a-z0-9](?:[a-z0-9._-]{0,62})$", "u");
+const pattern16 = new RegExp("^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$", "u");
+const pattern22 = new RegExp("^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$", "u");
+const pattern23 = new RegExp("^[a-z0-9][a-z0-9+.-]*$", "u");
+const pattern25 = new RegExp("^/[A-Za-z0-9._/+-]{1,255}$", "u");
+const pattern27 = new RegExp("^0[0-7]{3}$", "u");
+const pattern38 = new RegExp("^(host|[a-z][a-z0-9-]{0,18})$", "u");
+const pattern40 = new RegExp("^[^\\u0000-\\u001f\\u007f]*$", "u");
 
 function validate10(data, {instancePath="", parentData, parentDataProperty, rootData=data}={}){
 /*# sourceURL="https://vmctl.dev/schemas/lab/1" */;
 let vErrors = null;
 let errors = 0;
 if(data && typeof data == "object" && !Array.isArray(data)){
+if(data.baseline === undefined){
+data.baseline = true;
+}
 if(data.peers === undefined){
 data.peers = [];
 }
@@ -75,7 +78,7 @@ vErrors.push(err1);
 errors++;
 }
 for(const key0 in data){
-if(!((((((((key0 === "name") || (key0 === "title")) || (key0 === "description")) || (key0 === "peers")) || (key0 === "limits")) || (key0 === "networks")) || (key0 === "vms")) || (key0 === "exercises"))){
+if(!(func2.call(schema11.properties, key0))){
 const err2 = {instancePath,schemaPath:"#/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key0},message:"must NOT have additional properties",schema:false,parentSchema:schema11,data};
 if(vErrors === null){
 vErrors = [err2];
@@ -124,7 +127,7 @@ vErrors.push(err5);
 errors++;
 }
 if(typeof data1 === "string"){
-if(func2(data1) > 200){
+if(func3(data1) > 200){
 const err6 = {instancePath:instancePath+"/title",schemaPath:"#/properties/title/maxLength",keyword:"maxLength",params:{limit: 200},message:"must NOT have more than 200 characters",schema:200,parentSchema:schema11.properties.title,data:data1};
 if(vErrors === null){
 vErrors = [err6];
@@ -185,7 +188,7 @@ errors++;
 for(const key2 in data1){
 let data2 = data1[key2];
 if(typeof data2 === "string"){
-if(func2(data2) > 200){
+if(func3(data2) > 200){
 const err11 = {instancePath:instancePath+"/title/" + key2.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/title/additionalProperties/maxLength",keyword:"maxLength",params:{limit: 200},message:"must NOT have more than 200 characters",schema:200,parentSchema:schema11.properties.title.additionalProperties,data:data2};
 if(vErrors === null){
 vErrors = [err11];
@@ -232,7 +235,7 @@ vErrors.push(err14);
 errors++;
 }
 if(typeof data3 === "string"){
-if(func2(data3) > 4000){
+if(func3(data3) > 4000){
 const err15 = {instancePath:instancePath+"/description",schemaPath:"#/properties/description/maxLength",keyword:"maxLength",params:{limit: 4000},message:"must NOT have more than 4000 characters",schema:4000,parentSchema:schema11.properties.description,data:data3};
 if(vErrors === null){
 vErrors = [err15];
@@ -293,7 +296,7 @@ errors++;
 for(const key4 in data3){
 let data4 = data3[key4];
 if(typeof data4 === "string"){
-if(func2(data4) > 4000){
+if(func3(data4) > 4000){
 const err20 = {instancePath:instancePath+"/description/" + key4.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/description/additionalProperties/maxLength",keyword:"maxLength",params:{limit: 4000},message:"must NOT have more than 4000 characters",schema:4000,parentSchema:schema11.properties.description.additionalProperties,data:data4};
 if(vErrors === null){
 vErrors = [err20];
@@ -327,10 +330,9 @@ errors++;
 }
 }
 }
-let data5 = data.peers;
-if(Array.isArray(data5)){
-if(data5.length > 4){
-const err23 = {instancePath:instancePath+"/peers",schemaPath:"#/properties/peers/maxItems",keyword:"maxItems",params:{limit: 4},message:"must NOT have more than 4 items",schema:4,parentSchema:schema11.properties.peers,data:data5};
+let data5 = data.baseline;
+if(typeof data5 !== "boolean"){
+const err23 = {instancePath:instancePath+"/baseline",schemaPath:"#/properties/baseline/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema11.properties.baseline.type,parentSchema:schema11.properties.baseline,data:data5};
 if(vErrors === null){
 vErrors = [err23];
 }
@@ -339,12 +341,10 @@ vErrors.push(err23);
 }
 errors++;
 }
-const len0 = data5.length;
-for(let i0=0; i0<len0; i0++){
-let data6 = data5[i0];
-if(data6 && typeof data6 == "object" && !Array.isArray(data6)){
-if(data6.name === undefined){
-const err24 = {instancePath:instancePath+"/peers/" + i0,schemaPath:"#/properties/peers/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema11.properties.peers.items.required,parentSchema:schema11.properties.peers.items,data:data6};
+let data6 = data.peers;
+if(Array.isArray(data6)){
+if(data6.length > 4){
+const err24 = {instancePath:instancePath+"/peers",schemaPath:"#/properties/peers/maxItems",keyword:"maxItems",params:{limit: 4},message:"must NOT have more than 4 items",schema:4,parentSchema:schema11.properties.peers,data:data6};
 if(vErrors === null){
 vErrors = [err24];
 }
@@ -353,9 +353,12 @@ vErrors.push(err24);
 }
 errors++;
 }
-for(const key5 in data6){
-if(!((key5 === "name") || (key5 === "description"))){
-const err25 = {instancePath:instancePath+"/peers/" + i0,schemaPath:"#/properties/peers/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key5},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.peers.items,data:data6};
+const len0 = data6.length;
+for(let i0=0; i0<len0; i0++){
+let data7 = data6[i0];
+if(data7 && typeof data7 == "object" && !Array.isArray(data7)){
+if(data7.name === undefined){
+const err25 = {instancePath:instancePath+"/peers/" + i0,schemaPath:"#/properties/peers/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema11.properties.peers.items.required,parentSchema:schema11.properties.peers.items,data:data7};
 if(vErrors === null){
 vErrors = [err25];
 }
@@ -364,12 +367,9 @@ vErrors.push(err25);
 }
 errors++;
 }
-}
-if(data6.name !== undefined){
-let data7 = data6.name;
-if(typeof data7 === "string"){
-if(!pattern7.test(data7)){
-const err26 = {instancePath:instancePath+"/peers/" + i0+"/name",schemaPath:"#/properties/peers/items/properties/name/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.peers.items.properties.name,data:data7};
+for(const key5 in data7){
+if(!((key5 === "name") || (key5 === "description"))){
+const err26 = {instancePath:instancePath+"/peers/" + i0,schemaPath:"#/properties/peers/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key5},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.peers.items,data:data7};
 if(vErrors === null){
 vErrors = [err26];
 }
@@ -379,8 +379,11 @@ vErrors.push(err26);
 errors++;
 }
 }
-else {
-const err27 = {instancePath:instancePath+"/peers/" + i0+"/name",schemaPath:"#/properties/peers/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.peers.items.properties.name.type,parentSchema:schema11.properties.peers.items.properties.name,data:data7};
+if(data7.name !== undefined){
+let data8 = data7.name;
+if(typeof data8 === "string"){
+if(!pattern7.test(data8)){
+const err27 = {instancePath:instancePath+"/peers/" + i0+"/name",schemaPath:"#/properties/peers/items/properties/name/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.peers.items.properties.name,data:data8};
 if(vErrors === null){
 vErrors = [err27];
 }
@@ -390,10 +393,8 @@ vErrors.push(err27);
 errors++;
 }
 }
-if(data6.description !== undefined){
-let data8 = data6.description;
-if((typeof data8 !== "string") && (!(data8 && typeof data8 == "object" && !Array.isArray(data8)))){
-const err28 = {instancePath:instancePath+"/peers/" + i0+"/description",schemaPath:"#/properties/peers/items/properties/description/type",keyword:"type",params:{type: schema11.properties.peers.items.properties.description.type},message:"must be string,object",schema:schema11.properties.peers.items.properties.description.type,parentSchema:schema11.properties.peers.items.properties.description,data:data8};
+else {
+const err28 = {instancePath:instancePath+"/peers/" + i0+"/name",schemaPath:"#/properties/peers/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.peers.items.properties.name.type,parentSchema:schema11.properties.peers.items.properties.name,data:data8};
 if(vErrors === null){
 vErrors = [err28];
 }
@@ -402,9 +403,11 @@ vErrors.push(err28);
 }
 errors++;
 }
-if(typeof data8 === "string"){
-if(func2(data8) > 500){
-const err29 = {instancePath:instancePath+"/peers/" + i0+"/description",schemaPath:"#/properties/peers/items/properties/description/maxLength",keyword:"maxLength",params:{limit: 500},message:"must NOT have more than 500 characters",schema:500,parentSchema:schema11.properties.peers.items.properties.description,data:data8};
+}
+if(data7.description !== undefined){
+let data9 = data7.description;
+if((typeof data9 !== "string") && (!(data9 && typeof data9 == "object" && !Array.isArray(data9)))){
+const err29 = {instancePath:instancePath+"/peers/" + i0+"/description",schemaPath:"#/properties/peers/items/properties/description/type",keyword:"type",params:{type: schema11.properties.peers.items.properties.description.type},message:"must be string,object",schema:schema11.properties.peers.items.properties.description.type,parentSchema:schema11.properties.peers.items.properties.description,data:data9};
 if(vErrors === null){
 vErrors = [err29];
 }
@@ -413,8 +416,9 @@ vErrors.push(err29);
 }
 errors++;
 }
-if(!pattern1.test(data8)){
-const err30 = {instancePath:instancePath+"/peers/" + i0+"/description",schemaPath:"#/properties/peers/items/properties/description/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.peers.items.properties.description,data:data8};
+if(typeof data9 === "string"){
+if(func3(data9) > 500){
+const err30 = {instancePath:instancePath+"/peers/" + i0+"/description",schemaPath:"#/properties/peers/items/properties/description/maxLength",keyword:"maxLength",params:{limit: 500},message:"must NOT have more than 500 characters",schema:500,parentSchema:schema11.properties.peers.items.properties.description,data:data9};
 if(vErrors === null){
 vErrors = [err30];
 }
@@ -423,10 +427,8 @@ vErrors.push(err30);
 }
 errors++;
 }
-}
-if(data8 && typeof data8 == "object" && !Array.isArray(data8)){
-if(Object.keys(data8).length < 1){
-const err31 = {instancePath:instancePath+"/peers/" + i0+"/description",schemaPath:"#/properties/peers/items/properties/description/minProperties",keyword:"minProperties",params:{limit: 1},message:"must NOT have fewer than 1 properties",schema:1,parentSchema:schema11.properties.peers.items.properties.description,data:data8};
+if(!pattern1.test(data9)){
+const err31 = {instancePath:instancePath+"/peers/" + i0+"/description",schemaPath:"#/properties/peers/items/properties/description/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.peers.items.properties.description,data:data9};
 if(vErrors === null){
 vErrors = [err31];
 }
@@ -435,11 +437,10 @@ vErrors.push(err31);
 }
 errors++;
 }
-for(const key6 in data8){
-const _errs25 = errors;
-if(typeof key6 === "string"){
-if(!pattern2.test(key6)){
-const err32 = {instancePath:instancePath+"/peers/" + i0+"/description",schemaPath:"#/properties/peers/items/properties/description/propertyNames/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(-[A-Z]{2})?$"},message:"must match pattern \""+"^[a-z]{2}(-[A-Z]{2})?$"+"\"",schema:"^[a-z]{2}(-[A-Z]{2})?$",parentSchema:schema11.properties.peers.items.properties.description.propertyNames,data:key6,propertyName:key6};
+}
+if(data9 && typeof data9 == "object" && !Array.isArray(data9)){
+if(Object.keys(data9).length < 1){
+const err32 = {instancePath:instancePath+"/peers/" + i0+"/description",schemaPath:"#/properties/peers/items/properties/description/minProperties",keyword:"minProperties",params:{limit: 1},message:"must NOT have fewer than 1 properties",schema:1,parentSchema:schema11.properties.peers.items.properties.description,data:data9};
 if(vErrors === null){
 vErrors = [err32];
 }
@@ -448,10 +449,11 @@ vErrors.push(err32);
 }
 errors++;
 }
-}
-var valid8 = _errs25 === errors;
-if(!valid8){
-const err33 = {instancePath:instancePath+"/peers/" + i0+"/description",schemaPath:"#/properties/peers/items/properties/description/propertyNames",keyword:"propertyNames",params:{propertyName: key6},message:"property name must be valid",schema:schema11.properties.peers.items.properties.description.propertyNames,parentSchema:schema11.properties.peers.items.properties.description,data:data8};
+for(const key6 in data9){
+const _errs27 = errors;
+if(typeof key6 === "string"){
+if(!pattern2.test(key6)){
+const err33 = {instancePath:instancePath+"/peers/" + i0+"/description",schemaPath:"#/properties/peers/items/properties/description/propertyNames/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(-[A-Z]{2})?$"},message:"must match pattern \""+"^[a-z]{2}(-[A-Z]{2})?$"+"\"",schema:"^[a-z]{2}(-[A-Z]{2})?$",parentSchema:schema11.properties.peers.items.properties.description.propertyNames,data:key6,propertyName:key6};
 if(vErrors === null){
 vErrors = [err33];
 }
@@ -461,11 +463,9 @@ vErrors.push(err33);
 errors++;
 }
 }
-for(const key7 in data8){
-let data9 = data8[key7];
-if(typeof data9 === "string"){
-if(func2(data9) > 500){
-const err34 = {instancePath:instancePath+"/peers/" + i0+"/description/" + key7.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/peers/items/properties/description/additionalProperties/maxLength",keyword:"maxLength",params:{limit: 500},message:"must NOT have more than 500 characters",schema:500,parentSchema:schema11.properties.peers.items.properties.description.additionalProperties,data:data9};
+var valid8 = _errs27 === errors;
+if(!valid8){
+const err34 = {instancePath:instancePath+"/peers/" + i0+"/description",schemaPath:"#/properties/peers/items/properties/description/propertyNames",keyword:"propertyNames",params:{propertyName: key6},message:"property name must be valid",schema:schema11.properties.peers.items.properties.description.propertyNames,parentSchema:schema11.properties.peers.items.properties.description,data:data9};
 if(vErrors === null){
 vErrors = [err34];
 }
@@ -474,8 +474,12 @@ vErrors.push(err34);
 }
 errors++;
 }
-if(!pattern1.test(data9)){
-const err35 = {instancePath:instancePath+"/peers/" + i0+"/description/" + key7.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/peers/items/properties/description/additionalProperties/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.peers.items.properties.description.additionalProperties,data:data9};
+}
+for(const key7 in data9){
+let data10 = data9[key7];
+if(typeof data10 === "string"){
+if(func3(data10) > 500){
+const err35 = {instancePath:instancePath+"/peers/" + i0+"/description/" + key7.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/peers/items/properties/description/additionalProperties/maxLength",keyword:"maxLength",params:{limit: 500},message:"must NOT have more than 500 characters",schema:500,parentSchema:schema11.properties.peers.items.properties.description.additionalProperties,data:data10};
 if(vErrors === null){
 vErrors = [err35];
 }
@@ -484,9 +488,8 @@ vErrors.push(err35);
 }
 errors++;
 }
-}
-else {
-const err36 = {instancePath:instancePath+"/peers/" + i0+"/description/" + key7.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/peers/items/properties/description/additionalProperties/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.peers.items.properties.description.additionalProperties.type,parentSchema:schema11.properties.peers.items.properties.description.additionalProperties,data:data9};
+if(!pattern1.test(data10)){
+const err36 = {instancePath:instancePath+"/peers/" + i0+"/description/" + key7.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/peers/items/properties/description/additionalProperties/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.peers.items.properties.description.additionalProperties,data:data10};
 if(vErrors === null){
 vErrors = [err36];
 }
@@ -496,11 +499,8 @@ vErrors.push(err36);
 errors++;
 }
 }
-}
-}
-}
 else {
-const err37 = {instancePath:instancePath+"/peers/" + i0,schemaPath:"#/properties/peers/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.peers.items.type,parentSchema:schema11.properties.peers.items,data:data6};
+const err37 = {instancePath:instancePath+"/peers/" + i0+"/description/" + key7.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/peers/items/properties/description/additionalProperties/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.peers.items.properties.description.additionalProperties.type,parentSchema:schema11.properties.peers.items.properties.description.additionalProperties,data:data10};
 if(vErrors === null){
 vErrors = [err37];
 }
@@ -511,8 +511,10 @@ errors++;
 }
 }
 }
+}
+}
 else {
-const err38 = {instancePath:instancePath+"/peers",schemaPath:"#/properties/peers/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.peers.type,parentSchema:schema11.properties.peers,data:data5};
+const err38 = {instancePath:instancePath+"/peers/" + i0,schemaPath:"#/properties/peers/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.peers.items.type,parentSchema:schema11.properties.peers.items,data:data7};
 if(vErrors === null){
 vErrors = [err38];
 }
@@ -521,17 +523,10 @@ vErrors.push(err38);
 }
 errors++;
 }
-let data10 = data.limits;
-if(data10 && typeof data10 == "object" && !Array.isArray(data10)){
-if(data10.vms === undefined){
-data10.vms = 8;
 }
-if(data10.memory === undefined){
-data10.memory = "8GiB";
 }
-for(const key8 in data10){
-if(!((key8 === "vms") || (key8 === "memory"))){
-const err39 = {instancePath:instancePath+"/limits",schemaPath:"#/properties/limits/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key8},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.limits,data:data10};
+else {
+const err39 = {instancePath:instancePath+"/peers",schemaPath:"#/properties/peers/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.peers.type,parentSchema:schema11.properties.peers,data:data6};
 if(vErrors === null){
 vErrors = [err39];
 }
@@ -540,10 +535,17 @@ vErrors.push(err39);
 }
 errors++;
 }
+let data11 = data.limits;
+if(data11 && typeof data11 == "object" && !Array.isArray(data11)){
+if(data11.vms === undefined){
+data11.vms = 8;
 }
-let data11 = data10.vms;
-if(!(((typeof data11 == "number") && (!(data11 % 1) && !isNaN(data11))) && (isFinite(data11)))){
-const err40 = {instancePath:instancePath+"/limits/vms",schemaPath:"#/properties/limits/properties/vms/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema11.properties.limits.properties.vms.type,parentSchema:schema11.properties.limits.properties.vms,data:data11};
+if(data11.memory === undefined){
+data11.memory = "8GiB";
+}
+for(const key8 in data11){
+if(!((key8 === "vms") || (key8 === "memory"))){
+const err40 = {instancePath:instancePath+"/limits",schemaPath:"#/properties/limits/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key8},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.limits,data:data11};
 if(vErrors === null){
 vErrors = [err40];
 }
@@ -552,9 +554,10 @@ vErrors.push(err40);
 }
 errors++;
 }
-if((typeof data11 == "number") && (isFinite(data11))){
-if(data11 > 32 || isNaN(data11)){
-const err41 = {instancePath:instancePath+"/limits/vms",schemaPath:"#/properties/limits/properties/vms/maximum",keyword:"maximum",params:{comparison: "<=", limit: 32},message:"must be <= 32",schema:32,parentSchema:schema11.properties.limits.properties.vms,data:data11};
+}
+let data12 = data11.vms;
+if(!(((typeof data12 == "number") && (!(data12 % 1) && !isNaN(data12))) && (isFinite(data12)))){
+const err41 = {instancePath:instancePath+"/limits/vms",schemaPath:"#/properties/limits/properties/vms/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema11.properties.limits.properties.vms.type,parentSchema:schema11.properties.limits.properties.vms,data:data12};
 if(vErrors === null){
 vErrors = [err41];
 }
@@ -563,8 +566,9 @@ vErrors.push(err41);
 }
 errors++;
 }
-if(data11 < 1 || isNaN(data11)){
-const err42 = {instancePath:instancePath+"/limits/vms",schemaPath:"#/properties/limits/properties/vms/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.limits.properties.vms,data:data11};
+if((typeof data12 == "number") && (isFinite(data12))){
+if(data12 > 32 || isNaN(data12)){
+const err42 = {instancePath:instancePath+"/limits/vms",schemaPath:"#/properties/limits/properties/vms/maximum",keyword:"maximum",params:{comparison: "<=", limit: 32},message:"must be <= 32",schema:32,parentSchema:schema11.properties.limits.properties.vms,data:data12};
 if(vErrors === null){
 vErrors = [err42];
 }
@@ -573,10 +577,8 @@ vErrors.push(err42);
 }
 errors++;
 }
-}
-let data12 = data10.memory;
-if((!(((typeof data12 == "number") && (!(data12 % 1) && !isNaN(data12))) && (isFinite(data12)))) && (typeof data12 !== "string")){
-const err43 = {instancePath:instancePath+"/limits/memory",schemaPath:"#/properties/limits/properties/memory/type",keyword:"type",params:{type: schema11.properties.limits.properties.memory.type},message:"must be integer,string",schema:schema11.properties.limits.properties.memory.type,parentSchema:schema11.properties.limits.properties.memory,data:data12};
+if(data12 < 1 || isNaN(data12)){
+const err43 = {instancePath:instancePath+"/limits/vms",schemaPath:"#/properties/limits/properties/vms/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.limits.properties.vms,data:data12};
 if(vErrors === null){
 vErrors = [err43];
 }
@@ -585,9 +587,10 @@ vErrors.push(err43);
 }
 errors++;
 }
-if((typeof data12 == "number") && (isFinite(data12))){
-if(data12 < 1 || isNaN(data12)){
-const err44 = {instancePath:instancePath+"/limits/memory",schemaPath:"#/properties/limits/properties/memory/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.limits.properties.memory,data:data12};
+}
+let data13 = data11.memory;
+if((!(((typeof data13 == "number") && (!(data13 % 1) && !isNaN(data13))) && (isFinite(data13)))) && (typeof data13 !== "string")){
+const err44 = {instancePath:instancePath+"/limits/memory",schemaPath:"#/properties/limits/properties/memory/type",keyword:"type",params:{type: schema11.properties.limits.properties.memory.type},message:"must be integer,string",schema:schema11.properties.limits.properties.memory.type,parentSchema:schema11.properties.limits.properties.memory,data:data13};
 if(vErrors === null){
 vErrors = [err44];
 }
@@ -596,10 +599,9 @@ vErrors.push(err44);
 }
 errors++;
 }
-}
-if(typeof data12 === "string"){
-if(!pattern11.test(data12)){
-const err45 = {instancePath:instancePath+"/limits/memory",schemaPath:"#/properties/limits/properties/memory/pattern",keyword:"pattern",params:{pattern: "^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$"},message:"must match pattern \""+"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$"+"\"",schema:"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$",parentSchema:schema11.properties.limits.properties.memory,data:data12};
+if((typeof data13 == "number") && (isFinite(data13))){
+if(data13 < 1 || isNaN(data13)){
+const err45 = {instancePath:instancePath+"/limits/memory",schemaPath:"#/properties/limits/properties/memory/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.limits.properties.memory,data:data13};
 if(vErrors === null){
 vErrors = [err45];
 }
@@ -609,9 +611,9 @@ vErrors.push(err45);
 errors++;
 }
 }
-}
-else {
-const err46 = {instancePath:instancePath+"/limits",schemaPath:"#/properties/limits/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.limits.type,parentSchema:schema11.properties.limits,data:data10};
+if(typeof data13 === "string"){
+if(!pattern11.test(data13)){
+const err46 = {instancePath:instancePath+"/limits/memory",schemaPath:"#/properties/limits/properties/memory/pattern",keyword:"pattern",params:{pattern: "^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$"},message:"must match pattern \""+"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$"+"\"",schema:"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$",parentSchema:schema11.properties.limits.properties.memory,data:data13};
 if(vErrors === null){
 vErrors = [err46];
 }
@@ -620,10 +622,10 @@ vErrors.push(err46);
 }
 errors++;
 }
-let data13 = data.networks;
-if(Array.isArray(data13)){
-if(data13.length > 8){
-const err47 = {instancePath:instancePath+"/networks",schemaPath:"#/properties/networks/maxItems",keyword:"maxItems",params:{limit: 8},message:"must NOT have more than 8 items",schema:8,parentSchema:schema11.properties.networks,data:data13};
+}
+}
+else {
+const err47 = {instancePath:instancePath+"/limits",schemaPath:"#/properties/limits/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.limits.type,parentSchema:schema11.properties.limits,data:data11};
 if(vErrors === null){
 vErrors = [err47];
 }
@@ -632,15 +634,10 @@ vErrors.push(err47);
 }
 errors++;
 }
-const len1 = data13.length;
-for(let i1=0; i1<len1; i1++){
-let data14 = data13[i1];
-if(data14 && typeof data14 == "object" && !Array.isArray(data14)){
-if(data14.mode === undefined){
-data14.mode = "isolated";
-}
-if(data14.name === undefined){
-const err48 = {instancePath:instancePath+"/networks/" + i1,schemaPath:"#/properties/networks/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema11.properties.networks.items.required,parentSchema:schema11.properties.networks.items,data:data14};
+let data14 = data.networks;
+if(Array.isArray(data14)){
+if(data14.length > 8){
+const err48 = {instancePath:instancePath+"/networks",schemaPath:"#/properties/networks/maxItems",keyword:"maxItems",params:{limit: 8},message:"must NOT have more than 8 items",schema:8,parentSchema:schema11.properties.networks,data:data14};
 if(vErrors === null){
 vErrors = [err48];
 }
@@ -649,8 +646,15 @@ vErrors.push(err48);
 }
 errors++;
 }
-if(data14.subnet === undefined){
-const err49 = {instancePath:instancePath+"/networks/" + i1,schemaPath:"#/properties/networks/items/required",keyword:"required",params:{missingProperty: "subnet"},message:"must have required property '"+"subnet"+"'",schema:schema11.properties.networks.items.required,parentSchema:schema11.properties.networks.items,data:data14};
+const len1 = data14.length;
+for(let i1=0; i1<len1; i1++){
+let data15 = data14[i1];
+if(data15 && typeof data15 == "object" && !Array.isArray(data15)){
+if(data15.mode === undefined){
+data15.mode = "isolated";
+}
+if(data15.name === undefined){
+const err49 = {instancePath:instancePath+"/networks/" + i1,schemaPath:"#/properties/networks/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema11.properties.networks.items.required,parentSchema:schema11.properties.networks.items,data:data15};
 if(vErrors === null){
 vErrors = [err49];
 }
@@ -659,9 +663,8 @@ vErrors.push(err49);
 }
 errors++;
 }
-for(const key9 in data14){
-if(!(((key9 === "name") || (key9 === "mode")) || (key9 === "subnet"))){
-const err50 = {instancePath:instancePath+"/networks/" + i1,schemaPath:"#/properties/networks/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key9},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.networks.items,data:data14};
+if(data15.subnet === undefined){
+const err50 = {instancePath:instancePath+"/networks/" + i1,schemaPath:"#/properties/networks/items/required",keyword:"required",params:{missingProperty: "subnet"},message:"must have required property '"+"subnet"+"'",schema:schema11.properties.networks.items.required,parentSchema:schema11.properties.networks.items,data:data15};
 if(vErrors === null){
 vErrors = [err50];
 }
@@ -670,12 +673,9 @@ vErrors.push(err50);
 }
 errors++;
 }
-}
-if(data14.name !== undefined){
-let data15 = data14.name;
-if(typeof data15 === "string"){
-if(!pattern7.test(data15)){
-const err51 = {instancePath:instancePath+"/networks/" + i1+"/name",schemaPath:"#/properties/networks/items/properties/name/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.networks.items.properties.name,data:data15};
+for(const key9 in data15){
+if(!(((key9 === "name") || (key9 === "mode")) || (key9 === "subnet"))){
+const err51 = {instancePath:instancePath+"/networks/" + i1,schemaPath:"#/properties/networks/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key9},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.networks.items,data:data15};
 if(vErrors === null){
 vErrors = [err51];
 }
@@ -685,8 +685,11 @@ vErrors.push(err51);
 errors++;
 }
 }
-else {
-const err52 = {instancePath:instancePath+"/networks/" + i1+"/name",schemaPath:"#/properties/networks/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.networks.items.properties.name.type,parentSchema:schema11.properties.networks.items.properties.name,data:data15};
+if(data15.name !== undefined){
+let data16 = data15.name;
+if(typeof data16 === "string"){
+if(!pattern7.test(data16)){
+const err52 = {instancePath:instancePath+"/networks/" + i1+"/name",schemaPath:"#/properties/networks/items/properties/name/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.networks.items.properties.name,data:data16};
 if(vErrors === null){
 vErrors = [err52];
 }
@@ -696,9 +699,8 @@ vErrors.push(err52);
 errors++;
 }
 }
-let data16 = data14.mode;
-if(!((data16 === "isolated") || (data16 === "nat"))){
-const err53 = {instancePath:instancePath+"/networks/" + i1+"/mode",schemaPath:"#/properties/networks/items/properties/mode/enum",keyword:"enum",params:{allowedValues: schema11.properties.networks.items.properties.mode.enum},message:"must be equal to one of the allowed values",schema:schema11.properties.networks.items.properties.mode.enum,parentSchema:schema11.properties.networks.items.properties.mode,data:data16};
+else {
+const err53 = {instancePath:instancePath+"/networks/" + i1+"/name",schemaPath:"#/properties/networks/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.networks.items.properties.name.type,parentSchema:schema11.properties.networks.items.properties.name,data:data16};
 if(vErrors === null){
 vErrors = [err53];
 }
@@ -707,11 +709,10 @@ vErrors.push(err53);
 }
 errors++;
 }
-if(data14.subnet !== undefined){
-let data17 = data14.subnet;
-if(typeof data17 === "string"){
-if(!pattern13.test(data17)){
-const err54 = {instancePath:instancePath+"/networks/" + i1+"/subnet",schemaPath:"#/properties/networks/items/properties/subnet/pattern",keyword:"pattern",params:{pattern: "^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\\/(1[6-9]|2[0-9])$"},message:"must match pattern \""+"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\\/(1[6-9]|2[0-9])$"+"\"",schema:"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\\/(1[6-9]|2[0-9])$",parentSchema:schema11.properties.networks.items.properties.subnet,data:data17};
+}
+let data17 = data15.mode;
+if(!((data17 === "isolated") || (data17 === "nat"))){
+const err54 = {instancePath:instancePath+"/networks/" + i1+"/mode",schemaPath:"#/properties/networks/items/properties/mode/enum",keyword:"enum",params:{allowedValues: schema11.properties.networks.items.properties.mode.enum},message:"must be equal to one of the allowed values",schema:schema11.properties.networks.items.properties.mode.enum,parentSchema:schema11.properties.networks.items.properties.mode,data:data17};
 if(vErrors === null){
 vErrors = [err54];
 }
@@ -720,9 +721,11 @@ vErrors.push(err54);
 }
 errors++;
 }
-}
-else {
-const err55 = {instancePath:instancePath+"/networks/" + i1+"/subnet",schemaPath:"#/properties/networks/items/properties/subnet/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.networks.items.properties.subnet.type,parentSchema:schema11.properties.networks.items.properties.subnet,data:data17};
+if(data15.subnet !== undefined){
+let data18 = data15.subnet;
+if(typeof data18 === "string"){
+if(!pattern13.test(data18)){
+const err55 = {instancePath:instancePath+"/networks/" + i1+"/subnet",schemaPath:"#/properties/networks/items/properties/subnet/pattern",keyword:"pattern",params:{pattern: "^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\\/(1[6-9]|2[0-9])$"},message:"must match pattern \""+"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\\/(1[6-9]|2[0-9])$"+"\"",schema:"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\\/(1[6-9]|2[0-9])$",parentSchema:schema11.properties.networks.items.properties.subnet,data:data18};
 if(vErrors === null){
 vErrors = [err55];
 }
@@ -732,9 +735,8 @@ vErrors.push(err55);
 errors++;
 }
 }
-}
 else {
-const err56 = {instancePath:instancePath+"/networks/" + i1,schemaPath:"#/properties/networks/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.networks.items.type,parentSchema:schema11.properties.networks.items,data:data14};
+const err56 = {instancePath:instancePath+"/networks/" + i1+"/subnet",schemaPath:"#/properties/networks/items/properties/subnet/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.networks.items.properties.subnet.type,parentSchema:schema11.properties.networks.items.properties.subnet,data:data18};
 if(vErrors === null){
 vErrors = [err56];
 }
@@ -746,7 +748,7 @@ errors++;
 }
 }
 else {
-const err57 = {instancePath:instancePath+"/networks",schemaPath:"#/properties/networks/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.networks.type,parentSchema:schema11.properties.networks,data:data13};
+const err57 = {instancePath:instancePath+"/networks/" + i1,schemaPath:"#/properties/networks/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.networks.items.type,parentSchema:schema11.properties.networks.items,data:data15};
 if(vErrors === null){
 vErrors = [err57];
 }
@@ -755,11 +757,10 @@ vErrors.push(err57);
 }
 errors++;
 }
-if(data.vms !== undefined){
-let data18 = data.vms;
-if(Array.isArray(data18)){
-if(data18.length > 32){
-const err58 = {instancePath:instancePath+"/vms",schemaPath:"#/properties/vms/maxItems",keyword:"maxItems",params:{limit: 32},message:"must NOT have more than 32 items",schema:32,parentSchema:schema11.properties.vms,data:data18};
+}
+}
+else {
+const err58 = {instancePath:instancePath+"/networks",schemaPath:"#/properties/networks/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.networks.type,parentSchema:schema11.properties.networks,data:data14};
 if(vErrors === null){
 vErrors = [err58];
 }
@@ -768,8 +769,11 @@ vErrors.push(err58);
 }
 errors++;
 }
-if(data18.length < 1){
-const err59 = {instancePath:instancePath+"/vms",schemaPath:"#/properties/vms/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items",schema:1,parentSchema:schema11.properties.vms,data:data18};
+if(data.vms !== undefined){
+let data19 = data.vms;
+if(Array.isArray(data19)){
+if(data19.length > 32){
+const err59 = {instancePath:instancePath+"/vms",schemaPath:"#/properties/vms/maxItems",keyword:"maxItems",params:{limit: 32},message:"must NOT have more than 32 items",schema:32,parentSchema:schema11.properties.vms,data:data19};
 if(vErrors === null){
 vErrors = [err59];
 }
@@ -778,27 +782,8 @@ vErrors.push(err59);
 }
 errors++;
 }
-const len2 = data18.length;
-for(let i2=0; i2<len2; i2++){
-let data19 = data18[i2];
-if(data19 && typeof data19 == "object" && !Array.isArray(data19)){
-if(data19.template === undefined){
-data19.template = "default";
-}
-if(data19.count === undefined){
-data19.count = 1;
-}
-if(data19.after === undefined){
-data19.after = [];
-}
-if(data19.networks === undefined){
-data19.networks = [];
-}
-if(data19.cloudInit === undefined){
-data19.cloudInit = {};
-}
-if(data19.name === undefined){
-const err60 = {instancePath:instancePath+"/vms/" + i2,schemaPath:"#/properties/vms/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema11.properties.vms.items.required,parentSchema:schema11.properties.vms.items,data:data19};
+if(data19.length < 1){
+const err60 = {instancePath:instancePath+"/vms",schemaPath:"#/properties/vms/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items",schema:1,parentSchema:schema11.properties.vms,data:data19};
 if(vErrors === null){
 vErrors = [err60];
 }
@@ -807,9 +792,27 @@ vErrors.push(err60);
 }
 errors++;
 }
-for(const key10 in data19){
-if(!(func8.call(schema11.properties.vms.items.properties, key10))){
-const err61 = {instancePath:instancePath+"/vms/" + i2,schemaPath:"#/properties/vms/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key10},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.vms.items,data:data19};
+const len2 = data19.length;
+for(let i2=0; i2<len2; i2++){
+let data20 = data19[i2];
+if(data20 && typeof data20 == "object" && !Array.isArray(data20)){
+if(data20.template === undefined){
+data20.template = "default";
+}
+if(data20.count === undefined){
+data20.count = 1;
+}
+if(data20.after === undefined){
+data20.after = [];
+}
+if(data20.networks === undefined){
+data20.networks = [];
+}
+if(data20.cloudInit === undefined){
+data20.cloudInit = {};
+}
+if(data20.name === undefined){
+const err61 = {instancePath:instancePath+"/vms/" + i2,schemaPath:"#/properties/vms/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema11.properties.vms.items.required,parentSchema:schema11.properties.vms.items,data:data20};
 if(vErrors === null){
 vErrors = [err61];
 }
@@ -818,12 +821,9 @@ vErrors.push(err61);
 }
 errors++;
 }
-}
-if(data19.name !== undefined){
-let data20 = data19.name;
-if(typeof data20 === "string"){
-if(!pattern7.test(data20)){
-const err62 = {instancePath:instancePath+"/vms/" + i2+"/name",schemaPath:"#/properties/vms/items/properties/name/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.vms.items.properties.name,data:data20};
+for(const key10 in data20){
+if(!(func2.call(schema11.properties.vms.items.properties, key10))){
+const err62 = {instancePath:instancePath+"/vms/" + i2,schemaPath:"#/properties/vms/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key10},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.vms.items,data:data20};
 if(vErrors === null){
 vErrors = [err62];
 }
@@ -833,8 +833,11 @@ vErrors.push(err62);
 errors++;
 }
 }
-else {
-const err63 = {instancePath:instancePath+"/vms/" + i2+"/name",schemaPath:"#/properties/vms/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.name.type,parentSchema:schema11.properties.vms.items.properties.name,data:data20};
+if(data20.name !== undefined){
+let data21 = data20.name;
+if(typeof data21 === "string"){
+if(!pattern7.test(data21)){
+const err63 = {instancePath:instancePath+"/vms/" + i2+"/name",schemaPath:"#/properties/vms/items/properties/name/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.vms.items.properties.name,data:data21};
 if(vErrors === null){
 vErrors = [err63];
 }
@@ -844,10 +847,8 @@ vErrors.push(err63);
 errors++;
 }
 }
-let data21 = data19.template;
-if(typeof data21 === "string"){
-if(!pattern15.test(data21)){
-const err64 = {instancePath:instancePath+"/vms/" + i2+"/template",schemaPath:"#/properties/vms/items/properties/template/pattern",keyword:"pattern",params:{pattern: "^[a-z0-9](?:[a-z0-9._-]{0,62})$"},message:"must match pattern \""+"^[a-z0-9](?:[a-z0-9._-]{0,62})$"+"\"",schema:"^[a-z0-9](?:[a-z0-9._-]{0,62})$",parentSchema:schema11.properties.vms.items.properties.template,data:data21};
+else {
+const err64 = {instancePath:instancePath+"/vms/" + i2+"/name",schemaPath:"#/properties/vms/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.name.type,parentSchema:schema11.properties.vms.items.properties.name,data:data21};
 if(vErrors === null){
 vErrors = [err64];
 }
@@ -857,8 +858,10 @@ vErrors.push(err64);
 errors++;
 }
 }
-else {
-const err65 = {instancePath:instancePath+"/vms/" + i2+"/template",schemaPath:"#/properties/vms/items/properties/template/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.template.type,parentSchema:schema11.properties.vms.items.properties.template,data:data21};
+let data22 = data20.template;
+if(typeof data22 === "string"){
+if(!pattern15.test(data22)){
+const err65 = {instancePath:instancePath+"/vms/" + i2+"/template",schemaPath:"#/properties/vms/items/properties/template/pattern",keyword:"pattern",params:{pattern: "^[a-z0-9](?:[a-z0-9._-]{0,62})$"},message:"must match pattern \""+"^[a-z0-9](?:[a-z0-9._-]{0,62})$"+"\"",schema:"^[a-z0-9](?:[a-z0-9._-]{0,62})$",parentSchema:schema11.properties.vms.items.properties.template,data:data22};
 if(vErrors === null){
 vErrors = [err65];
 }
@@ -867,11 +870,9 @@ vErrors.push(err65);
 }
 errors++;
 }
-if(data19.image !== undefined){
-let data22 = data19.image;
-if(typeof data22 === "string"){
-if(!pattern16.test(data22)){
-const err66 = {instancePath:instancePath+"/vms/" + i2+"/image",schemaPath:"#/properties/vms/items/properties/image/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"},message:"must match pattern \""+"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"+"\"",schema:"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$",parentSchema:schema11.properties.vms.items.properties.image,data:data22};
+}
+else {
+const err66 = {instancePath:instancePath+"/vms/" + i2+"/template",schemaPath:"#/properties/vms/items/properties/template/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.template.type,parentSchema:schema11.properties.vms.items.properties.template,data:data22};
 if(vErrors === null){
 vErrors = [err66];
 }
@@ -880,9 +881,11 @@ vErrors.push(err66);
 }
 errors++;
 }
-}
-else {
-const err67 = {instancePath:instancePath+"/vms/" + i2+"/image",schemaPath:"#/properties/vms/items/properties/image/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.image.type,parentSchema:schema11.properties.vms.items.properties.image,data:data22};
+if(data20.image !== undefined){
+let data23 = data20.image;
+if(typeof data23 === "string"){
+if(!pattern16.test(data23)){
+const err67 = {instancePath:instancePath+"/vms/" + i2+"/image",schemaPath:"#/properties/vms/items/properties/image/pattern",keyword:"pattern",params:{pattern: "^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"},message:"must match pattern \""+"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"+"\"",schema:"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$",parentSchema:schema11.properties.vms.items.properties.image,data:data23};
 if(vErrors === null){
 vErrors = [err67];
 }
@@ -892,9 +895,8 @@ vErrors.push(err67);
 errors++;
 }
 }
-let data23 = data19.count;
-if(!(((typeof data23 == "number") && (!(data23 % 1) && !isNaN(data23))) && (isFinite(data23)))){
-const err68 = {instancePath:instancePath+"/vms/" + i2+"/count",schemaPath:"#/properties/vms/items/properties/count/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema11.properties.vms.items.properties.count.type,parentSchema:schema11.properties.vms.items.properties.count,data:data23};
+else {
+const err68 = {instancePath:instancePath+"/vms/" + i2+"/image",schemaPath:"#/properties/vms/items/properties/image/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.image.type,parentSchema:schema11.properties.vms.items.properties.image,data:data23};
 if(vErrors === null){
 vErrors = [err68];
 }
@@ -903,9 +905,10 @@ vErrors.push(err68);
 }
 errors++;
 }
-if((typeof data23 == "number") && (isFinite(data23))){
-if(data23 > 16 || isNaN(data23)){
-const err69 = {instancePath:instancePath+"/vms/" + i2+"/count",schemaPath:"#/properties/vms/items/properties/count/maximum",keyword:"maximum",params:{comparison: "<=", limit: 16},message:"must be <= 16",schema:16,parentSchema:schema11.properties.vms.items.properties.count,data:data23};
+}
+let data24 = data20.count;
+if(!(((typeof data24 == "number") && (!(data24 % 1) && !isNaN(data24))) && (isFinite(data24)))){
+const err69 = {instancePath:instancePath+"/vms/" + i2+"/count",schemaPath:"#/properties/vms/items/properties/count/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema11.properties.vms.items.properties.count.type,parentSchema:schema11.properties.vms.items.properties.count,data:data24};
 if(vErrors === null){
 vErrors = [err69];
 }
@@ -914,8 +917,9 @@ vErrors.push(err69);
 }
 errors++;
 }
-if(data23 < 1 || isNaN(data23)){
-const err70 = {instancePath:instancePath+"/vms/" + i2+"/count",schemaPath:"#/properties/vms/items/properties/count/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.vms.items.properties.count,data:data23};
+if((typeof data24 == "number") && (isFinite(data24))){
+if(data24 > 16 || isNaN(data24)){
+const err70 = {instancePath:instancePath+"/vms/" + i2+"/count",schemaPath:"#/properties/vms/items/properties/count/maximum",keyword:"maximum",params:{comparison: "<=", limit: 16},message:"must be <= 16",schema:16,parentSchema:schema11.properties.vms.items.properties.count,data:data24};
 if(vErrors === null){
 vErrors = [err70];
 }
@@ -924,11 +928,8 @@ vErrors.push(err70);
 }
 errors++;
 }
-}
-if(data19.cpus !== undefined){
-let data24 = data19.cpus;
-if(!(((typeof data24 == "number") && (!(data24 % 1) && !isNaN(data24))) && (isFinite(data24)))){
-const err71 = {instancePath:instancePath+"/vms/" + i2+"/cpus",schemaPath:"#/properties/vms/items/properties/cpus/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema11.properties.vms.items.properties.cpus.type,parentSchema:schema11.properties.vms.items.properties.cpus,data:data24};
+if(data24 < 1 || isNaN(data24)){
+const err71 = {instancePath:instancePath+"/vms/" + i2+"/count",schemaPath:"#/properties/vms/items/properties/count/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.vms.items.properties.count,data:data24};
 if(vErrors === null){
 vErrors = [err71];
 }
@@ -937,9 +938,11 @@ vErrors.push(err71);
 }
 errors++;
 }
-if((typeof data24 == "number") && (isFinite(data24))){
-if(data24 > 16 || isNaN(data24)){
-const err72 = {instancePath:instancePath+"/vms/" + i2+"/cpus",schemaPath:"#/properties/vms/items/properties/cpus/maximum",keyword:"maximum",params:{comparison: "<=", limit: 16},message:"must be <= 16",schema:16,parentSchema:schema11.properties.vms.items.properties.cpus,data:data24};
+}
+if(data20.cpus !== undefined){
+let data25 = data20.cpus;
+if(!(((typeof data25 == "number") && (!(data25 % 1) && !isNaN(data25))) && (isFinite(data25)))){
+const err72 = {instancePath:instancePath+"/vms/" + i2+"/cpus",schemaPath:"#/properties/vms/items/properties/cpus/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema11.properties.vms.items.properties.cpus.type,parentSchema:schema11.properties.vms.items.properties.cpus,data:data25};
 if(vErrors === null){
 vErrors = [err72];
 }
@@ -948,8 +951,9 @@ vErrors.push(err72);
 }
 errors++;
 }
-if(data24 < 1 || isNaN(data24)){
-const err73 = {instancePath:instancePath+"/vms/" + i2+"/cpus",schemaPath:"#/properties/vms/items/properties/cpus/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.vms.items.properties.cpus,data:data24};
+if((typeof data25 == "number") && (isFinite(data25))){
+if(data25 > 16 || isNaN(data25)){
+const err73 = {instancePath:instancePath+"/vms/" + i2+"/cpus",schemaPath:"#/properties/vms/items/properties/cpus/maximum",keyword:"maximum",params:{comparison: "<=", limit: 16},message:"must be <= 16",schema:16,parentSchema:schema11.properties.vms.items.properties.cpus,data:data25};
 if(vErrors === null){
 vErrors = [err73];
 }
@@ -958,12 +962,8 @@ vErrors.push(err73);
 }
 errors++;
 }
-}
-}
-if(data19.memory !== undefined){
-let data25 = data19.memory;
-if((!(((typeof data25 == "number") && (!(data25 % 1) && !isNaN(data25))) && (isFinite(data25)))) && (typeof data25 !== "string")){
-const err74 = {instancePath:instancePath+"/vms/" + i2+"/memory",schemaPath:"#/properties/vms/items/properties/memory/type",keyword:"type",params:{type: schema11.properties.vms.items.properties.memory.type},message:"must be integer,string",schema:schema11.properties.vms.items.properties.memory.type,parentSchema:schema11.properties.vms.items.properties.memory,data:data25};
+if(data25 < 1 || isNaN(data25)){
+const err74 = {instancePath:instancePath+"/vms/" + i2+"/cpus",schemaPath:"#/properties/vms/items/properties/cpus/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.vms.items.properties.cpus,data:data25};
 if(vErrors === null){
 vErrors = [err74];
 }
@@ -972,9 +972,12 @@ vErrors.push(err74);
 }
 errors++;
 }
-if((typeof data25 == "number") && (isFinite(data25))){
-if(data25 < 64 || isNaN(data25)){
-const err75 = {instancePath:instancePath+"/vms/" + i2+"/memory",schemaPath:"#/properties/vms/items/properties/memory/minimum",keyword:"minimum",params:{comparison: ">=", limit: 64},message:"must be >= 64",schema:64,parentSchema:schema11.properties.vms.items.properties.memory,data:data25};
+}
+}
+if(data20.memory !== undefined){
+let data26 = data20.memory;
+if((!(((typeof data26 == "number") && (!(data26 % 1) && !isNaN(data26))) && (isFinite(data26)))) && (typeof data26 !== "string")){
+const err75 = {instancePath:instancePath+"/vms/" + i2+"/memory",schemaPath:"#/properties/vms/items/properties/memory/type",keyword:"type",params:{type: schema11.properties.vms.items.properties.memory.type},message:"must be integer,string",schema:schema11.properties.vms.items.properties.memory.type,parentSchema:schema11.properties.vms.items.properties.memory,data:data26};
 if(vErrors === null){
 vErrors = [err75];
 }
@@ -983,10 +986,9 @@ vErrors.push(err75);
 }
 errors++;
 }
-}
-if(typeof data25 === "string"){
-if(!pattern11.test(data25)){
-const err76 = {instancePath:instancePath+"/vms/" + i2+"/memory",schemaPath:"#/properties/vms/items/properties/memory/pattern",keyword:"pattern",params:{pattern: "^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$"},message:"must match pattern \""+"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$"+"\"",schema:"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$",parentSchema:schema11.properties.vms.items.properties.memory,data:data25};
+if((typeof data26 == "number") && (isFinite(data26))){
+if(data26 < 64 || isNaN(data26)){
+const err76 = {instancePath:instancePath+"/vms/" + i2+"/memory",schemaPath:"#/properties/vms/items/properties/memory/minimum",keyword:"minimum",params:{comparison: ">=", limit: 64},message:"must be >= 64",schema:64,parentSchema:schema11.properties.vms.items.properties.memory,data:data26};
 if(vErrors === null){
 vErrors = [err76];
 }
@@ -996,11 +998,9 @@ vErrors.push(err76);
 errors++;
 }
 }
-}
-if(data19.diskSize !== undefined){
-let data26 = data19.diskSize;
-if((!(((typeof data26 == "number") && (!(data26 % 1) && !isNaN(data26))) && (isFinite(data26)))) && (typeof data26 !== "string")){
-const err77 = {instancePath:instancePath+"/vms/" + i2+"/diskSize",schemaPath:"#/properties/vms/items/properties/diskSize/type",keyword:"type",params:{type: schema11.properties.vms.items.properties.diskSize.type},message:"must be integer,string",schema:schema11.properties.vms.items.properties.diskSize.type,parentSchema:schema11.properties.vms.items.properties.diskSize,data:data26};
+if(typeof data26 === "string"){
+if(!pattern11.test(data26)){
+const err77 = {instancePath:instancePath+"/vms/" + i2+"/memory",schemaPath:"#/properties/vms/items/properties/memory/pattern",keyword:"pattern",params:{pattern: "^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$"},message:"must match pattern \""+"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$"+"\"",schema:"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$",parentSchema:schema11.properties.vms.items.properties.memory,data:data26};
 if(vErrors === null){
 vErrors = [err77];
 }
@@ -1009,9 +1009,12 @@ vErrors.push(err77);
 }
 errors++;
 }
-if((typeof data26 == "number") && (isFinite(data26))){
-if(data26 < 1 || isNaN(data26)){
-const err78 = {instancePath:instancePath+"/vms/" + i2+"/diskSize",schemaPath:"#/properties/vms/items/properties/diskSize/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.vms.items.properties.diskSize,data:data26};
+}
+}
+if(data20.diskSize !== undefined){
+let data27 = data20.diskSize;
+if((!(((typeof data27 == "number") && (!(data27 % 1) && !isNaN(data27))) && (isFinite(data27)))) && (typeof data27 !== "string")){
+const err78 = {instancePath:instancePath+"/vms/" + i2+"/diskSize",schemaPath:"#/properties/vms/items/properties/diskSize/type",keyword:"type",params:{type: schema11.properties.vms.items.properties.diskSize.type},message:"must be integer,string",schema:schema11.properties.vms.items.properties.diskSize.type,parentSchema:schema11.properties.vms.items.properties.diskSize,data:data27};
 if(vErrors === null){
 vErrors = [err78];
 }
@@ -1020,10 +1023,9 @@ vErrors.push(err78);
 }
 errors++;
 }
-}
-if(typeof data26 === "string"){
-if(!pattern11.test(data26)){
-const err79 = {instancePath:instancePath+"/vms/" + i2+"/diskSize",schemaPath:"#/properties/vms/items/properties/diskSize/pattern",keyword:"pattern",params:{pattern: "^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$"},message:"must match pattern \""+"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$"+"\"",schema:"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$",parentSchema:schema11.properties.vms.items.properties.diskSize,data:data26};
+if((typeof data27 == "number") && (isFinite(data27))){
+if(data27 < 1 || isNaN(data27)){
+const err79 = {instancePath:instancePath+"/vms/" + i2+"/diskSize",schemaPath:"#/properties/vms/items/properties/diskSize/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.vms.items.properties.diskSize,data:data27};
 if(vErrors === null){
 vErrors = [err79];
 }
@@ -1033,11 +1035,9 @@ vErrors.push(err79);
 errors++;
 }
 }
-}
-if(data19.nicModel !== undefined){
-let data27 = data19.nicModel;
-if(!((((data27 === "virtio") || (data27 === "e1000")) || (data27 === "e1000e")) || (data27 === "rtl8139"))){
-const err80 = {instancePath:instancePath+"/vms/" + i2+"/nicModel",schemaPath:"#/properties/vms/items/properties/nicModel/enum",keyword:"enum",params:{allowedValues: schema11.properties.vms.items.properties.nicModel.enum},message:"must be equal to one of the allowed values",schema:schema11.properties.vms.items.properties.nicModel.enum,parentSchema:schema11.properties.vms.items.properties.nicModel,data:data27};
+if(typeof data27 === "string"){
+if(!pattern11.test(data27)){
+const err80 = {instancePath:instancePath+"/vms/" + i2+"/diskSize",schemaPath:"#/properties/vms/items/properties/diskSize/pattern",keyword:"pattern",params:{pattern: "^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$"},message:"must match pattern \""+"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$"+"\"",schema:"^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$",parentSchema:schema11.properties.vms.items.properties.diskSize,data:data27};
 if(vErrors === null){
 vErrors = [err80];
 }
@@ -1047,10 +1047,11 @@ vErrors.push(err80);
 errors++;
 }
 }
-if(data19.diskBus !== undefined){
-let data28 = data19.diskBus;
-if(!((((data28 === "virtio") || (data28 === "sata")) || (data28 === "scsi")) || (data28 === "ide"))){
-const err81 = {instancePath:instancePath+"/vms/" + i2+"/diskBus",schemaPath:"#/properties/vms/items/properties/diskBus/enum",keyword:"enum",params:{allowedValues: schema11.properties.vms.items.properties.diskBus.enum},message:"must be equal to one of the allowed values",schema:schema11.properties.vms.items.properties.diskBus.enum,parentSchema:schema11.properties.vms.items.properties.diskBus,data:data28};
+}
+if(data20.nicModel !== undefined){
+let data28 = data20.nicModel;
+if(!((((data28 === "virtio") || (data28 === "e1000")) || (data28 === "e1000e")) || (data28 === "rtl8139"))){
+const err81 = {instancePath:instancePath+"/vms/" + i2+"/nicModel",schemaPath:"#/properties/vms/items/properties/nicModel/enum",keyword:"enum",params:{allowedValues: schema11.properties.vms.items.properties.nicModel.enum},message:"must be equal to one of the allowed values",schema:schema11.properties.vms.items.properties.nicModel.enum,parentSchema:schema11.properties.vms.items.properties.nicModel,data:data28};
 if(vErrors === null){
 vErrors = [err81];
 }
@@ -1060,10 +1061,10 @@ vErrors.push(err81);
 errors++;
 }
 }
-let data29 = data19.after;
-if(Array.isArray(data29)){
-if(data29.length > 32){
-const err82 = {instancePath:instancePath+"/vms/" + i2+"/after",schemaPath:"#/properties/vms/items/properties/after/maxItems",keyword:"maxItems",params:{limit: 32},message:"must NOT have more than 32 items",schema:32,parentSchema:schema11.properties.vms.items.properties.after,data:data29};
+if(data20.diskBus !== undefined){
+let data29 = data20.diskBus;
+if(!((((data29 === "virtio") || (data29 === "sata")) || (data29 === "scsi")) || (data29 === "ide"))){
+const err82 = {instancePath:instancePath+"/vms/" + i2+"/diskBus",schemaPath:"#/properties/vms/items/properties/diskBus/enum",keyword:"enum",params:{allowedValues: schema11.properties.vms.items.properties.diskBus.enum},message:"must be equal to one of the allowed values",schema:schema11.properties.vms.items.properties.diskBus.enum,parentSchema:schema11.properties.vms.items.properties.diskBus,data:data29};
 if(vErrors === null){
 vErrors = [err82];
 }
@@ -1072,12 +1073,11 @@ vErrors.push(err82);
 }
 errors++;
 }
-const len3 = data29.length;
-for(let i3=0; i3<len3; i3++){
-let data30 = data29[i3];
-if(typeof data30 === "string"){
-if(!pattern7.test(data30)){
-const err83 = {instancePath:instancePath+"/vms/" + i2+"/after/" + i3,schemaPath:"#/properties/vms/items/properties/after/items/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.vms.items.properties.after.items,data:data30};
+}
+let data30 = data20.after;
+if(Array.isArray(data30)){
+if(data30.length > 32){
+const err83 = {instancePath:instancePath+"/vms/" + i2+"/after",schemaPath:"#/properties/vms/items/properties/after/maxItems",keyword:"maxItems",params:{limit: 32},message:"must NOT have more than 32 items",schema:32,parentSchema:schema11.properties.vms.items.properties.after,data:data30};
 if(vErrors === null){
 vErrors = [err83];
 }
@@ -1086,9 +1086,12 @@ vErrors.push(err83);
 }
 errors++;
 }
-}
-else {
-const err84 = {instancePath:instancePath+"/vms/" + i2+"/after/" + i3,schemaPath:"#/properties/vms/items/properties/after/items/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.after.items.type,parentSchema:schema11.properties.vms.items.properties.after.items,data:data30};
+const len3 = data30.length;
+for(let i3=0; i3<len3; i3++){
+let data31 = data30[i3];
+if(typeof data31 === "string"){
+if(!pattern7.test(data31)){
+const err84 = {instancePath:instancePath+"/vms/" + i2+"/after/" + i3,schemaPath:"#/properties/vms/items/properties/after/items/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.vms.items.properties.after.items,data:data31};
 if(vErrors === null){
 vErrors = [err84];
 }
@@ -1098,9 +1101,8 @@ vErrors.push(err84);
 errors++;
 }
 }
-}
 else {
-const err85 = {instancePath:instancePath+"/vms/" + i2+"/after",schemaPath:"#/properties/vms/items/properties/after/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.vms.items.properties.after.type,parentSchema:schema11.properties.vms.items.properties.after,data:data29};
+const err85 = {instancePath:instancePath+"/vms/" + i2+"/after/" + i3,schemaPath:"#/properties/vms/items/properties/after/items/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.after.items.type,parentSchema:schema11.properties.vms.items.properties.after.items,data:data31};
 if(vErrors === null){
 vErrors = [err85];
 }
@@ -1109,10 +1111,10 @@ vErrors.push(err85);
 }
 errors++;
 }
-let data31 = data19.networks;
-if(Array.isArray(data31)){
-if(data31.length > 4){
-const err86 = {instancePath:instancePath+"/vms/" + i2+"/networks",schemaPath:"#/properties/vms/items/properties/networks/maxItems",keyword:"maxItems",params:{limit: 4},message:"must NOT have more than 4 items",schema:4,parentSchema:schema11.properties.vms.items.properties.networks,data:data31};
+}
+}
+else {
+const err86 = {instancePath:instancePath+"/vms/" + i2+"/after",schemaPath:"#/properties/vms/items/properties/after/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.vms.items.properties.after.type,parentSchema:schema11.properties.vms.items.properties.after,data:data30};
 if(vErrors === null){
 vErrors = [err86];
 }
@@ -1121,11 +1123,10 @@ vErrors.push(err86);
 }
 errors++;
 }
-const len4 = data31.length;
-for(let i4=0; i4<len4; i4++){
-let data32 = data31[i4];
-if((typeof data32 !== "string") && (!(data32 && typeof data32 == "object" && !Array.isArray(data32)))){
-const err87 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4,schemaPath:"#/properties/vms/items/properties/networks/items/type",keyword:"type",params:{type: schema11.properties.vms.items.properties.networks.items.type},message:"must be string,object",schema:schema11.properties.vms.items.properties.networks.items.type,parentSchema:schema11.properties.vms.items.properties.networks.items,data:data32};
+let data32 = data20.networks;
+if(Array.isArray(data32)){
+if(data32.length > 4){
+const err87 = {instancePath:instancePath+"/vms/" + i2+"/networks",schemaPath:"#/properties/vms/items/properties/networks/maxItems",keyword:"maxItems",params:{limit: 4},message:"must NOT have more than 4 items",schema:4,parentSchema:schema11.properties.vms.items.properties.networks,data:data32};
 if(vErrors === null){
 vErrors = [err87];
 }
@@ -1134,9 +1135,11 @@ vErrors.push(err87);
 }
 errors++;
 }
-if(typeof data32 === "string"){
-if(!pattern7.test(data32)){
-const err88 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4,schemaPath:"#/properties/vms/items/properties/networks/items/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.vms.items.properties.networks.items,data:data32};
+const len4 = data32.length;
+for(let i4=0; i4<len4; i4++){
+let data33 = data32[i4];
+if((typeof data33 !== "string") && (!(data33 && typeof data33 == "object" && !Array.isArray(data33)))){
+const err88 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4,schemaPath:"#/properties/vms/items/properties/networks/items/type",keyword:"type",params:{type: schema11.properties.vms.items.properties.networks.items.type},message:"must be string,object",schema:schema11.properties.vms.items.properties.networks.items.type,parentSchema:schema11.properties.vms.items.properties.networks.items,data:data33};
 if(vErrors === null){
 vErrors = [err88];
 }
@@ -1145,10 +1148,9 @@ vErrors.push(err88);
 }
 errors++;
 }
-}
-if(data32 && typeof data32 == "object" && !Array.isArray(data32)){
-if(data32.network === undefined){
-const err89 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4,schemaPath:"#/properties/vms/items/properties/networks/items/required",keyword:"required",params:{missingProperty: "network"},message:"must have required property '"+"network"+"'",schema:schema11.properties.vms.items.properties.networks.items.required,parentSchema:schema11.properties.vms.items.properties.networks.items,data:data32};
+if(typeof data33 === "string"){
+if(!pattern7.test(data33)){
+const err89 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4,schemaPath:"#/properties/vms/items/properties/networks/items/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.vms.items.properties.networks.items,data:data33};
 if(vErrors === null){
 vErrors = [err89];
 }
@@ -1157,9 +1159,10 @@ vErrors.push(err89);
 }
 errors++;
 }
-for(const key11 in data32){
-if(!((key11 === "network") || (key11 === "address"))){
-const err90 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4,schemaPath:"#/properties/vms/items/properties/networks/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key11},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.vms.items.properties.networks.items,data:data32};
+}
+if(data33 && typeof data33 == "object" && !Array.isArray(data33)){
+if(data33.network === undefined){
+const err90 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4,schemaPath:"#/properties/vms/items/properties/networks/items/required",keyword:"required",params:{missingProperty: "network"},message:"must have required property '"+"network"+"'",schema:schema11.properties.vms.items.properties.networks.items.required,parentSchema:schema11.properties.vms.items.properties.networks.items,data:data33};
 if(vErrors === null){
 vErrors = [err90];
 }
@@ -1168,12 +1171,9 @@ vErrors.push(err90);
 }
 errors++;
 }
-}
-if(data32.network !== undefined){
-let data33 = data32.network;
-if(typeof data33 === "string"){
-if(!pattern7.test(data33)){
-const err91 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4+"/network",schemaPath:"#/properties/vms/items/properties/networks/items/properties/network/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.vms.items.properties.networks.items.properties.network,data:data33};
+for(const key11 in data33){
+if(!((key11 === "network") || (key11 === "address"))){
+const err91 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4,schemaPath:"#/properties/vms/items/properties/networks/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key11},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.vms.items.properties.networks.items,data:data33};
 if(vErrors === null){
 vErrors = [err91];
 }
@@ -1183,8 +1183,11 @@ vErrors.push(err91);
 errors++;
 }
 }
-else {
-const err92 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4+"/network",schemaPath:"#/properties/vms/items/properties/networks/items/properties/network/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.networks.items.properties.network.type,parentSchema:schema11.properties.vms.items.properties.networks.items.properties.network,data:data33};
+if(data33.network !== undefined){
+let data34 = data33.network;
+if(typeof data34 === "string"){
+if(!pattern7.test(data34)){
+const err92 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4+"/network",schemaPath:"#/properties/vms/items/properties/networks/items/properties/network/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.vms.items.properties.networks.items.properties.network,data:data34};
 if(vErrors === null){
 vErrors = [err92];
 }
@@ -1194,11 +1197,8 @@ vErrors.push(err92);
 errors++;
 }
 }
-if(data32.address !== undefined){
-let data34 = data32.address;
-if(typeof data34 === "string"){
-if(!pattern22.test(data34)){
-const err93 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4+"/address",schemaPath:"#/properties/vms/items/properties/networks/items/properties/address/pattern",keyword:"pattern",params:{pattern: "^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$"},message:"must match pattern \""+"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$"+"\"",schema:"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$",parentSchema:schema11.properties.vms.items.properties.networks.items.properties.address,data:data34};
+else {
+const err93 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4+"/network",schemaPath:"#/properties/vms/items/properties/networks/items/properties/network/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.networks.items.properties.network.type,parentSchema:schema11.properties.vms.items.properties.networks.items.properties.network,data:data34};
 if(vErrors === null){
 vErrors = [err93];
 }
@@ -1208,8 +1208,11 @@ vErrors.push(err93);
 errors++;
 }
 }
-else {
-const err94 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4+"/address",schemaPath:"#/properties/vms/items/properties/networks/items/properties/address/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.networks.items.properties.address.type,parentSchema:schema11.properties.vms.items.properties.networks.items.properties.address,data:data34};
+if(data33.address !== undefined){
+let data35 = data33.address;
+if(typeof data35 === "string"){
+if(!pattern22.test(data35)){
+const err94 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4+"/address",schemaPath:"#/properties/vms/items/properties/networks/items/properties/address/pattern",keyword:"pattern",params:{pattern: "^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$"},message:"must match pattern \""+"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$"+"\"",schema:"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$",parentSchema:schema11.properties.vms.items.properties.networks.items.properties.address,data:data35};
 if(vErrors === null){
 vErrors = [err94];
 }
@@ -1219,11 +1222,8 @@ vErrors.push(err94);
 errors++;
 }
 }
-}
-}
-}
 else {
-const err95 = {instancePath:instancePath+"/vms/" + i2+"/networks",schemaPath:"#/properties/vms/items/properties/networks/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.vms.items.properties.networks.type,parentSchema:schema11.properties.vms.items.properties.networks,data:data31};
+const err95 = {instancePath:instancePath+"/vms/" + i2+"/networks/" + i4+"/address",schemaPath:"#/properties/vms/items/properties/networks/items/properties/address/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.networks.items.properties.address.type,parentSchema:schema11.properties.vms.items.properties.networks.items.properties.address,data:data35};
 if(vErrors === null){
 vErrors = [err95];
 }
@@ -1232,20 +1232,12 @@ vErrors.push(err95);
 }
 errors++;
 }
-let data35 = data19.cloudInit;
-if(data35 && typeof data35 == "object" && !Array.isArray(data35)){
-if(data35.packages === undefined){
-data35.packages = [];
 }
-if(data35.runcmd === undefined){
-data35.runcmd = [];
 }
-if(data35.files === undefined){
-data35.files = [];
 }
-for(const key12 in data35){
-if(!(((key12 === "packages") || (key12 === "runcmd")) || (key12 === "files"))){
-const err96 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit",schemaPath:"#/properties/vms/items/properties/cloudInit/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key12},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.vms.items.properties.cloudInit,data:data35};
+}
+else {
+const err96 = {instancePath:instancePath+"/vms/" + i2+"/networks",schemaPath:"#/properties/vms/items/properties/networks/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.vms.items.properties.networks.type,parentSchema:schema11.properties.vms.items.properties.networks,data:data32};
 if(vErrors === null){
 vErrors = [err96];
 }
@@ -1254,15 +1246,20 @@ vErrors.push(err96);
 }
 errors++;
 }
+let data36 = data20.cloudInit;
+if(data36 && typeof data36 == "object" && !Array.isArray(data36)){
+if(data36.packages === undefined){
+data36.packages = [];
 }
-let data36 = data35.packages;
-if(Array.isArray(data36)){
-const len5 = data36.length;
-for(let i5=0; i5<len5; i5++){
-let data37 = data36[i5];
-if(typeof data37 === "string"){
-if(!pattern23.test(data37)){
-const err97 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/packages/" + i5,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/packages/items/pattern",keyword:"pattern",params:{pattern: "^[a-z0-9][a-z0-9+.-]*$"},message:"must match pattern \""+"^[a-z0-9][a-z0-9+.-]*$"+"\"",schema:"^[a-z0-9][a-z0-9+.-]*$",parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.packages.items,data:data37};
+if(data36.runcmd === undefined){
+data36.runcmd = [];
+}
+if(data36.files === undefined){
+data36.files = [];
+}
+for(const key12 in data36){
+if(!(((key12 === "packages") || (key12 === "runcmd")) || (key12 === "files"))){
+const err97 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit",schemaPath:"#/properties/vms/items/properties/cloudInit/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key12},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.vms.items.properties.cloudInit,data:data36};
 if(vErrors === null){
 vErrors = [err97];
 }
@@ -1272,8 +1269,14 @@ vErrors.push(err97);
 errors++;
 }
 }
-else {
-const err98 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/packages/" + i5,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/packages/items/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.cloudInit.properties.packages.items.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.packages.items,data:data37};
+let data37 = data36.packages;
+if(Array.isArray(data37)){
+const len5 = data37.length;
+for(let i5=0; i5<len5; i5++){
+let data38 = data37[i5];
+if(typeof data38 === "string"){
+if(!pattern23.test(data38)){
+const err98 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/packages/" + i5,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/packages/items/pattern",keyword:"pattern",params:{pattern: "^[a-z0-9][a-z0-9+.-]*$"},message:"must match pattern \""+"^[a-z0-9][a-z0-9+.-]*$"+"\"",schema:"^[a-z0-9][a-z0-9+.-]*$",parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.packages.items,data:data38};
 if(vErrors === null){
 vErrors = [err98];
 }
@@ -1283,9 +1286,8 @@ vErrors.push(err98);
 errors++;
 }
 }
-}
 else {
-const err99 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/packages",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/packages/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.vms.items.properties.cloudInit.properties.packages.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.packages,data:data36};
+const err99 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/packages/" + i5,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/packages/items/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.cloudInit.properties.packages.items.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.packages.items,data:data38};
 if(vErrors === null){
 vErrors = [err99];
 }
@@ -1294,14 +1296,10 @@ vErrors.push(err99);
 }
 errors++;
 }
-let data38 = data35.runcmd;
-if(Array.isArray(data38)){
-const len6 = data38.length;
-for(let i6=0; i6<len6; i6++){
-let data39 = data38[i6];
-if(typeof data39 === "string"){
-if(func2(data39) > 4096){
-const err100 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/runcmd/" + i6,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/runcmd/items/maxLength",keyword:"maxLength",params:{limit: 4096},message:"must NOT have more than 4096 characters",schema:4096,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.runcmd.items,data:data39};
+}
+}
+else {
+const err100 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/packages",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/packages/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.vms.items.properties.cloudInit.properties.packages.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.packages,data:data37};
 if(vErrors === null){
 vErrors = [err100];
 }
@@ -1310,8 +1308,14 @@ vErrors.push(err100);
 }
 errors++;
 }
-if(!pattern1.test(data39)){
-const err101 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/runcmd/" + i6,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/runcmd/items/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.runcmd.items,data:data39};
+let data39 = data36.runcmd;
+if(Array.isArray(data39)){
+const len6 = data39.length;
+for(let i6=0; i6<len6; i6++){
+let data40 = data39[i6];
+if(typeof data40 === "string"){
+if(func3(data40) > 4096){
+const err101 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/runcmd/" + i6,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/runcmd/items/maxLength",keyword:"maxLength",params:{limit: 4096},message:"must NOT have more than 4096 characters",schema:4096,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.runcmd.items,data:data40};
 if(vErrors === null){
 vErrors = [err101];
 }
@@ -1320,9 +1324,8 @@ vErrors.push(err101);
 }
 errors++;
 }
-}
-else {
-const err102 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/runcmd/" + i6,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/runcmd/items/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.cloudInit.properties.runcmd.items.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.runcmd.items,data:data39};
+if(!pattern1.test(data40)){
+const err102 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/runcmd/" + i6,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/runcmd/items/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.runcmd.items,data:data40};
 if(vErrors === null){
 vErrors = [err102];
 }
@@ -1332,9 +1335,8 @@ vErrors.push(err102);
 errors++;
 }
 }
-}
 else {
-const err103 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/runcmd",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/runcmd/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.vms.items.properties.cloudInit.properties.runcmd.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.runcmd,data:data38};
+const err103 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/runcmd/" + i6,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/runcmd/items/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.cloudInit.properties.runcmd.items.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.runcmd.items,data:data40};
 if(vErrors === null){
 vErrors = [err103];
 }
@@ -1343,17 +1345,10 @@ vErrors.push(err103);
 }
 errors++;
 }
-let data40 = data35.files;
-if(Array.isArray(data40)){
-const len7 = data40.length;
-for(let i7=0; i7<len7; i7++){
-let data41 = data40[i7];
-if(data41 && typeof data41 == "object" && !Array.isArray(data41)){
-if(data41.mode === undefined){
-data41.mode = "0644";
 }
-if(data41.path === undefined){
-const err104 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/required",keyword:"required",params:{missingProperty: "path"},message:"must have required property '"+"path"+"'",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.required,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items,data:data41};
+}
+else {
+const err104 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/runcmd",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/runcmd/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.vms.items.properties.cloudInit.properties.runcmd.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.runcmd,data:data39};
 if(vErrors === null){
 vErrors = [err104];
 }
@@ -1362,8 +1357,17 @@ vErrors.push(err104);
 }
 errors++;
 }
-if(data41.content === undefined){
-const err105 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/required",keyword:"required",params:{missingProperty: "content"},message:"must have required property '"+"content"+"'",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.required,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items,data:data41};
+let data41 = data36.files;
+if(Array.isArray(data41)){
+const len7 = data41.length;
+for(let i7=0; i7<len7; i7++){
+let data42 = data41[i7];
+if(data42 && typeof data42 == "object" && !Array.isArray(data42)){
+if(data42.mode === undefined){
+data42.mode = "0644";
+}
+if(data42.path === undefined){
+const err105 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/required",keyword:"required",params:{missingProperty: "path"},message:"must have required property '"+"path"+"'",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.required,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items,data:data42};
 if(vErrors === null){
 vErrors = [err105];
 }
@@ -1372,9 +1376,8 @@ vErrors.push(err105);
 }
 errors++;
 }
-for(const key13 in data41){
-if(!(((key13 === "path") || (key13 === "content")) || (key13 === "mode"))){
-const err106 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items,data:data41};
+if(data42.content === undefined){
+const err106 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/required",keyword:"required",params:{missingProperty: "content"},message:"must have required property '"+"content"+"'",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.required,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items,data:data42};
 if(vErrors === null){
 vErrors = [err106];
 }
@@ -1383,12 +1386,9 @@ vErrors.push(err106);
 }
 errors++;
 }
-}
-if(data41.path !== undefined){
-let data42 = data41.path;
-if(typeof data42 === "string"){
-if(!pattern25.test(data42)){
-const err107 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/path",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/path/pattern",keyword:"pattern",params:{pattern: "^/[A-Za-z0-9._/+-]{1,255}$"},message:"must match pattern \""+"^/[A-Za-z0-9._/+-]{1,255}$"+"\"",schema:"^/[A-Za-z0-9._/+-]{1,255}$",parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.path,data:data42};
+for(const key13 in data42){
+if(!(((key13 === "path") || (key13 === "content")) || (key13 === "mode"))){
+const err107 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items,data:data42};
 if(vErrors === null){
 vErrors = [err107];
 }
@@ -1398,8 +1398,11 @@ vErrors.push(err107);
 errors++;
 }
 }
-else {
-const err108 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/path",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/path/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.path.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.path,data:data42};
+if(data42.path !== undefined){
+let data43 = data42.path;
+if(typeof data43 === "string"){
+if(!pattern25.test(data43)){
+const err108 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/path",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/path/pattern",keyword:"pattern",params:{pattern: "^/[A-Za-z0-9._/+-]{1,255}$"},message:"must match pattern \""+"^/[A-Za-z0-9._/+-]{1,255}$"+"\"",schema:"^/[A-Za-z0-9._/+-]{1,255}$",parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.path,data:data43};
 if(vErrors === null){
 vErrors = [err108];
 }
@@ -1409,11 +1412,8 @@ vErrors.push(err108);
 errors++;
 }
 }
-if(data41.content !== undefined){
-let data43 = data41.content;
-if(typeof data43 === "string"){
-if(func2(data43) > 65536){
-const err109 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/content",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/content/maxLength",keyword:"maxLength",params:{limit: 65536},message:"must NOT have more than 65536 characters",schema:65536,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.content,data:data43};
+else {
+const err109 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/path",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/path/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.path.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.path,data:data43};
 if(vErrors === null){
 vErrors = [err109];
 }
@@ -1422,8 +1422,12 @@ vErrors.push(err109);
 }
 errors++;
 }
-if(!pattern1.test(data43)){
-const err110 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/content",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/content/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.content,data:data43};
+}
+if(data42.content !== undefined){
+let data44 = data42.content;
+if(typeof data44 === "string"){
+if(func3(data44) > 65536){
+const err110 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/content",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/content/maxLength",keyword:"maxLength",params:{limit: 65536},message:"must NOT have more than 65536 characters",schema:65536,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.content,data:data44};
 if(vErrors === null){
 vErrors = [err110];
 }
@@ -1432,9 +1436,8 @@ vErrors.push(err110);
 }
 errors++;
 }
-}
-else {
-const err111 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/content",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/content/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.content.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.content,data:data43};
+if(!pattern1.test(data44)){
+const err111 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/content",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/content/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.content,data:data44};
 if(vErrors === null){
 vErrors = [err111];
 }
@@ -1444,10 +1447,8 @@ vErrors.push(err111);
 errors++;
 }
 }
-let data44 = data41.mode;
-if(typeof data44 === "string"){
-if(!pattern27.test(data44)){
-const err112 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/mode",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/mode/pattern",keyword:"pattern",params:{pattern: "^0[0-7]{3}$"},message:"must match pattern \""+"^0[0-7]{3}$"+"\"",schema:"^0[0-7]{3}$",parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.mode,data:data44};
+else {
+const err112 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/content",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/content/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.content.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.content,data:data44};
 if(vErrors === null){
 vErrors = [err112];
 }
@@ -1457,8 +1458,10 @@ vErrors.push(err112);
 errors++;
 }
 }
-else {
-const err113 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/mode",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/mode/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.mode.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.mode,data:data44};
+let data45 = data42.mode;
+if(typeof data45 === "string"){
+if(!pattern27.test(data45)){
+const err113 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/mode",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/mode/pattern",keyword:"pattern",params:{pattern: "^0[0-7]{3}$"},message:"must match pattern \""+"^0[0-7]{3}$"+"\"",schema:"^0[0-7]{3}$",parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.mode,data:data45};
 if(vErrors === null){
 vErrors = [err113];
 }
@@ -1469,7 +1472,7 @@ errors++;
 }
 }
 else {
-const err114 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items,data:data41};
+const err114 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7+"/mode",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/properties/mode/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.mode.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.properties.mode,data:data45};
 if(vErrors === null){
 vErrors = [err114];
 }
@@ -1479,9 +1482,8 @@ vErrors.push(err114);
 errors++;
 }
 }
-}
 else {
-const err115 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files,data:data40};
+const err115 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files/" + i7,schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.items.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files.items,data:data42};
 if(vErrors === null){
 vErrors = [err115];
 }
@@ -1491,8 +1493,9 @@ vErrors.push(err115);
 errors++;
 }
 }
+}
 else {
-const err116 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit",schemaPath:"#/properties/vms/items/properties/cloudInit/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.vms.items.properties.cloudInit.type,parentSchema:schema11.properties.vms.items.properties.cloudInit,data:data35};
+const err116 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit/files",schemaPath:"#/properties/vms/items/properties/cloudInit/properties/files/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.vms.items.properties.cloudInit.properties.files.type,parentSchema:schema11.properties.vms.items.properties.cloudInit.properties.files,data:data41};
 if(vErrors === null){
 vErrors = [err116];
 }
@@ -1501,10 +1504,9 @@ vErrors.push(err116);
 }
 errors++;
 }
-if(data19.onCrash !== undefined){
-let data45 = data19.onCrash;
-if(!(((((data45 === "destroy") || (data45 === "restart")) || (data45 === "preserve")) || (data45 === "coredump-destroy")) || (data45 === "coredump-restart"))){
-const err117 = {instancePath:instancePath+"/vms/" + i2+"/onCrash",schemaPath:"#/properties/vms/items/properties/onCrash/enum",keyword:"enum",params:{allowedValues: schema11.properties.vms.items.properties.onCrash.enum},message:"must be equal to one of the allowed values",schema:schema11.properties.vms.items.properties.onCrash.enum,parentSchema:schema11.properties.vms.items.properties.onCrash,data:data45};
+}
+else {
+const err117 = {instancePath:instancePath+"/vms/" + i2+"/cloudInit",schemaPath:"#/properties/vms/items/properties/cloudInit/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.vms.items.properties.cloudInit.type,parentSchema:schema11.properties.vms.items.properties.cloudInit,data:data36};
 if(vErrors === null){
 vErrors = [err117];
 }
@@ -1513,11 +1515,10 @@ vErrors.push(err117);
 }
 errors++;
 }
-}
-if(data19.watchdog !== undefined){
-let data46 = data19.watchdog;
-if(!((((data46 === "none") || (data46 === "reset")) || (data46 === "poweroff")) || (data46 === "pause"))){
-const err118 = {instancePath:instancePath+"/vms/" + i2+"/watchdog",schemaPath:"#/properties/vms/items/properties/watchdog/enum",keyword:"enum",params:{allowedValues: schema11.properties.vms.items.properties.watchdog.enum},message:"must be equal to one of the allowed values",schema:schema11.properties.vms.items.properties.watchdog.enum,parentSchema:schema11.properties.vms.items.properties.watchdog,data:data46};
+if(data20.onCrash !== undefined){
+let data46 = data20.onCrash;
+if(!(((((data46 === "destroy") || (data46 === "restart")) || (data46 === "preserve")) || (data46 === "coredump-destroy")) || (data46 === "coredump-restart"))){
+const err118 = {instancePath:instancePath+"/vms/" + i2+"/onCrash",schemaPath:"#/properties/vms/items/properties/onCrash/enum",keyword:"enum",params:{allowedValues: schema11.properties.vms.items.properties.onCrash.enum},message:"must be equal to one of the allowed values",schema:schema11.properties.vms.items.properties.onCrash.enum,parentSchema:schema11.properties.vms.items.properties.onCrash,data:data46};
 if(vErrors === null){
 vErrors = [err118];
 }
@@ -1527,10 +1528,10 @@ vErrors.push(err118);
 errors++;
 }
 }
-if(data19.autostart !== undefined){
-let data47 = data19.autostart;
-if(typeof data47 !== "boolean"){
-const err119 = {instancePath:instancePath+"/vms/" + i2+"/autostart",schemaPath:"#/properties/vms/items/properties/autostart/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema11.properties.vms.items.properties.autostart.type,parentSchema:schema11.properties.vms.items.properties.autostart,data:data47};
+if(data20.watchdog !== undefined){
+let data47 = data20.watchdog;
+if(!((((data47 === "none") || (data47 === "reset")) || (data47 === "poweroff")) || (data47 === "pause"))){
+const err119 = {instancePath:instancePath+"/vms/" + i2+"/watchdog",schemaPath:"#/properties/vms/items/properties/watchdog/enum",keyword:"enum",params:{allowedValues: schema11.properties.vms.items.properties.watchdog.enum},message:"must be equal to one of the allowed values",schema:schema11.properties.vms.items.properties.watchdog.enum,parentSchema:schema11.properties.vms.items.properties.watchdog,data:data47};
 if(vErrors === null){
 vErrors = [err119];
 }
@@ -1540,9 +1541,10 @@ vErrors.push(err119);
 errors++;
 }
 }
-}
-else {
-const err120 = {instancePath:instancePath+"/vms/" + i2,schemaPath:"#/properties/vms/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.vms.items.type,parentSchema:schema11.properties.vms.items,data:data19};
+if(data20.autostart !== undefined){
+let data48 = data20.autostart;
+if(typeof data48 !== "boolean"){
+const err120 = {instancePath:instancePath+"/vms/" + i2+"/autostart",schemaPath:"#/properties/vms/items/properties/autostart/type",keyword:"type",params:{type: "boolean"},message:"must be boolean",schema:schema11.properties.vms.items.properties.autostart.type,parentSchema:schema11.properties.vms.items.properties.autostart,data:data48};
 if(vErrors === null){
 vErrors = [err120];
 }
@@ -1554,7 +1556,7 @@ errors++;
 }
 }
 else {
-const err121 = {instancePath:instancePath+"/vms",schemaPath:"#/properties/vms/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.vms.type,parentSchema:schema11.properties.vms,data:data18};
+const err121 = {instancePath:instancePath+"/vms/" + i2,schemaPath:"#/properties/vms/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.vms.items.type,parentSchema:schema11.properties.vms.items,data:data20};
 if(vErrors === null){
 vErrors = [err121];
 }
@@ -1564,10 +1566,9 @@ vErrors.push(err121);
 errors++;
 }
 }
-let data48 = data.exercises;
-if(Array.isArray(data48)){
-if(data48.length > 64){
-const err122 = {instancePath:instancePath+"/exercises",schemaPath:"#/properties/exercises/maxItems",keyword:"maxItems",params:{limit: 64},message:"must NOT have more than 64 items",schema:64,parentSchema:schema11.properties.exercises,data:data48};
+}
+else {
+const err122 = {instancePath:instancePath+"/vms",schemaPath:"#/properties/vms/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.vms.type,parentSchema:schema11.properties.vms,data:data19};
 if(vErrors === null){
 vErrors = [err122];
 }
@@ -1576,18 +1577,11 @@ vErrors.push(err122);
 }
 errors++;
 }
-const len8 = data48.length;
-for(let i8=0; i8<len8; i8++){
-let data49 = data48[i8];
-if(data49 && typeof data49 == "object" && !Array.isArray(data49)){
-if(data49.checks === undefined){
-data49.checks = [];
 }
-if(data49.solution === undefined){
-data49.solution = [];
-}
-if(data49.id === undefined){
-const err123 = {instancePath:instancePath+"/exercises/" + i8,schemaPath:"#/properties/exercises/items/required",keyword:"required",params:{missingProperty: "id"},message:"must have required property '"+"id"+"'",schema:schema11.properties.exercises.items.required,parentSchema:schema11.properties.exercises.items,data:data49};
+let data49 = data.exercises;
+if(Array.isArray(data49)){
+if(data49.length > 64){
+const err123 = {instancePath:instancePath+"/exercises",schemaPath:"#/properties/exercises/maxItems",keyword:"maxItems",params:{limit: 64},message:"must NOT have more than 64 items",schema:64,parentSchema:schema11.properties.exercises,data:data49};
 if(vErrors === null){
 vErrors = [err123];
 }
@@ -1596,8 +1590,18 @@ vErrors.push(err123);
 }
 errors++;
 }
-if(data49.title === undefined){
-const err124 = {instancePath:instancePath+"/exercises/" + i8,schemaPath:"#/properties/exercises/items/required",keyword:"required",params:{missingProperty: "title"},message:"must have required property '"+"title"+"'",schema:schema11.properties.exercises.items.required,parentSchema:schema11.properties.exercises.items,data:data49};
+const len8 = data49.length;
+for(let i8=0; i8<len8; i8++){
+let data50 = data49[i8];
+if(data50 && typeof data50 == "object" && !Array.isArray(data50)){
+if(data50.checks === undefined){
+data50.checks = [];
+}
+if(data50.solution === undefined){
+data50.solution = [];
+}
+if(data50.id === undefined){
+const err124 = {instancePath:instancePath+"/exercises/" + i8,schemaPath:"#/properties/exercises/items/required",keyword:"required",params:{missingProperty: "id"},message:"must have required property '"+"id"+"'",schema:schema11.properties.exercises.items.required,parentSchema:schema11.properties.exercises.items,data:data50};
 if(vErrors === null){
 vErrors = [err124];
 }
@@ -1606,9 +1610,8 @@ vErrors.push(err124);
 }
 errors++;
 }
-for(const key14 in data49){
-if(!(((((key14 === "id") || (key14 === "title")) || (key14 === "instructions")) || (key14 === "checks")) || (key14 === "solution"))){
-const err125 = {instancePath:instancePath+"/exercises/" + i8,schemaPath:"#/properties/exercises/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.exercises.items,data:data49};
+if(data50.title === undefined){
+const err125 = {instancePath:instancePath+"/exercises/" + i8,schemaPath:"#/properties/exercises/items/required",keyword:"required",params:{missingProperty: "title"},message:"must have required property '"+"title"+"'",schema:schema11.properties.exercises.items.required,parentSchema:schema11.properties.exercises.items,data:data50};
 if(vErrors === null){
 vErrors = [err125];
 }
@@ -1617,12 +1620,9 @@ vErrors.push(err125);
 }
 errors++;
 }
-}
-if(data49.id !== undefined){
-let data50 = data49.id;
-if(typeof data50 === "string"){
-if(!pattern7.test(data50)){
-const err126 = {instancePath:instancePath+"/exercises/" + i8+"/id",schemaPath:"#/properties/exercises/items/properties/id/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.exercises.items.properties.id,data:data50};
+for(const key14 in data50){
+if(!(((((key14 === "id") || (key14 === "title")) || (key14 === "instructions")) || (key14 === "checks")) || (key14 === "solution"))){
+const err126 = {instancePath:instancePath+"/exercises/" + i8,schemaPath:"#/properties/exercises/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.exercises.items,data:data50};
 if(vErrors === null){
 vErrors = [err126];
 }
@@ -1632,8 +1632,11 @@ vErrors.push(err126);
 errors++;
 }
 }
-else {
-const err127 = {instancePath:instancePath+"/exercises/" + i8+"/id",schemaPath:"#/properties/exercises/items/properties/id/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.id.type,parentSchema:schema11.properties.exercises.items.properties.id,data:data50};
+if(data50.id !== undefined){
+let data51 = data50.id;
+if(typeof data51 === "string"){
+if(!pattern7.test(data51)){
+const err127 = {instancePath:instancePath+"/exercises/" + i8+"/id",schemaPath:"#/properties/exercises/items/properties/id/pattern",keyword:"pattern",params:{pattern: "^[a-z][a-z0-9-]{0,15}$"},message:"must match pattern \""+"^[a-z][a-z0-9-]{0,15}$"+"\"",schema:"^[a-z][a-z0-9-]{0,15}$",parentSchema:schema11.properties.exercises.items.properties.id,data:data51};
 if(vErrors === null){
 vErrors = [err127];
 }
@@ -1643,10 +1646,8 @@ vErrors.push(err127);
 errors++;
 }
 }
-if(data49.title !== undefined){
-let data51 = data49.title;
-if((typeof data51 !== "string") && (!(data51 && typeof data51 == "object" && !Array.isArray(data51)))){
-const err128 = {instancePath:instancePath+"/exercises/" + i8+"/title",schemaPath:"#/properties/exercises/items/properties/title/type",keyword:"type",params:{type: schema11.properties.exercises.items.properties.title.type},message:"must be string,object",schema:schema11.properties.exercises.items.properties.title.type,parentSchema:schema11.properties.exercises.items.properties.title,data:data51};
+else {
+const err128 = {instancePath:instancePath+"/exercises/" + i8+"/id",schemaPath:"#/properties/exercises/items/properties/id/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.id.type,parentSchema:schema11.properties.exercises.items.properties.id,data:data51};
 if(vErrors === null){
 vErrors = [err128];
 }
@@ -1655,9 +1656,11 @@ vErrors.push(err128);
 }
 errors++;
 }
-if(typeof data51 === "string"){
-if(func2(data51) > 200){
-const err129 = {instancePath:instancePath+"/exercises/" + i8+"/title",schemaPath:"#/properties/exercises/items/properties/title/maxLength",keyword:"maxLength",params:{limit: 200},message:"must NOT have more than 200 characters",schema:200,parentSchema:schema11.properties.exercises.items.properties.title,data:data51};
+}
+if(data50.title !== undefined){
+let data52 = data50.title;
+if((typeof data52 !== "string") && (!(data52 && typeof data52 == "object" && !Array.isArray(data52)))){
+const err129 = {instancePath:instancePath+"/exercises/" + i8+"/title",schemaPath:"#/properties/exercises/items/properties/title/type",keyword:"type",params:{type: schema11.properties.exercises.items.properties.title.type},message:"must be string,object",schema:schema11.properties.exercises.items.properties.title.type,parentSchema:schema11.properties.exercises.items.properties.title,data:data52};
 if(vErrors === null){
 vErrors = [err129];
 }
@@ -1666,8 +1669,9 @@ vErrors.push(err129);
 }
 errors++;
 }
-if(!pattern1.test(data51)){
-const err130 = {instancePath:instancePath+"/exercises/" + i8+"/title",schemaPath:"#/properties/exercises/items/properties/title/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.title,data:data51};
+if(typeof data52 === "string"){
+if(func3(data52) > 200){
+const err130 = {instancePath:instancePath+"/exercises/" + i8+"/title",schemaPath:"#/properties/exercises/items/properties/title/maxLength",keyword:"maxLength",params:{limit: 200},message:"must NOT have more than 200 characters",schema:200,parentSchema:schema11.properties.exercises.items.properties.title,data:data52};
 if(vErrors === null){
 vErrors = [err130];
 }
@@ -1676,10 +1680,8 @@ vErrors.push(err130);
 }
 errors++;
 }
-}
-if(data51 && typeof data51 == "object" && !Array.isArray(data51)){
-if(Object.keys(data51).length < 1){
-const err131 = {instancePath:instancePath+"/exercises/" + i8+"/title",schemaPath:"#/properties/exercises/items/properties/title/minProperties",keyword:"minProperties",params:{limit: 1},message:"must NOT have fewer than 1 properties",schema:1,parentSchema:schema11.properties.exercises.items.properties.title,data:data51};
+if(!pattern1.test(data52)){
+const err131 = {instancePath:instancePath+"/exercises/" + i8+"/title",schemaPath:"#/properties/exercises/items/properties/title/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.title,data:data52};
 if(vErrors === null){
 vErrors = [err131];
 }
@@ -1688,11 +1690,10 @@ vErrors.push(err131);
 }
 errors++;
 }
-for(const key15 in data51){
-const _errs115 = errors;
-if(typeof key15 === "string"){
-if(!pattern2.test(key15)){
-const err132 = {instancePath:instancePath+"/exercises/" + i8+"/title",schemaPath:"#/properties/exercises/items/properties/title/propertyNames/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(-[A-Z]{2})?$"},message:"must match pattern \""+"^[a-z]{2}(-[A-Z]{2})?$"+"\"",schema:"^[a-z]{2}(-[A-Z]{2})?$",parentSchema:schema11.properties.exercises.items.properties.title.propertyNames,data:key15,propertyName:key15};
+}
+if(data52 && typeof data52 == "object" && !Array.isArray(data52)){
+if(Object.keys(data52).length < 1){
+const err132 = {instancePath:instancePath+"/exercises/" + i8+"/title",schemaPath:"#/properties/exercises/items/properties/title/minProperties",keyword:"minProperties",params:{limit: 1},message:"must NOT have fewer than 1 properties",schema:1,parentSchema:schema11.properties.exercises.items.properties.title,data:data52};
 if(vErrors === null){
 vErrors = [err132];
 }
@@ -1701,10 +1702,11 @@ vErrors.push(err132);
 }
 errors++;
 }
-}
-var valid33 = _errs115 === errors;
-if(!valid33){
-const err133 = {instancePath:instancePath+"/exercises/" + i8+"/title",schemaPath:"#/properties/exercises/items/properties/title/propertyNames",keyword:"propertyNames",params:{propertyName: key15},message:"property name must be valid",schema:schema11.properties.exercises.items.properties.title.propertyNames,parentSchema:schema11.properties.exercises.items.properties.title,data:data51};
+for(const key15 in data52){
+const _errs117 = errors;
+if(typeof key15 === "string"){
+if(!pattern2.test(key15)){
+const err133 = {instancePath:instancePath+"/exercises/" + i8+"/title",schemaPath:"#/properties/exercises/items/properties/title/propertyNames/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(-[A-Z]{2})?$"},message:"must match pattern \""+"^[a-z]{2}(-[A-Z]{2})?$"+"\"",schema:"^[a-z]{2}(-[A-Z]{2})?$",parentSchema:schema11.properties.exercises.items.properties.title.propertyNames,data:key15,propertyName:key15};
 if(vErrors === null){
 vErrors = [err133];
 }
@@ -1714,11 +1716,9 @@ vErrors.push(err133);
 errors++;
 }
 }
-for(const key16 in data51){
-let data52 = data51[key16];
-if(typeof data52 === "string"){
-if(func2(data52) > 200){
-const err134 = {instancePath:instancePath+"/exercises/" + i8+"/title/" + key16.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/title/additionalProperties/maxLength",keyword:"maxLength",params:{limit: 200},message:"must NOT have more than 200 characters",schema:200,parentSchema:schema11.properties.exercises.items.properties.title.additionalProperties,data:data52};
+var valid33 = _errs117 === errors;
+if(!valid33){
+const err134 = {instancePath:instancePath+"/exercises/" + i8+"/title",schemaPath:"#/properties/exercises/items/properties/title/propertyNames",keyword:"propertyNames",params:{propertyName: key15},message:"property name must be valid",schema:schema11.properties.exercises.items.properties.title.propertyNames,parentSchema:schema11.properties.exercises.items.properties.title,data:data52};
 if(vErrors === null){
 vErrors = [err134];
 }
@@ -1727,8 +1727,12 @@ vErrors.push(err134);
 }
 errors++;
 }
-if(!pattern1.test(data52)){
-const err135 = {instancePath:instancePath+"/exercises/" + i8+"/title/" + key16.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/title/additionalProperties/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.title.additionalProperties,data:data52};
+}
+for(const key16 in data52){
+let data53 = data52[key16];
+if(typeof data53 === "string"){
+if(func3(data53) > 200){
+const err135 = {instancePath:instancePath+"/exercises/" + i8+"/title/" + key16.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/title/additionalProperties/maxLength",keyword:"maxLength",params:{limit: 200},message:"must NOT have more than 200 characters",schema:200,parentSchema:schema11.properties.exercises.items.properties.title.additionalProperties,data:data53};
 if(vErrors === null){
 vErrors = [err135];
 }
@@ -1737,9 +1741,8 @@ vErrors.push(err135);
 }
 errors++;
 }
-}
-else {
-const err136 = {instancePath:instancePath+"/exercises/" + i8+"/title/" + key16.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/title/additionalProperties/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.title.additionalProperties.type,parentSchema:schema11.properties.exercises.items.properties.title.additionalProperties,data:data52};
+if(!pattern1.test(data53)){
+const err136 = {instancePath:instancePath+"/exercises/" + i8+"/title/" + key16.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/title/additionalProperties/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.title.additionalProperties,data:data53};
 if(vErrors === null){
 vErrors = [err136];
 }
@@ -1749,12 +1752,8 @@ vErrors.push(err136);
 errors++;
 }
 }
-}
-}
-if(data49.instructions !== undefined){
-let data53 = data49.instructions;
-if((typeof data53 !== "string") && (!(data53 && typeof data53 == "object" && !Array.isArray(data53)))){
-const err137 = {instancePath:instancePath+"/exercises/" + i8+"/instructions",schemaPath:"#/properties/exercises/items/properties/instructions/type",keyword:"type",params:{type: schema11.properties.exercises.items.properties.instructions.type},message:"must be string,object",schema:schema11.properties.exercises.items.properties.instructions.type,parentSchema:schema11.properties.exercises.items.properties.instructions,data:data53};
+else {
+const err137 = {instancePath:instancePath+"/exercises/" + i8+"/title/" + key16.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/title/additionalProperties/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.title.additionalProperties.type,parentSchema:schema11.properties.exercises.items.properties.title.additionalProperties,data:data53};
 if(vErrors === null){
 vErrors = [err137];
 }
@@ -1763,9 +1762,13 @@ vErrors.push(err137);
 }
 errors++;
 }
-if(typeof data53 === "string"){
-if(func2(data53) > 20000){
-const err138 = {instancePath:instancePath+"/exercises/" + i8+"/instructions",schemaPath:"#/properties/exercises/items/properties/instructions/maxLength",keyword:"maxLength",params:{limit: 20000},message:"must NOT have more than 20000 characters",schema:20000,parentSchema:schema11.properties.exercises.items.properties.instructions,data:data53};
+}
+}
+}
+if(data50.instructions !== undefined){
+let data54 = data50.instructions;
+if((typeof data54 !== "string") && (!(data54 && typeof data54 == "object" && !Array.isArray(data54)))){
+const err138 = {instancePath:instancePath+"/exercises/" + i8+"/instructions",schemaPath:"#/properties/exercises/items/properties/instructions/type",keyword:"type",params:{type: schema11.properties.exercises.items.properties.instructions.type},message:"must be string,object",schema:schema11.properties.exercises.items.properties.instructions.type,parentSchema:schema11.properties.exercises.items.properties.instructions,data:data54};
 if(vErrors === null){
 vErrors = [err138];
 }
@@ -1774,8 +1777,9 @@ vErrors.push(err138);
 }
 errors++;
 }
-if(!pattern1.test(data53)){
-const err139 = {instancePath:instancePath+"/exercises/" + i8+"/instructions",schemaPath:"#/properties/exercises/items/properties/instructions/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.instructions,data:data53};
+if(typeof data54 === "string"){
+if(func3(data54) > 20000){
+const err139 = {instancePath:instancePath+"/exercises/" + i8+"/instructions",schemaPath:"#/properties/exercises/items/properties/instructions/maxLength",keyword:"maxLength",params:{limit: 20000},message:"must NOT have more than 20000 characters",schema:20000,parentSchema:schema11.properties.exercises.items.properties.instructions,data:data54};
 if(vErrors === null){
 vErrors = [err139];
 }
@@ -1784,10 +1788,8 @@ vErrors.push(err139);
 }
 errors++;
 }
-}
-if(data53 && typeof data53 == "object" && !Array.isArray(data53)){
-if(Object.keys(data53).length < 1){
-const err140 = {instancePath:instancePath+"/exercises/" + i8+"/instructions",schemaPath:"#/properties/exercises/items/properties/instructions/minProperties",keyword:"minProperties",params:{limit: 1},message:"must NOT have fewer than 1 properties",schema:1,parentSchema:schema11.properties.exercises.items.properties.instructions,data:data53};
+if(!pattern1.test(data54)){
+const err140 = {instancePath:instancePath+"/exercises/" + i8+"/instructions",schemaPath:"#/properties/exercises/items/properties/instructions/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.instructions,data:data54};
 if(vErrors === null){
 vErrors = [err140];
 }
@@ -1796,11 +1798,10 @@ vErrors.push(err140);
 }
 errors++;
 }
-for(const key17 in data53){
-const _errs121 = errors;
-if(typeof key17 === "string"){
-if(!pattern2.test(key17)){
-const err141 = {instancePath:instancePath+"/exercises/" + i8+"/instructions",schemaPath:"#/properties/exercises/items/properties/instructions/propertyNames/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(-[A-Z]{2})?$"},message:"must match pattern \""+"^[a-z]{2}(-[A-Z]{2})?$"+"\"",schema:"^[a-z]{2}(-[A-Z]{2})?$",parentSchema:schema11.properties.exercises.items.properties.instructions.propertyNames,data:key17,propertyName:key17};
+}
+if(data54 && typeof data54 == "object" && !Array.isArray(data54)){
+if(Object.keys(data54).length < 1){
+const err141 = {instancePath:instancePath+"/exercises/" + i8+"/instructions",schemaPath:"#/properties/exercises/items/properties/instructions/minProperties",keyword:"minProperties",params:{limit: 1},message:"must NOT have fewer than 1 properties",schema:1,parentSchema:schema11.properties.exercises.items.properties.instructions,data:data54};
 if(vErrors === null){
 vErrors = [err141];
 }
@@ -1809,10 +1810,11 @@ vErrors.push(err141);
 }
 errors++;
 }
-}
-var valid35 = _errs121 === errors;
-if(!valid35){
-const err142 = {instancePath:instancePath+"/exercises/" + i8+"/instructions",schemaPath:"#/properties/exercises/items/properties/instructions/propertyNames",keyword:"propertyNames",params:{propertyName: key17},message:"property name must be valid",schema:schema11.properties.exercises.items.properties.instructions.propertyNames,parentSchema:schema11.properties.exercises.items.properties.instructions,data:data53};
+for(const key17 in data54){
+const _errs123 = errors;
+if(typeof key17 === "string"){
+if(!pattern2.test(key17)){
+const err142 = {instancePath:instancePath+"/exercises/" + i8+"/instructions",schemaPath:"#/properties/exercises/items/properties/instructions/propertyNames/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(-[A-Z]{2})?$"},message:"must match pattern \""+"^[a-z]{2}(-[A-Z]{2})?$"+"\"",schema:"^[a-z]{2}(-[A-Z]{2})?$",parentSchema:schema11.properties.exercises.items.properties.instructions.propertyNames,data:key17,propertyName:key17};
 if(vErrors === null){
 vErrors = [err142];
 }
@@ -1822,11 +1824,9 @@ vErrors.push(err142);
 errors++;
 }
 }
-for(const key18 in data53){
-let data54 = data53[key18];
-if(typeof data54 === "string"){
-if(func2(data54) > 20000){
-const err143 = {instancePath:instancePath+"/exercises/" + i8+"/instructions/" + key18.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/instructions/additionalProperties/maxLength",keyword:"maxLength",params:{limit: 20000},message:"must NOT have more than 20000 characters",schema:20000,parentSchema:schema11.properties.exercises.items.properties.instructions.additionalProperties,data:data54};
+var valid35 = _errs123 === errors;
+if(!valid35){
+const err143 = {instancePath:instancePath+"/exercises/" + i8+"/instructions",schemaPath:"#/properties/exercises/items/properties/instructions/propertyNames",keyword:"propertyNames",params:{propertyName: key17},message:"property name must be valid",schema:schema11.properties.exercises.items.properties.instructions.propertyNames,parentSchema:schema11.properties.exercises.items.properties.instructions,data:data54};
 if(vErrors === null){
 vErrors = [err143];
 }
@@ -1835,8 +1835,12 @@ vErrors.push(err143);
 }
 errors++;
 }
-if(!pattern1.test(data54)){
-const err144 = {instancePath:instancePath+"/exercises/" + i8+"/instructions/" + key18.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/instructions/additionalProperties/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.instructions.additionalProperties,data:data54};
+}
+for(const key18 in data54){
+let data55 = data54[key18];
+if(typeof data55 === "string"){
+if(func3(data55) > 20000){
+const err144 = {instancePath:instancePath+"/exercises/" + i8+"/instructions/" + key18.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/instructions/additionalProperties/maxLength",keyword:"maxLength",params:{limit: 20000},message:"must NOT have more than 20000 characters",schema:20000,parentSchema:schema11.properties.exercises.items.properties.instructions.additionalProperties,data:data55};
 if(vErrors === null){
 vErrors = [err144];
 }
@@ -1845,9 +1849,8 @@ vErrors.push(err144);
 }
 errors++;
 }
-}
-else {
-const err145 = {instancePath:instancePath+"/exercises/" + i8+"/instructions/" + key18.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/instructions/additionalProperties/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.instructions.additionalProperties.type,parentSchema:schema11.properties.exercises.items.properties.instructions.additionalProperties,data:data54};
+if(!pattern1.test(data55)){
+const err145 = {instancePath:instancePath+"/exercises/" + i8+"/instructions/" + key18.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/instructions/additionalProperties/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.instructions.additionalProperties,data:data55};
 if(vErrors === null){
 vErrors = [err145];
 }
@@ -1857,12 +1860,8 @@ vErrors.push(err145);
 errors++;
 }
 }
-}
-}
-let data55 = data49.checks;
-if(Array.isArray(data55)){
-if(data55.length > 64){
-const err146 = {instancePath:instancePath+"/exercises/" + i8+"/checks",schemaPath:"#/properties/exercises/items/properties/checks/maxItems",keyword:"maxItems",params:{limit: 64},message:"must NOT have more than 64 items",schema:64,parentSchema:schema11.properties.exercises.items.properties.checks,data:data55};
+else {
+const err146 = {instancePath:instancePath+"/exercises/" + i8+"/instructions/" + key18.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/instructions/additionalProperties/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.instructions.additionalProperties.type,parentSchema:schema11.properties.exercises.items.properties.instructions.additionalProperties,data:data55};
 if(vErrors === null){
 vErrors = [err146];
 }
@@ -1871,18 +1870,13 @@ vErrors.push(err146);
 }
 errors++;
 }
-const len9 = data55.length;
-for(let i9=0; i9<len9; i9++){
-let data56 = data55[i9];
-if(data56 && typeof data56 == "object" && !Array.isArray(data56)){
-if(data56.exit === undefined){
-data56.exit = 0;
 }
-if(data56.timeout === undefined){
-data56.timeout = 60;
 }
-if(data56.name === undefined){
-const err147 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9,schemaPath:"#/properties/exercises/items/properties/checks/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema11.properties.exercises.items.properties.checks.items.required,parentSchema:schema11.properties.exercises.items.properties.checks.items,data:data56};
+}
+let data56 = data50.checks;
+if(Array.isArray(data56)){
+if(data56.length > 64){
+const err147 = {instancePath:instancePath+"/exercises/" + i8+"/checks",schemaPath:"#/properties/exercises/items/properties/checks/maxItems",keyword:"maxItems",params:{limit: 64},message:"must NOT have more than 64 items",schema:64,parentSchema:schema11.properties.exercises.items.properties.checks,data:data56};
 if(vErrors === null){
 vErrors = [err147];
 }
@@ -1891,8 +1885,18 @@ vErrors.push(err147);
 }
 errors++;
 }
-if(data56.on === undefined){
-const err148 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9,schemaPath:"#/properties/exercises/items/properties/checks/items/required",keyword:"required",params:{missingProperty: "on"},message:"must have required property '"+"on"+"'",schema:schema11.properties.exercises.items.properties.checks.items.required,parentSchema:schema11.properties.exercises.items.properties.checks.items,data:data56};
+const len9 = data56.length;
+for(let i9=0; i9<len9; i9++){
+let data57 = data56[i9];
+if(data57 && typeof data57 == "object" && !Array.isArray(data57)){
+if(data57.exit === undefined){
+data57.exit = 0;
+}
+if(data57.timeout === undefined){
+data57.timeout = 60;
+}
+if(data57.name === undefined){
+const err148 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9,schemaPath:"#/properties/exercises/items/properties/checks/items/required",keyword:"required",params:{missingProperty: "name"},message:"must have required property '"+"name"+"'",schema:schema11.properties.exercises.items.properties.checks.items.required,parentSchema:schema11.properties.exercises.items.properties.checks.items,data:data57};
 if(vErrors === null){
 vErrors = [err148];
 }
@@ -1901,8 +1905,8 @@ vErrors.push(err148);
 }
 errors++;
 }
-if(data56.run === undefined){
-const err149 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9,schemaPath:"#/properties/exercises/items/properties/checks/items/required",keyword:"required",params:{missingProperty: "run"},message:"must have required property '"+"run"+"'",schema:schema11.properties.exercises.items.properties.checks.items.required,parentSchema:schema11.properties.exercises.items.properties.checks.items,data:data56};
+if(data57.on === undefined){
+const err149 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9,schemaPath:"#/properties/exercises/items/properties/checks/items/required",keyword:"required",params:{missingProperty: "on"},message:"must have required property '"+"on"+"'",schema:schema11.properties.exercises.items.properties.checks.items.required,parentSchema:schema11.properties.exercises.items.properties.checks.items,data:data57};
 if(vErrors === null){
 vErrors = [err149];
 }
@@ -1911,9 +1915,8 @@ vErrors.push(err149);
 }
 errors++;
 }
-for(const key19 in data56){
-if(!(((((((key19 === "name") || (key19 === "on")) || (key19 === "run")) || (key19 === "exit")) || (key19 === "output")) || (key19 === "timeout")) || (key19 === "hint"))){
-const err150 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9,schemaPath:"#/properties/exercises/items/properties/checks/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key19},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.exercises.items.properties.checks.items,data:data56};
+if(data57.run === undefined){
+const err150 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9,schemaPath:"#/properties/exercises/items/properties/checks/items/required",keyword:"required",params:{missingProperty: "run"},message:"must have required property '"+"run"+"'",schema:schema11.properties.exercises.items.properties.checks.items.required,parentSchema:schema11.properties.exercises.items.properties.checks.items,data:data57};
 if(vErrors === null){
 vErrors = [err150];
 }
@@ -1922,11 +1925,9 @@ vErrors.push(err150);
 }
 errors++;
 }
-}
-if(data56.name !== undefined){
-let data57 = data56.name;
-if((typeof data57 !== "string") && (!(data57 && typeof data57 == "object" && !Array.isArray(data57)))){
-const err151 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/type",keyword:"type",params:{type: schema11.properties.exercises.items.properties.checks.items.properties.name.type},message:"must be string,object",schema:schema11.properties.exercises.items.properties.checks.items.properties.name.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name,data:data57};
+for(const key19 in data57){
+if(!(((((((key19 === "name") || (key19 === "on")) || (key19 === "run")) || (key19 === "exit")) || (key19 === "output")) || (key19 === "timeout")) || (key19 === "hint"))){
+const err151 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9,schemaPath:"#/properties/exercises/items/properties/checks/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key19},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.exercises.items.properties.checks.items,data:data57};
 if(vErrors === null){
 vErrors = [err151];
 }
@@ -1935,9 +1936,11 @@ vErrors.push(err151);
 }
 errors++;
 }
-if(typeof data57 === "string"){
-if(func2(data57) > 200){
-const err152 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/maxLength",keyword:"maxLength",params:{limit: 200},message:"must NOT have more than 200 characters",schema:200,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name,data:data57};
+}
+if(data57.name !== undefined){
+let data58 = data57.name;
+if((typeof data58 !== "string") && (!(data58 && typeof data58 == "object" && !Array.isArray(data58)))){
+const err152 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/type",keyword:"type",params:{type: schema11.properties.exercises.items.properties.checks.items.properties.name.type},message:"must be string,object",schema:schema11.properties.exercises.items.properties.checks.items.properties.name.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name,data:data58};
 if(vErrors === null){
 vErrors = [err152];
 }
@@ -1946,8 +1949,9 @@ vErrors.push(err152);
 }
 errors++;
 }
-if(!pattern1.test(data57)){
-const err153 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name,data:data57};
+if(typeof data58 === "string"){
+if(func3(data58) > 200){
+const err153 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/maxLength",keyword:"maxLength",params:{limit: 200},message:"must NOT have more than 200 characters",schema:200,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name,data:data58};
 if(vErrors === null){
 vErrors = [err153];
 }
@@ -1956,10 +1960,8 @@ vErrors.push(err153);
 }
 errors++;
 }
-}
-if(data57 && typeof data57 == "object" && !Array.isArray(data57)){
-if(Object.keys(data57).length < 1){
-const err154 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/minProperties",keyword:"minProperties",params:{limit: 1},message:"must NOT have fewer than 1 properties",schema:1,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name,data:data57};
+if(!pattern1.test(data58)){
+const err154 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name,data:data58};
 if(vErrors === null){
 vErrors = [err154];
 }
@@ -1968,11 +1970,10 @@ vErrors.push(err154);
 }
 errors++;
 }
-for(const key20 in data57){
-const _errs132 = errors;
-if(typeof key20 === "string"){
-if(!pattern2.test(key20)){
-const err155 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/propertyNames/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(-[A-Z]{2})?$"},message:"must match pattern \""+"^[a-z]{2}(-[A-Z]{2})?$"+"\"",schema:"^[a-z]{2}(-[A-Z]{2})?$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name.propertyNames,data:key20,propertyName:key20};
+}
+if(data58 && typeof data58 == "object" && !Array.isArray(data58)){
+if(Object.keys(data58).length < 1){
+const err155 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/minProperties",keyword:"minProperties",params:{limit: 1},message:"must NOT have fewer than 1 properties",schema:1,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name,data:data58};
 if(vErrors === null){
 vErrors = [err155];
 }
@@ -1981,10 +1982,11 @@ vErrors.push(err155);
 }
 errors++;
 }
-}
-var valid40 = _errs132 === errors;
-if(!valid40){
-const err156 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/propertyNames",keyword:"propertyNames",params:{propertyName: key20},message:"property name must be valid",schema:schema11.properties.exercises.items.properties.checks.items.properties.name.propertyNames,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name,data:data57};
+for(const key20 in data58){
+const _errs134 = errors;
+if(typeof key20 === "string"){
+if(!pattern2.test(key20)){
+const err156 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/propertyNames/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(-[A-Z]{2})?$"},message:"must match pattern \""+"^[a-z]{2}(-[A-Z]{2})?$"+"\"",schema:"^[a-z]{2}(-[A-Z]{2})?$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name.propertyNames,data:key20,propertyName:key20};
 if(vErrors === null){
 vErrors = [err156];
 }
@@ -1994,11 +1996,9 @@ vErrors.push(err156);
 errors++;
 }
 }
-for(const key21 in data57){
-let data58 = data57[key21];
-if(typeof data58 === "string"){
-if(func2(data58) > 200){
-const err157 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name/" + key21.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/additionalProperties/maxLength",keyword:"maxLength",params:{limit: 200},message:"must NOT have more than 200 characters",schema:200,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name.additionalProperties,data:data58};
+var valid40 = _errs134 === errors;
+if(!valid40){
+const err157 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/propertyNames",keyword:"propertyNames",params:{propertyName: key20},message:"property name must be valid",schema:schema11.properties.exercises.items.properties.checks.items.properties.name.propertyNames,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name,data:data58};
 if(vErrors === null){
 vErrors = [err157];
 }
@@ -2007,8 +2007,12 @@ vErrors.push(err157);
 }
 errors++;
 }
-if(!pattern1.test(data58)){
-const err158 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name/" + key21.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/additionalProperties/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name.additionalProperties,data:data58};
+}
+for(const key21 in data58){
+let data59 = data58[key21];
+if(typeof data59 === "string"){
+if(func3(data59) > 200){
+const err158 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name/" + key21.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/additionalProperties/maxLength",keyword:"maxLength",params:{limit: 200},message:"must NOT have more than 200 characters",schema:200,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name.additionalProperties,data:data59};
 if(vErrors === null){
 vErrors = [err158];
 }
@@ -2017,9 +2021,8 @@ vErrors.push(err158);
 }
 errors++;
 }
-}
-else {
-const err159 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name/" + key21.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/additionalProperties/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.checks.items.properties.name.additionalProperties.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name.additionalProperties,data:data58};
+if(!pattern1.test(data59)){
+const err159 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name/" + key21.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/additionalProperties/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name.additionalProperties,data:data59};
 if(vErrors === null){
 vErrors = [err159];
 }
@@ -2029,13 +2032,8 @@ vErrors.push(err159);
 errors++;
 }
 }
-}
-}
-if(data56.on !== undefined){
-let data59 = data56.on;
-if(typeof data59 === "string"){
-if(!pattern38.test(data59)){
-const err160 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/on",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/on/pattern",keyword:"pattern",params:{pattern: "^(host|[a-z][a-z0-9-]{0,18})$"},message:"must match pattern \""+"^(host|[a-z][a-z0-9-]{0,18})$"+"\"",schema:"^(host|[a-z][a-z0-9-]{0,18})$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.on,data:data59};
+else {
+const err160 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/name/" + key21.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/checks/items/properties/name/additionalProperties/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.checks.items.properties.name.additionalProperties.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.name.additionalProperties,data:data59};
 if(vErrors === null){
 vErrors = [err160];
 }
@@ -2045,8 +2043,13 @@ vErrors.push(err160);
 errors++;
 }
 }
-else {
-const err161 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/on",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/on/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.checks.items.properties.on.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.on,data:data59};
+}
+}
+if(data57.on !== undefined){
+let data60 = data57.on;
+if(typeof data60 === "string"){
+if(!pattern38.test(data60)){
+const err161 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/on",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/on/pattern",keyword:"pattern",params:{pattern: "^(host|[a-z][a-z0-9-]{0,18})$"},message:"must match pattern \""+"^(host|[a-z][a-z0-9-]{0,18})$"+"\"",schema:"^(host|[a-z][a-z0-9-]{0,18})$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.on,data:data60};
 if(vErrors === null){
 vErrors = [err161];
 }
@@ -2056,11 +2059,8 @@ vErrors.push(err161);
 errors++;
 }
 }
-if(data56.run !== undefined){
-let data60 = data56.run;
-if(typeof data60 === "string"){
-if(func2(data60) > 8192){
-const err162 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/run",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/run/maxLength",keyword:"maxLength",params:{limit: 8192},message:"must NOT have more than 8192 characters",schema:8192,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.run,data:data60};
+else {
+const err162 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/on",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/on/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.checks.items.properties.on.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.on,data:data60};
 if(vErrors === null){
 vErrors = [err162];
 }
@@ -2069,8 +2069,12 @@ vErrors.push(err162);
 }
 errors++;
 }
-if(func2(data60) < 1){
-const err163 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/run",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/run/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.run,data:data60};
+}
+if(data57.run !== undefined){
+let data61 = data57.run;
+if(typeof data61 === "string"){
+if(func3(data61) > 8192){
+const err163 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/run",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/run/maxLength",keyword:"maxLength",params:{limit: 8192},message:"must NOT have more than 8192 characters",schema:8192,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.run,data:data61};
 if(vErrors === null){
 vErrors = [err163];
 }
@@ -2079,8 +2083,8 @@ vErrors.push(err163);
 }
 errors++;
 }
-if(!pattern1.test(data60)){
-const err164 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/run",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/run/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.run,data:data60};
+if(func3(data61) < 1){
+const err164 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/run",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/run/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.run,data:data61};
 if(vErrors === null){
 vErrors = [err164];
 }
@@ -2089,9 +2093,8 @@ vErrors.push(err164);
 }
 errors++;
 }
-}
-else {
-const err165 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/run",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/run/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.checks.items.properties.run.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.run,data:data60};
+if(!pattern1.test(data61)){
+const err165 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/run",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/run/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.run,data:data61};
 if(vErrors === null){
 vErrors = [err165];
 }
@@ -2101,9 +2104,8 @@ vErrors.push(err165);
 errors++;
 }
 }
-let data61 = data56.exit;
-if(!(((typeof data61 == "number") && (!(data61 % 1) && !isNaN(data61))) && (isFinite(data61)))){
-const err166 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/exit",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/exit/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema11.properties.exercises.items.properties.checks.items.properties.exit.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.exit,data:data61};
+else {
+const err166 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/run",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/run/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.checks.items.properties.run.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.run,data:data61};
 if(vErrors === null){
 vErrors = [err166];
 }
@@ -2112,9 +2114,10 @@ vErrors.push(err166);
 }
 errors++;
 }
-if((typeof data61 == "number") && (isFinite(data61))){
-if(data61 > 255 || isNaN(data61)){
-const err167 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/exit",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/exit/maximum",keyword:"maximum",params:{comparison: "<=", limit: 255},message:"must be <= 255",schema:255,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.exit,data:data61};
+}
+let data62 = data57.exit;
+if(!(((typeof data62 == "number") && (!(data62 % 1) && !isNaN(data62))) && (isFinite(data62)))){
+const err167 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/exit",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/exit/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema11.properties.exercises.items.properties.checks.items.properties.exit.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.exit,data:data62};
 if(vErrors === null){
 vErrors = [err167];
 }
@@ -2123,8 +2126,9 @@ vErrors.push(err167);
 }
 errors++;
 }
-if(data61 < 0 || isNaN(data61)){
-const err168 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/exit",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/exit/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0",schema:0,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.exit,data:data61};
+if((typeof data62 == "number") && (isFinite(data62))){
+if(data62 > 255 || isNaN(data62)){
+const err168 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/exit",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/exit/maximum",keyword:"maximum",params:{comparison: "<=", limit: 255},message:"must be <= 255",schema:255,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.exit,data:data62};
 if(vErrors === null){
 vErrors = [err168];
 }
@@ -2133,12 +2137,8 @@ vErrors.push(err168);
 }
 errors++;
 }
-}
-if(data56.output !== undefined){
-let data62 = data56.output;
-if(typeof data62 === "string"){
-if(func2(data62) > 1024){
-const err169 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/output",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/output/maxLength",keyword:"maxLength",params:{limit: 1024},message:"must NOT have more than 1024 characters",schema:1024,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.output,data:data62};
+if(data62 < 0 || isNaN(data62)){
+const err169 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/exit",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/exit/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0",schema:0,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.exit,data:data62};
 if(vErrors === null){
 vErrors = [err169];
 }
@@ -2147,8 +2147,12 @@ vErrors.push(err169);
 }
 errors++;
 }
-if(!pattern40.test(data62)){
-const err170 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/output",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/output/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.output,data:data62};
+}
+if(data57.output !== undefined){
+let data63 = data57.output;
+if(typeof data63 === "string"){
+if(func3(data63) > 1024){
+const err170 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/output",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/output/maxLength",keyword:"maxLength",params:{limit: 1024},message:"must NOT have more than 1024 characters",schema:1024,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.output,data:data63};
 if(vErrors === null){
 vErrors = [err170];
 }
@@ -2157,9 +2161,8 @@ vErrors.push(err170);
 }
 errors++;
 }
-}
-else {
-const err171 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/output",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/output/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.checks.items.properties.output.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.output,data:data62};
+if(!pattern40.test(data63)){
+const err171 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/output",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/output/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.output,data:data63};
 if(vErrors === null){
 vErrors = [err171];
 }
@@ -2169,9 +2172,8 @@ vErrors.push(err171);
 errors++;
 }
 }
-let data63 = data56.timeout;
-if(!(((typeof data63 == "number") && (!(data63 % 1) && !isNaN(data63))) && (isFinite(data63)))){
-const err172 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/timeout",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/timeout/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema11.properties.exercises.items.properties.checks.items.properties.timeout.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.timeout,data:data63};
+else {
+const err172 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/output",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/output/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.checks.items.properties.output.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.output,data:data63};
 if(vErrors === null){
 vErrors = [err172];
 }
@@ -2180,9 +2182,10 @@ vErrors.push(err172);
 }
 errors++;
 }
-if((typeof data63 == "number") && (isFinite(data63))){
-if(data63 > 3600 || isNaN(data63)){
-const err173 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/timeout",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/timeout/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600},message:"must be <= 3600",schema:3600,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.timeout,data:data63};
+}
+let data64 = data57.timeout;
+if(!(((typeof data64 == "number") && (!(data64 % 1) && !isNaN(data64))) && (isFinite(data64)))){
+const err173 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/timeout",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/timeout/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema11.properties.exercises.items.properties.checks.items.properties.timeout.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.timeout,data:data64};
 if(vErrors === null){
 vErrors = [err173];
 }
@@ -2191,8 +2194,9 @@ vErrors.push(err173);
 }
 errors++;
 }
-if(data63 < 1 || isNaN(data63)){
-const err174 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/timeout",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/timeout/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.timeout,data:data63};
+if((typeof data64 == "number") && (isFinite(data64))){
+if(data64 > 3600 || isNaN(data64)){
+const err174 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/timeout",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/timeout/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600},message:"must be <= 3600",schema:3600,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.timeout,data:data64};
 if(vErrors === null){
 vErrors = [err174];
 }
@@ -2201,11 +2205,8 @@ vErrors.push(err174);
 }
 errors++;
 }
-}
-if(data56.hint !== undefined){
-let data64 = data56.hint;
-if((typeof data64 !== "string") && (!(data64 && typeof data64 == "object" && !Array.isArray(data64)))){
-const err175 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/type",keyword:"type",params:{type: schema11.properties.exercises.items.properties.checks.items.properties.hint.type},message:"must be string,object",schema:schema11.properties.exercises.items.properties.checks.items.properties.hint.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint,data:data64};
+if(data64 < 1 || isNaN(data64)){
+const err175 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/timeout",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/timeout/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.timeout,data:data64};
 if(vErrors === null){
 vErrors = [err175];
 }
@@ -2214,9 +2215,11 @@ vErrors.push(err175);
 }
 errors++;
 }
-if(typeof data64 === "string"){
-if(func2(data64) > 2000){
-const err176 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/maxLength",keyword:"maxLength",params:{limit: 2000},message:"must NOT have more than 2000 characters",schema:2000,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint,data:data64};
+}
+if(data57.hint !== undefined){
+let data65 = data57.hint;
+if((typeof data65 !== "string") && (!(data65 && typeof data65 == "object" && !Array.isArray(data65)))){
+const err176 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/type",keyword:"type",params:{type: schema11.properties.exercises.items.properties.checks.items.properties.hint.type},message:"must be string,object",schema:schema11.properties.exercises.items.properties.checks.items.properties.hint.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint,data:data65};
 if(vErrors === null){
 vErrors = [err176];
 }
@@ -2225,8 +2228,9 @@ vErrors.push(err176);
 }
 errors++;
 }
-if(!pattern1.test(data64)){
-const err177 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint,data:data64};
+if(typeof data65 === "string"){
+if(func3(data65) > 2000){
+const err177 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/maxLength",keyword:"maxLength",params:{limit: 2000},message:"must NOT have more than 2000 characters",schema:2000,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint,data:data65};
 if(vErrors === null){
 vErrors = [err177];
 }
@@ -2235,10 +2239,8 @@ vErrors.push(err177);
 }
 errors++;
 }
-}
-if(data64 && typeof data64 == "object" && !Array.isArray(data64)){
-if(Object.keys(data64).length < 1){
-const err178 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/minProperties",keyword:"minProperties",params:{limit: 1},message:"must NOT have fewer than 1 properties",schema:1,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint,data:data64};
+if(!pattern1.test(data65)){
+const err178 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint,data:data65};
 if(vErrors === null){
 vErrors = [err178];
 }
@@ -2247,11 +2249,10 @@ vErrors.push(err178);
 }
 errors++;
 }
-for(const key22 in data64){
-const _errs148 = errors;
-if(typeof key22 === "string"){
-if(!pattern2.test(key22)){
-const err179 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/propertyNames/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(-[A-Z]{2})?$"},message:"must match pattern \""+"^[a-z]{2}(-[A-Z]{2})?$"+"\"",schema:"^[a-z]{2}(-[A-Z]{2})?$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint.propertyNames,data:key22,propertyName:key22};
+}
+if(data65 && typeof data65 == "object" && !Array.isArray(data65)){
+if(Object.keys(data65).length < 1){
+const err179 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/minProperties",keyword:"minProperties",params:{limit: 1},message:"must NOT have fewer than 1 properties",schema:1,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint,data:data65};
 if(vErrors === null){
 vErrors = [err179];
 }
@@ -2260,10 +2261,11 @@ vErrors.push(err179);
 }
 errors++;
 }
-}
-var valid42 = _errs148 === errors;
-if(!valid42){
-const err180 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/propertyNames",keyword:"propertyNames",params:{propertyName: key22},message:"property name must be valid",schema:schema11.properties.exercises.items.properties.checks.items.properties.hint.propertyNames,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint,data:data64};
+for(const key22 in data65){
+const _errs150 = errors;
+if(typeof key22 === "string"){
+if(!pattern2.test(key22)){
+const err180 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/propertyNames/pattern",keyword:"pattern",params:{pattern: "^[a-z]{2}(-[A-Z]{2})?$"},message:"must match pattern \""+"^[a-z]{2}(-[A-Z]{2})?$"+"\"",schema:"^[a-z]{2}(-[A-Z]{2})?$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint.propertyNames,data:key22,propertyName:key22};
 if(vErrors === null){
 vErrors = [err180];
 }
@@ -2273,11 +2275,9 @@ vErrors.push(err180);
 errors++;
 }
 }
-for(const key23 in data64){
-let data65 = data64[key23];
-if(typeof data65 === "string"){
-if(func2(data65) > 2000){
-const err181 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint/" + key23.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/additionalProperties/maxLength",keyword:"maxLength",params:{limit: 2000},message:"must NOT have more than 2000 characters",schema:2000,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint.additionalProperties,data:data65};
+var valid42 = _errs150 === errors;
+if(!valid42){
+const err181 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint",schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/propertyNames",keyword:"propertyNames",params:{propertyName: key22},message:"property name must be valid",schema:schema11.properties.exercises.items.properties.checks.items.properties.hint.propertyNames,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint,data:data65};
 if(vErrors === null){
 vErrors = [err181];
 }
@@ -2286,8 +2286,12 @@ vErrors.push(err181);
 }
 errors++;
 }
-if(!pattern1.test(data65)){
-const err182 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint/" + key23.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/additionalProperties/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint.additionalProperties,data:data65};
+}
+for(const key23 in data65){
+let data66 = data65[key23];
+if(typeof data66 === "string"){
+if(func3(data66) > 2000){
+const err182 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint/" + key23.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/additionalProperties/maxLength",keyword:"maxLength",params:{limit: 2000},message:"must NOT have more than 2000 characters",schema:2000,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint.additionalProperties,data:data66};
 if(vErrors === null){
 vErrors = [err182];
 }
@@ -2296,9 +2300,8 @@ vErrors.push(err182);
 }
 errors++;
 }
-}
-else {
-const err183 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint/" + key23.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/additionalProperties/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.checks.items.properties.hint.additionalProperties.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint.additionalProperties,data:data65};
+if(!pattern1.test(data66)){
+const err183 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint/" + key23.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/additionalProperties/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint.additionalProperties,data:data66};
 if(vErrors === null){
 vErrors = [err183];
 }
@@ -2308,11 +2311,8 @@ vErrors.push(err183);
 errors++;
 }
 }
-}
-}
-}
 else {
-const err184 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9,schemaPath:"#/properties/exercises/items/properties/checks/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.exercises.items.properties.checks.items.type,parentSchema:schema11.properties.exercises.items.properties.checks.items,data:data56};
+const err184 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9+"/hint/" + key23.replace(/~/g, "~0").replace(/\//g, "~1"),schemaPath:"#/properties/exercises/items/properties/checks/items/properties/hint/additionalProperties/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.checks.items.properties.hint.additionalProperties.type,parentSchema:schema11.properties.exercises.items.properties.checks.items.properties.hint.additionalProperties,data:data66};
 if(vErrors === null){
 vErrors = [err184];
 }
@@ -2323,8 +2323,10 @@ errors++;
 }
 }
 }
+}
+}
 else {
-const err185 = {instancePath:instancePath+"/exercises/" + i8+"/checks",schemaPath:"#/properties/exercises/items/properties/checks/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.exercises.items.properties.checks.type,parentSchema:schema11.properties.exercises.items.properties.checks,data:data55};
+const err185 = {instancePath:instancePath+"/exercises/" + i8+"/checks/" + i9,schemaPath:"#/properties/exercises/items/properties/checks/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.exercises.items.properties.checks.items.type,parentSchema:schema11.properties.exercises.items.properties.checks.items,data:data57};
 if(vErrors === null){
 vErrors = [err185];
 }
@@ -2333,10 +2335,10 @@ vErrors.push(err185);
 }
 errors++;
 }
-let data66 = data49.solution;
-if(Array.isArray(data66)){
-if(data66.length > 64){
-const err186 = {instancePath:instancePath+"/exercises/" + i8+"/solution",schemaPath:"#/properties/exercises/items/properties/solution/maxItems",keyword:"maxItems",params:{limit: 64},message:"must NOT have more than 64 items",schema:64,parentSchema:schema11.properties.exercises.items.properties.solution,data:data66};
+}
+}
+else {
+const err186 = {instancePath:instancePath+"/exercises/" + i8+"/checks",schemaPath:"#/properties/exercises/items/properties/checks/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.exercises.items.properties.checks.type,parentSchema:schema11.properties.exercises.items.properties.checks,data:data56};
 if(vErrors === null){
 vErrors = [err186];
 }
@@ -2345,15 +2347,10 @@ vErrors.push(err186);
 }
 errors++;
 }
-const len10 = data66.length;
-for(let i10=0; i10<len10; i10++){
-let data67 = data66[i10];
-if(data67 && typeof data67 == "object" && !Array.isArray(data67)){
-if(data67.timeout === undefined){
-data67.timeout = 300;
-}
-if(data67.on === undefined){
-const err187 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10,schemaPath:"#/properties/exercises/items/properties/solution/items/required",keyword:"required",params:{missingProperty: "on"},message:"must have required property '"+"on"+"'",schema:schema11.properties.exercises.items.properties.solution.items.required,parentSchema:schema11.properties.exercises.items.properties.solution.items,data:data67};
+let data67 = data50.solution;
+if(Array.isArray(data67)){
+if(data67.length > 64){
+const err187 = {instancePath:instancePath+"/exercises/" + i8+"/solution",schemaPath:"#/properties/exercises/items/properties/solution/maxItems",keyword:"maxItems",params:{limit: 64},message:"must NOT have more than 64 items",schema:64,parentSchema:schema11.properties.exercises.items.properties.solution,data:data67};
 if(vErrors === null){
 vErrors = [err187];
 }
@@ -2362,8 +2359,15 @@ vErrors.push(err187);
 }
 errors++;
 }
-if(data67.run === undefined){
-const err188 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10,schemaPath:"#/properties/exercises/items/properties/solution/items/required",keyword:"required",params:{missingProperty: "run"},message:"must have required property '"+"run"+"'",schema:schema11.properties.exercises.items.properties.solution.items.required,parentSchema:schema11.properties.exercises.items.properties.solution.items,data:data67};
+const len10 = data67.length;
+for(let i10=0; i10<len10; i10++){
+let data68 = data67[i10];
+if(data68 && typeof data68 == "object" && !Array.isArray(data68)){
+if(data68.timeout === undefined){
+data68.timeout = 300;
+}
+if(data68.on === undefined){
+const err188 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10,schemaPath:"#/properties/exercises/items/properties/solution/items/required",keyword:"required",params:{missingProperty: "on"},message:"must have required property '"+"on"+"'",schema:schema11.properties.exercises.items.properties.solution.items.required,parentSchema:schema11.properties.exercises.items.properties.solution.items,data:data68};
 if(vErrors === null){
 vErrors = [err188];
 }
@@ -2372,9 +2376,8 @@ vErrors.push(err188);
 }
 errors++;
 }
-for(const key24 in data67){
-if(!(((key24 === "on") || (key24 === "run")) || (key24 === "timeout"))){
-const err189 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10,schemaPath:"#/properties/exercises/items/properties/solution/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key24},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.exercises.items.properties.solution.items,data:data67};
+if(data68.run === undefined){
+const err189 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10,schemaPath:"#/properties/exercises/items/properties/solution/items/required",keyword:"required",params:{missingProperty: "run"},message:"must have required property '"+"run"+"'",schema:schema11.properties.exercises.items.properties.solution.items.required,parentSchema:schema11.properties.exercises.items.properties.solution.items,data:data68};
 if(vErrors === null){
 vErrors = [err189];
 }
@@ -2383,12 +2386,9 @@ vErrors.push(err189);
 }
 errors++;
 }
-}
-if(data67.on !== undefined){
-let data68 = data67.on;
-if(typeof data68 === "string"){
-if(!pattern38.test(data68)){
-const err190 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/on",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/on/pattern",keyword:"pattern",params:{pattern: "^(host|[a-z][a-z0-9-]{0,18})$"},message:"must match pattern \""+"^(host|[a-z][a-z0-9-]{0,18})$"+"\"",schema:"^(host|[a-z][a-z0-9-]{0,18})$",parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.on,data:data68};
+for(const key24 in data68){
+if(!(((key24 === "on") || (key24 === "run")) || (key24 === "timeout"))){
+const err190 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10,schemaPath:"#/properties/exercises/items/properties/solution/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key24},message:"must NOT have additional properties",schema:false,parentSchema:schema11.properties.exercises.items.properties.solution.items,data:data68};
 if(vErrors === null){
 vErrors = [err190];
 }
@@ -2398,8 +2398,11 @@ vErrors.push(err190);
 errors++;
 }
 }
-else {
-const err191 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/on",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/on/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.solution.items.properties.on.type,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.on,data:data68};
+if(data68.on !== undefined){
+let data69 = data68.on;
+if(typeof data69 === "string"){
+if(!pattern38.test(data69)){
+const err191 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/on",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/on/pattern",keyword:"pattern",params:{pattern: "^(host|[a-z][a-z0-9-]{0,18})$"},message:"must match pattern \""+"^(host|[a-z][a-z0-9-]{0,18})$"+"\"",schema:"^(host|[a-z][a-z0-9-]{0,18})$",parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.on,data:data69};
 if(vErrors === null){
 vErrors = [err191];
 }
@@ -2409,11 +2412,8 @@ vErrors.push(err191);
 errors++;
 }
 }
-if(data67.run !== undefined){
-let data69 = data67.run;
-if(typeof data69 === "string"){
-if(func2(data69) > 8192){
-const err192 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/run",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/run/maxLength",keyword:"maxLength",params:{limit: 8192},message:"must NOT have more than 8192 characters",schema:8192,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.run,data:data69};
+else {
+const err192 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/on",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/on/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.solution.items.properties.on.type,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.on,data:data69};
 if(vErrors === null){
 vErrors = [err192];
 }
@@ -2422,8 +2422,12 @@ vErrors.push(err192);
 }
 errors++;
 }
-if(func2(data69) < 1){
-const err193 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/run",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/run/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.run,data:data69};
+}
+if(data68.run !== undefined){
+let data70 = data68.run;
+if(typeof data70 === "string"){
+if(func3(data70) > 8192){
+const err193 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/run",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/run/maxLength",keyword:"maxLength",params:{limit: 8192},message:"must NOT have more than 8192 characters",schema:8192,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.run,data:data70};
 if(vErrors === null){
 vErrors = [err193];
 }
@@ -2432,8 +2436,8 @@ vErrors.push(err193);
 }
 errors++;
 }
-if(!pattern1.test(data69)){
-const err194 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/run",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/run/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.run,data:data69};
+if(func3(data70) < 1){
+const err194 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/run",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/run/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters",schema:1,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.run,data:data70};
 if(vErrors === null){
 vErrors = [err194];
 }
@@ -2442,9 +2446,8 @@ vErrors.push(err194);
 }
 errors++;
 }
-}
-else {
-const err195 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/run",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/run/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.solution.items.properties.run.type,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.run,data:data69};
+if(!pattern1.test(data70)){
+const err195 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/run",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/run/pattern",keyword:"pattern",params:{pattern: "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"},message:"must match pattern \""+"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"+"\"",schema:"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$",parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.run,data:data70};
 if(vErrors === null){
 vErrors = [err195];
 }
@@ -2454,9 +2457,8 @@ vErrors.push(err195);
 errors++;
 }
 }
-let data70 = data67.timeout;
-if(!(((typeof data70 == "number") && (!(data70 % 1) && !isNaN(data70))) && (isFinite(data70)))){
-const err196 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/timeout",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/timeout/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema11.properties.exercises.items.properties.solution.items.properties.timeout.type,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.timeout,data:data70};
+else {
+const err196 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/run",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/run/type",keyword:"type",params:{type: "string"},message:"must be string",schema:schema11.properties.exercises.items.properties.solution.items.properties.run.type,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.run,data:data70};
 if(vErrors === null){
 vErrors = [err196];
 }
@@ -2465,9 +2467,10 @@ vErrors.push(err196);
 }
 errors++;
 }
-if((typeof data70 == "number") && (isFinite(data70))){
-if(data70 > 3600 || isNaN(data70)){
-const err197 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/timeout",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/timeout/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600},message:"must be <= 3600",schema:3600,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.timeout,data:data70};
+}
+let data71 = data68.timeout;
+if(!(((typeof data71 == "number") && (!(data71 % 1) && !isNaN(data71))) && (isFinite(data71)))){
+const err197 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/timeout",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/timeout/type",keyword:"type",params:{type: "integer"},message:"must be integer",schema:schema11.properties.exercises.items.properties.solution.items.properties.timeout.type,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.timeout,data:data71};
 if(vErrors === null){
 vErrors = [err197];
 }
@@ -2476,8 +2479,9 @@ vErrors.push(err197);
 }
 errors++;
 }
-if(data70 < 1 || isNaN(data70)){
-const err198 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/timeout",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/timeout/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.timeout,data:data70};
+if((typeof data71 == "number") && (isFinite(data71))){
+if(data71 > 3600 || isNaN(data71)){
+const err198 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/timeout",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/timeout/maximum",keyword:"maximum",params:{comparison: "<=", limit: 3600},message:"must be <= 3600",schema:3600,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.timeout,data:data71};
 if(vErrors === null){
 vErrors = [err198];
 }
@@ -2486,10 +2490,8 @@ vErrors.push(err198);
 }
 errors++;
 }
-}
-}
-else {
-const err199 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10,schemaPath:"#/properties/exercises/items/properties/solution/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.exercises.items.properties.solution.items.type,parentSchema:schema11.properties.exercises.items.properties.solution.items,data:data67};
+if(data71 < 1 || isNaN(data71)){
+const err199 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10+"/timeout",schemaPath:"#/properties/exercises/items/properties/solution/items/properties/timeout/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1",schema:1,parentSchema:schema11.properties.exercises.items.properties.solution.items.properties.timeout,data:data71};
 if(vErrors === null){
 vErrors = [err199];
 }
@@ -2501,7 +2503,7 @@ errors++;
 }
 }
 else {
-const err200 = {instancePath:instancePath+"/exercises/" + i8+"/solution",schemaPath:"#/properties/exercises/items/properties/solution/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.exercises.items.properties.solution.type,parentSchema:schema11.properties.exercises.items.properties.solution,data:data66};
+const err200 = {instancePath:instancePath+"/exercises/" + i8+"/solution/" + i10,schemaPath:"#/properties/exercises/items/properties/solution/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.exercises.items.properties.solution.items.type,parentSchema:schema11.properties.exercises.items.properties.solution.items,data:data68};
 if(vErrors === null){
 vErrors = [err200];
 }
@@ -2511,8 +2513,9 @@ vErrors.push(err200);
 errors++;
 }
 }
+}
 else {
-const err201 = {instancePath:instancePath+"/exercises/" + i8,schemaPath:"#/properties/exercises/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.exercises.items.type,parentSchema:schema11.properties.exercises.items,data:data49};
+const err201 = {instancePath:instancePath+"/exercises/" + i8+"/solution",schemaPath:"#/properties/exercises/items/properties/solution/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.exercises.items.properties.solution.type,parentSchema:schema11.properties.exercises.items.properties.solution,data:data67};
 if(vErrors === null){
 vErrors = [err201];
 }
@@ -2522,9 +2525,8 @@ vErrors.push(err201);
 errors++;
 }
 }
-}
 else {
-const err202 = {instancePath:instancePath+"/exercises",schemaPath:"#/properties/exercises/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.exercises.type,parentSchema:schema11.properties.exercises,data:data48};
+const err202 = {instancePath:instancePath+"/exercises/" + i8,schemaPath:"#/properties/exercises/items/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.properties.exercises.items.type,parentSchema:schema11.properties.exercises.items,data:data50};
 if(vErrors === null){
 vErrors = [err202];
 }
@@ -2534,13 +2536,25 @@ vErrors.push(err202);
 errors++;
 }
 }
+}
 else {
-const err203 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.type,parentSchema:schema11,data};
+const err203 = {instancePath:instancePath+"/exercises",schemaPath:"#/properties/exercises/type",keyword:"type",params:{type: "array"},message:"must be array",schema:schema11.properties.exercises.type,parentSchema:schema11.properties.exercises,data:data49};
 if(vErrors === null){
 vErrors = [err203];
 }
 else {
 vErrors.push(err203);
+}
+errors++;
+}
+}
+else {
+const err204 = {instancePath,schemaPath:"#/type",keyword:"type",params:{type: "object"},message:"must be object",schema:schema11.type,parentSchema:schema11,data};
+if(vErrors === null){
+vErrors = [err204];
+}
+else {
+vErrors.push(err204);
 }
 errors++;
 }
