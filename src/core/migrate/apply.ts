@@ -151,7 +151,7 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
   op.signal.addEventListener('abort', onAbort, { once: true });
   const migrating = runMigration(plan, dom, dst, {
     ...xmls,
-    ...(copies.length > 0 ? { migrateDisks: copies.map((d) => d.target) } : {}),
+    ...(copies.some((d) => d.how === 'copy') ? { migrateDisks: copies.filter((d) => d.how === 'copy').map((d) => d.target) } : {}),
   });
   const watching = watchMigration(op, dom, migrating, {
     policy: { ...(opts.postcopy ? { always: true } : {}), ...(opts.postcopyAfterS !== undefined ? { afterS: opts.postcopyAfterS } : {}) },
@@ -231,7 +231,7 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
     state: (await dstDom.state()).state,
     runsOn: plan.to,
     snapshotsCarried: carried,
-    disksCopied: copies.map((d) => d.target),
+    disksCopied: copies.filter((d) => d.how === 'copy').map((d) => d.target),
     sourceKept: !!opts.keepSource,
     checks: plan.checks,
     ...stats,

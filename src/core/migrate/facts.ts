@@ -40,6 +40,8 @@ export interface GuestFacts {
   cpuMode?: string;
   /** host port of the guest's SSH forward (hostfwd=tcp:127.0.0.1:PORT-:22) */
   sshPort?: number;
+  /** direct kernel boot: the kernel and initrd files QEMU opens on the destination too */
+  bootFiles?: { what: 'kernel' | 'initrd'; path: string }[];
 }
 
 const text = (v: unknown): string => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as XmlNode)['#text'] === 'string' ? ((v as XmlNode)['#text'] as string) : '');
@@ -95,6 +97,7 @@ export function guestFacts(domainXml: string): GuestFacts {
     networks: [...new Set(networks)],
     ...(hasModel ? { cpuXml: builder.build({ cpu }) as string, ...(attr(cpu, 'mode') ? { cpuMode: attr(cpu, 'mode')! } : {}) } : {}),
     ...(fwd ? { sshPort: Number(fwd[1]) } : {}),
+    ...(text(os.kernel) ? { bootFiles: (['kernel', 'initrd'] as const).filter((w) => text(os[w]) !== '').map((w) => ({ what: w, path: text(os[w]) })) } : {}),
   };
 }
 
@@ -134,7 +137,11 @@ export function rewriteDomainXml(domainXml: string, r: XmlRewrite): string {
 /** The disks that hold data and are migrated or must be shared (not empty cdroms, not read-only media). */
 /** Read-only cdroms with a medium (the cloud-init seed): the destination's QEMU must open them too. */
 export function mediaDisks(f: GuestFacts): GuestDisk[] {
-  return f.disks.filter((d) => d.readonly && d.device === 'cdrom' && d.path !== '');
+  return [
+    ...f.disks.filter((d) => d.readonly && d.device === 'cdrom' && d.path !== ''),
+    // a direct-kernel image's kernel and initrd: files QEMU reads, like a medium
+    ...(f.bootFiles ?? []).map((b) => ({ target: b.what, device: b.what, path: b.path, format: 'raw', readonly: true })),
+  ];
 }
 
 export function dataDisks(f: GuestFacts): GuestDisk[] {
