@@ -113,12 +113,18 @@ async function planDisks(src: Connection, dst: Connection, facts: GuestFacts, op
       continue;
     }
     const mine = await volumeAt(src, d.path);
-    if (!opts.copyStorage || !mine) {
+    if (!mine) {
+      // not a pool volume on either side: vmctl cannot tell whether the destination has the file
+      out.push({ target: d.target, sourcePath: d.path, format: d.format, how: 'readonly' });
+      checks.push({ id: `media:${d.target}`, status: 'warn', message: `${d.device} ${d.target} (${d.path}) is not in a storage pool: it must be at the same path on the destination`, fix: 'make sure the file is there' });
+      continue;
+    }
+    if (!opts.copyStorage) {
       checks.push({
         id: `media:${d.target}`,
         status: 'fail',
-        message: `${d.device} ${d.target} (${d.path}) is not on the destination${mine ? '' : ', and not in a storage pool on the source'}`,
-        fix: mine ? 'add --copy-storage all (vmctl copies the medium too), or put it at the same path there' : 'put the file at the same path on the destination',
+        message: `${d.device} ${d.target} (${d.path}) is not on the destination`,
+        fix: 'add --copy-storage all (vmctl copies the medium too), or put it at the same path there',
       });
       continue;
     }
