@@ -215,6 +215,18 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
       warnings.push(`restoring the kept source definition: ${(e as Error).message}`);
     }
   }
+  // the copied volumes' originals (disks and the seed) belong to nothing on the source now: the
+  // guest lives on exactly one host. A direct-kernel image's kernel/initrd are the image's: kept.
+  if (!opts.keepSource) {
+    for (const d of copies.filter((c) => c.how === 'copy' || c.target !== 'kernel' && c.target !== 'initrd')) {
+      try {
+        const v = await src.lookupStorageVolumeByPath(d.sourcePath);
+        await v.delete();
+      } catch (e) {
+        if (!(e instanceof LibvirtError && e.isNotFound())) warnings.push(`removing the source's copy of ${d.target} (${d.sourcePath}): ${(e as Error).message}`);
+      }
+    }
+  }
   try {
     moveVmState(plan.from, plan.to, name, { keep: !!opts.keepSource, ...(plan.sshPort ? { sshPort: plan.sshPort } : {}) });
   } catch (e) {
