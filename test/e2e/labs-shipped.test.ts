@@ -226,6 +226,17 @@ describe.concurrent('shipped labs: up → check fails → solve → check passes
         peers: { target: mig2.sshUri },
         // the migrated guest keeps its UUID: lab down finds it on the peer and removes it (checked on both hosts)
         hosts: [mig1.unixUri, mig2.unixUri],
+        afterDown: async () => {
+          // KNOWN BUG (issue #9, open): after --copy-storage the source (mig1) still holds its copies of the
+          // moved disk and seed; they would hold the base image there for later tests. Removed here until fixed.
+          for (const v of [`${PREFIX}-migration-drill-counter-root.qcow2`, `${PREFIX}-migration-drill-counter-seed.iso`]) {
+            try {
+              virsh(mig1.unixUri, 'vol-delete', v, '--pool', 'vmctl');
+            } catch {
+              /* gone already (fixed) */
+            }
+          }
+        },
       }),
     ),
   );
