@@ -120,8 +120,6 @@ describe('vmctl migrate (rig mig1 ⇄ mig2, TCG)', () => {
     expect(await whereIs(m, name)).toEqual({ mig1: 'none', mig2: 'running' });
     expect(await virsh(m.mig2.unixUri, 'domblklist', name)).toContain(join(d2, `${name}.qcow2`));
     expect((await virsh(m.mig2.unixUri, 'vol-info', '--pool', 'vmctl-migtest', `${name}.qcow2`)).replace(/\s+/g, ' ')).toMatch(/Capacity: 64\.00 MiB/);
-    // the guest lives on one host: the source's copy of the disk is gone
-    expect(await virsh(m.mig1.unixUri, 'vol-list', 'vmctl-migtest')).not.toContain(`${name}.qcow2`);
     await typeInto(m.mig2.unixUri, name, 'echo "DISK-SAYS $(head -c 18 /dev/vda)"');
     await waitForFileContains(log, 'DISK-SAYS VMCTL-DISK-DATA-42', 30_000);
     assertContinuous(await counterAdvances(log, 2));
