@@ -46,6 +46,10 @@ const size = (unit: string) => ({
   'x-error': `must be a size in ${unit} or like 512MiB or 2GiB`,
 });
 
+/** where a check or solution step runs, and what it runs */
+const ON_PROP = { type: 'string', pattern: '^(host|[a-z][a-z0-9-]{0,18})$', 'x-error': "must be 'host' or a lab VM name" } as const;
+const RUN_PROP = { type: 'string', minLength: 1, maxLength: 8192, pattern: TEXT, 'x-error': 'must be a shell command (text without control characters)' } as const;
+
 export const labSchema = {
   $id: 'https://vmctl.dev/schemas/lab/1',
   type: 'object',
@@ -188,8 +192,8 @@ export const labSchema = {
               properties: {
                 name: localized(200),
                 /** 'host', or the lab VM (with count > 1: NAME-N) the command runs in over SSH */
-                on: { type: 'string', pattern: '^(host|[a-z][a-z0-9-]{0,18})$', 'x-error': "must be 'host' or a lab VM name" },
-                run: { type: 'string', minLength: 1, maxLength: 8192, pattern: TEXT, 'x-error': 'must be a shell command (text without control characters)' },
+                on: ON_PROP,
+                run: RUN_PROP,
                 exit: { type: 'integer', minimum: 0, maximum: 255, default: 0 },
                 /** a regular expression the output (stdout and stderr) must match */
                 output: { type: 'string', maxLength: 1024, pattern: ONE_LINE, 'x-error': 'must be one line (a regular expression)' },
@@ -208,8 +212,8 @@ export const labSchema = {
               additionalProperties: false,
               required: ['on', 'run'],
               properties: {
-                on: { type: 'string', pattern: '^(host|[a-z][a-z0-9-]{0,18})$', 'x-error': "must be 'host' or a lab VM name" },
-                run: { type: 'string', minLength: 1, maxLength: 8192, pattern: TEXT, 'x-error': 'must be a shell command (text without control characters)' },
+                on: ON_PROP,
+                run: RUN_PROP,
                 timeout: { type: 'integer', minimum: 1, maximum: 3600, default: 300, 'x-unit': 's' },
               },
             },
