@@ -5,11 +5,13 @@
  *   nothing; check fails before and passes after the scripted solution; lab
  *   reset brings back what was there at the baseline; a lab snapshot with one
  *   VM made to fail leaves no partial snapshot and every VM running; lab down
- *   leaves no domain, volume, network, record or client state.
+ *   leaves no domain, volume, network, record or client state; a VM deleted from
+ *   the lab is made again by lab up (and only it).
  * - a 1-VM lab (solo.yaml, an isolated and a NAT network) under two prefixes at
  *   once (the NAT subnet moves for the second), kill -9 during lab up at several
  *   points then lab down leaves nothing, Ctrl-C during lab up leaves nothing,
- *   and host-side checks run only after --trust.
+ *   and host-side checks run only after --trust; kill -9 during lab down (after
+ *   marking the record, after removing the VMs), then lab down finishes it.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
@@ -150,6 +152,32 @@ describe('labs (TCG)', () => {
       }
     });
 
+    it('a VM deleted from a lab that is up: lab up makes it again from the lab file (cattle), and only it', { timeout: 15 * 60_000 }, async () => {
+      const uuid = (d: string) => virsh('domuuid', d).trim();
+      const others = { alpha: uuid('lt-trio-alpha'), gamma: uuid('lt-trio-gamma') };
+      const old = uuid('lt-trio-beta');
+      expect((await run(['delete', 'lt-trio-beta'])).code).toBe(0);
+      const r = await run(['lab', 'up', TRIO, '--prefix', 'lt', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ unchanged: false, replaced: ['beta'] });
+      expect(r.stderr).toMatch(/VM beta is gone; making it again from the lab file/);
+      expect(uuid('lt-trio-beta')).not.toBe(old);
+      expect({ alpha: uuid('lt-trio-alpha'), gamma: uuid('lt-trio-gamma') }).toEqual(others);
+      // the lab's own again: its cloud-init, its address on the lab network, its own baseline
+      expect(await ssh('beta', 'cat /etc/trio-role')).toBe('beta\n');
+      expect((await lab('ssh', 'trio', 'beta', '--', "timeout 5 bash -c '</dev/tcp/alpha/22'")).code).toBe(0);
+      expect(snapshotsOf('lt-trio-beta')).toEqual(['baseline']);
+      const st = JSON.parse((await lab('status', 'trio', '--json')).stdout) as { state: string };
+      expect(st.state).toBe('ready');
+      // a lab snapshot taken before the replacement does not hold the new VM: reset to it is refused, baseline works
+      const refused = await lab('reset', 'trio', 'whole');
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(/was taken before beta was replaced/);
+      expect((await lab('reset', 'trio')).code).toBe(0);
+      // whole again: the next lab up changes nothing
+      expect((await run(['lab', 'up', TRIO, '--prefix', 'lt'])).stdout).toMatch(/nothing changed/);
+    });
+
     it('lab down removes exactly what the lab made', { timeout: 10 * 60_000 }, async () => {
       const others = { domains: domains().filter((d) => !d.startsWith('lt-trio-')), networks: networks().filter((n) => !n.startsWith('vmctl-lt-trio-')) };
       const r = await lab('down', 'trio');
@@ -203,9 +231,16 @@ describe('labs (TCG)', () => {
       expect((JSON.parse(ca.stdout) as { results: { notRun?: string }[] }).results[1]!.notRun).toMatch(/--trust/);
       // each lab is its own: the same VM key under two names, two networks each
       expect(domains()).toEqual(expect.arrayContaining(['la-solo-one', 'lb-solo-one']));
-      for (const p of ['la', 'lb']) {
-        expect((await vmctl(['lab', 'down', 'solo', '--prefix', p], { env, timeoutMs: 5 * 60_000 })).code).toBe(0);
-        expect(leftovers(`${p}-solo`, dataDir)).toEqual([]);
+      // lab down killed (kill -9) once it has marked the record, and once the VMs are gone: the lab
+      // shows as interrupted, and the next lab down finishes the job
+      for (const [p, point] of [['la', 'after-mark'], ['lb', 'after-vms']] as const) {
+        const killed = await vmctl(['lab', 'down', 'solo', '--prefix', p], { env: { ...env, VMCTL_FAULT: `lab-down:${point}:kill` }, timeoutMs: 5 * 60_000 });
+        expect(killed.code, `${point}: ${killed.stderr}`).toBe(128);
+        const list = await vmctl(['lab', 'list', '--json'], { env });
+        expect(JSON.parse(list.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ id: `${p}-solo`, state: 'interrupted' })]));
+        const down = await vmctl(['lab', 'down', 'solo', '--prefix', p], { env, timeoutMs: 5 * 60_000 });
+        expect(down.code, `${point}: ${down.stderr}`).toBe(0);
+        expect(leftovers(`${p}-solo`, dataDir), point).toEqual([]);
       }
     });
   });

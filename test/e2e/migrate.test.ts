@@ -115,8 +115,12 @@ describe('vmctl migrate (rig mig1 ⇄ mig2, TCG)', () => {
     const p = p2pArgs(m, name, ['--copy-storage', 'all', '--json']);
     const r = await vmctlRun(m, p.args, { netns: p.netns });
     expect(r.code, r.stderr).toBe(0);
-    const res = JSON.parse(r.stdout) as { disksCopied: string[]; diskBytes?: number };
+    const res = JSON.parse(r.stdout) as { disksCopied: string[]; diskBytes?: number; sourceRemoved: string[]; sourceLeft: string[] };
     expect(res.disksCopied).toEqual(['vda']);
+    // a disk vmctl did not create (virsh vol-create-as above) is never removed: the source keeps it, and says so
+    expect(res).toMatchObject({ sourceRemoved: [], sourceLeft: [join(d1, `${name}.qcow2`)] });
+    expect(r.stderr).toMatch(/the source keeps its copy of .*vmctl did not create it/);
+    expect(await virsh(m.mig1.unixUri, 'vol-list', 'vmctl-migtest')).toContain(`${name}.qcow2`);
     expect(await whereIs(m, name)).toEqual({ mig1: 'none', mig2: 'running' });
     expect(await virsh(m.mig2.unixUri, 'domblklist', name)).toContain(join(d2, `${name}.qcow2`));
     expect((await virsh(m.mig2.unixUri, 'vol-info', '--pool', 'vmctl-migtest', `${name}.qcow2`)).replace(/\s+/g, ' ')).toMatch(/Capacity: 64\.00 MiB/);

@@ -42,6 +42,25 @@ describe('migrate facts and rewrites', () => {
     expect(diskPathMap(dom, x)).toEqual(new Map([['/a/web.qcow2', '/b/web.qcow2']]));
   });
 
+  it("moves a direct-kernel boot's kernel/initrd to the VM's own volumes there and records them in vmctl's metadata", () => {
+    const vm = dom
+      .replace('<metadata>', `<metadata><vmctl:vm xmlns:vmctl="https://vmctl.dev/xmlns/vm/1"><vmctl:template>default</vmctl:template><vmctl:volumes><vmctl:volume role="disk" disk="root" pool="vmctl" name="web-root.qcow2" path="/a/web.qcow2"/></vmctl:volumes></vmctl:vm>`)
+      .replace('</type></os>', '</type><kernel>/a/img_d.vmlinuz</kernel><initrd>/a/img_d.initrd</initrd><cmdline>root=/dev/vda</cmdline></os>');
+    expect(guestFacts(vm).vmctlVolumes).toEqual([{ role: 'disk', disk: 'root', pool: 'vmctl', name: 'web-root.qcow2', path: '/a/web.qcow2' }]);
+    expect(guestFacts(dom).vmctlVolumes).toBeUndefined();
+    const x = rewriteDomainXml(vm, {
+      diskPaths: new Map([['/a/img_d.vmlinuz', '/b/web-boot.vmlinuz'], ['/a/img_d.initrd', '/b/web-boot.initrd']]),
+      addVolumes: [
+        { disk: 'kernel', pool: 'vmctl', name: 'web-boot.vmlinuz', path: '/b/web-boot.vmlinuz' },
+        { disk: 'initrd', pool: 'vmctl', name: 'web-boot.initrd', path: '/b/web-boot.initrd' },
+      ],
+    });
+    const f = guestFacts(x);
+    expect(f.bootFiles).toEqual([{ what: 'kernel', path: '/b/web-boot.vmlinuz' }, { what: 'initrd', path: '/b/web-boot.initrd' }]);
+    expect(f.vmctlVolumes?.map((v) => [v.disk, v.name])).toEqual([['root', 'web-root.qcow2'], ['kernel', 'web-boot.vmlinuz'], ['initrd', 'web-boot.initrd']]);
+    expect(x).toContain('root=/dev/vda');
+  });
+
   it('reads the journal back from the domain metadata', () => {
     expect(parseJournal(dom)).toEqual({ from: 'qemu:///system', to: 'qemu+tcp://b/system', keepSource: false, snapshots: [{ name: 's1', current: true, xml: '<domainsnapshot><name>s1</name></domainsnapshot>' }] });
     expect(parseJournal('<domain><name>x</name></domain>')).toBeNull();

@@ -38,7 +38,7 @@ interface UpArgs extends PrefixArgs {
 
 const upCommand: Cmd<UpArgs> = {
   command: 'up <file>',
-  describe: 'bring a lab up: its networks, then its VMs side by side to SSH-ready, then a baseline snapshot (idempotent; all or nothing)',
+  describe: 'bring a lab up: its networks, then its VMs side by side to SSH-ready, then a baseline snapshot (idempotent: on a lab that is up it only starts stopped VMs and makes deleted ones again; all or nothing)',
   builder: (y) =>
     y
       .positional('file', { type: 'string', demandOption: true, describe: 'a shipped lab name (vmctl lab available) or a lab file' })
@@ -65,7 +65,7 @@ const upCommand: Cmd<UpArgs> = {
       quiet();
       if (ctx.json) return ctx.out.json(r);
       if (r.unchanged) return ctx.out.line(`lab ${r.id} is up already: nothing changed`);
-      ctx.out.line(`lab ${r.id} is up (${r.vms.length} VM(s), ${r.networks.length} network(s), ${(r.tookMs / 1000).toFixed(1)} s)`);
+      ctx.out.line(`lab ${r.id} is up (${r.vms.length} VM(s), ${r.networks.length} network(s), ${(r.tookMs / 1000).toFixed(1)} s)${r.replaced ? `; made again from the lab file: ${r.replaced.join(', ')}` : ''}`);
       ctx.out.line(
         formatTable(
           ['VM', 'NAME', 'SSH', 'ADDRESSES'],

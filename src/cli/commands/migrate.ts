@@ -100,5 +100,5 @@ function printResult(ctx: Context, r: MigrateResult): void {
   ctx.out.line(`  transferred ${r.bytes === undefined ? '?' : formatBytes(r.bytes)}${r.diskBytes ? ` (disks ${formatBytes(r.diskBytes)})` : ''}${r.iterations ? `, ${r.iterations} iteration(s)` : ''}`);
   ctx.out.line(`  post-copy   ${r.postcopy ? `yes (switched at ${s(r.postcopySwitchAtMs)})` : 'no'}`);
   if (r.snapshotsCarried.length) ctx.out.line(`  snapshots   carried: ${r.snapshotsCarried.join(', ')}`);
-  if (r.disksCopied.length) ctx.out.line(`  disks       copied: ${r.disksCopied.join(', ')}`);
+  if (r.disksCopied.length) ctx.out.line(`  disks       copied: ${r.disksCopied.join(', ')}${r.sourceRemoved.length ? `; the source's copies removed (${r.sourceRemoved.length})` : ''}`);
 }

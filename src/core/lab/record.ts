@@ -49,7 +49,7 @@ export interface LabRecord {
   networks: LabRecordNetwork[];
   vms: LabRecordVm[];
   /** lab snapshots (taken on every VM), oldest first; `baseline` is lab up's */
-  snapshots: { name: string; createdAt: string }[];
+  snapshots: { name: string; createdAt: string; /** VMs replaced (lab up) after it was taken: not in it */ lacks?: string[] }[];
   /** a lab snapshot being taken: the VMs paused for it (resumed, and the snapshot removed everywhere, if it was interrupted) */
   pending?: { snapshot: string; paused: string[] };
   createdAt: string;

@@ -130,8 +130,14 @@ export async function labSnapshot(op: OpContext, id: string, name: string): Prom
 
 export async function labReset(op: OpContext, id: string, name = 'baseline'): Promise<{ id: string; snapshot: string; vms: string[] }> {
   const r = await readyRecord(op, id);
-  if (!r.snapshots.some((s) => s.name === name)) {
+  const snap = r.snapshots.find((s) => s.name === name);
+  if (!snap) {
     throw new VmctlError('NOT_FOUND', `lab ${id} has no snapshot '${name}'`, { hint: `its snapshots: ${r.snapshots.map((s) => s.name).join(', ') || 'none'}` });
+  }
+  if (snap.lacks?.length) {
+    throw new VmctlError('CONFLICT', `lab snapshot '${name}' of ${id} was taken before ${snap.lacks.join(', ')} ${snap.lacks.length === 1 ? 'was' : 'were'} replaced, so it does not hold ${snap.lacks.length === 1 ? 'that VM' : 'those VMs'}`, {
+      hint: `reset to baseline, or take a new lab snapshot (vmctl lab snapshot ${r.lab} NAME --prefix ${r.prefix})`,
+    });
   }
   await Promise.all(
     r.vms.map(async (v) => {

@@ -17,6 +17,9 @@ import { ensureImage } from '../image/images.js';
 import { applyCreate, planCreate, type CreatePlan } from '../vm/create.js';
 import { forwardPortCandidates } from '../vm/forward.js';
 import { lookupVm } from '../vm/domain.js';
+import { deleteVm } from '../vm/remove.js';
+import { createSnapshot } from '../snapshot/create.js';
+import { markerLiveness, parseOpMarker } from '../op/journal.js';
 import { vmSshTarget } from '../vm/info.js';
 import type { AccelRequest } from '../host/accel.js';
 import { intToIp, loadLab, sizeMiB, subnetRange, type LabSpec } from './load.js';
@@ -43,6 +46,8 @@ export interface LabUpResult {
   unchanged: boolean;
   /** an interrupted earlier lab up/down was cleaned up first */
   recovered?: boolean;
+  /** the lab was up, but these VMs were gone: made again from the lab file */
+  replaced?: string[];
   vms: { key: string; name: string; ssh?: { host: string; port: number; user: string }; addresses: Record<string, string> }[];
   networks: { key: string; name: string; subnet: string; mode: string }[];
   hostCommands: number;
@@ -96,22 +101,99 @@ async function pickSubnets(conn: Connection, spec: LabSpec, ownNames: Set<string
   return out;
 }
 
-async function labIsWhole(conn: Connection, r: LabRecord): Promise<string | undefined> {
+/**
+ * What of a lab that is up is still there. `broken`: what lab up cannot mend (a network gone, or
+ * a VM of the lab's name that is not the lab's); `missing`: VMs that are gone (lab up makes them
+ * again); `moved`: VMs found by their UUID on one of the lab's peers (migrated there).
+ */
+async function labIsWhole(op: OpContext, r: LabRecord): Promise<{ broken?: string; missing: string[]; moved: string[] }> {
+  const conn = op.conn;
   for (const n of r.networks) {
     try {
       const net = await conn.lookupNetwork(n.name);
-      if (net.uuidString !== n.uuid) return `network ${n.name} is not the one the lab made`;
+      if (net.uuidString !== n.uuid) return { broken: `network ${n.name} is not the one the lab made`, missing: [], moved: [] };
       if (!(await net.isActive())) await net.start();
     } catch (e) {
-      if (notFound(e)) return `network ${n.name} is missing`;
+      if (notFound(e)) return { broken: `network ${n.name} is missing`, missing: [], moved: [] };
       throw e;
     }
   }
+  const missing: string[] = [];
+  const moved: string[] = [];
   for (const v of r.vms) {
     const dom = await lookupVm(conn, v.name);
-    if (!dom || dom.uuidString !== v.uuid) return `VM ${v.name} is missing`;
+    if (dom && dom.uuidString !== v.uuid) {
+      return { broken: `VM ${v.name} is not the one the lab made (vmctl delete ${v.name} if it is yours to remove; lab up then makes the lab's again)`, missing: [], moved: [] };
+    }
+    if (dom) {
+      // a replacement that kill -9 stopped half-way: removed, and made again
+      const m = parseOpMarker(await dom.xml());
+      if (m && m.op === 'create' && markerLiveness(m) === 'dead') {
+        await deleteVm(op.scoped(v.key), v.name);
+        missing.push(v.key);
+      }
+      continue;
+    }
+    let there = false;
+    for (const uri of Object.values(r.peers)) {
+      const pc = await op.connection(uri).catch(() => undefined);
+      const d = pc ? await lookupVm(pc, v.name) : undefined;
+      if (d && d.uuidString === v.uuid) there = true;
+    }
+    (there ? moved : missing).push(v.key);
   }
-  return undefined;
+  return { missing, moved };
+}
+
+/**
+ * Make the lab's VMs `keys` again, from the lab file, exactly as lab up makes them (same name,
+ * networks, addresses, cloud-init). The record names each new VM (by its UUID) before it is made,
+ * so kill -9 leaves nothing lab down does not find. A replaced VM gets the baseline snapshot (its
+ * state as lab up leaves it); other lab snapshots were taken without it, and say so.
+ */
+async function repairLab(
+  op: OpContext,
+  o: { spec: LabSpec; prefix: string; record: LabRecord; keys: string[]; memoryOf: (vm: LabSpec['vms'][number]) => number; accel?: AccelRequest; timeoutMs?: number },
+): Promise<LabRecord> {
+  const conn = op.conn;
+  const plan = planLab(o.spec, o.prefix, { memoryOf: o.memoryOf, subnets: new Map(o.record.networks.map((n) => [n.key, n.subnet])) });
+  const candidates = forwardPortCandidates();
+  let record = o.record;
+  const found = await readLabRecord(conn, record.id);
+  for (const key of o.keys) {
+    const vm = plan.vms.find((v) => v.key === key);
+    if (!vm) throw new VmctlError('CONFLICT', `lab ${record.id}: VM ${key} is no longer in the lab file`, { hint: `vmctl lab down ${record.lab} --prefix ${o.prefix}, then lab up` });
+    const input = labVmCreateInput(plan, vm);
+    const vop = op.scoped(key);
+    const cp = await planCreate(vop, {
+      name: vm.name,
+      template: vm.entry.template,
+      overrides: input.overrides,
+      extraUserData: input.extraUserData,
+      extraNetworkConfig: input.extraNetworkConfig,
+      hostname: input.hostname,
+      ...(vm.entry.autostart !== undefined ? { autostart: vm.entry.autostart } : {}),
+      ...(o.accel ? { accel: o.accel } : {}),
+      portCandidates: candidates,
+      ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+    });
+    op.notice(`lab ${record.id}: VM ${key} is gone; making it again from the lab file`);
+    record = {
+      ...record,
+      vms: record.vms.map((v) => (v.key === key ? { ...v, uuid: cp.uuid } : v)),
+      snapshots: record.snapshots.map((s) => (s.name === BASELINE ? s : { ...s, lacks: [...new Set([...(s.lacks ?? []), key])] })),
+      op: opStamp('lab-up', op.id),
+    };
+    await writeLabRecord(conn, record, found?.secret.uuidString);
+    await applyCreate(vop, cp);
+    if (record.snapshots.some((s) => s.name === BASELINE)) {
+      const sub = op.scoped(key, { ownUndo: true });
+      await createSnapshot(sub, vm.name, { name: BASELINE, description: `lab ${record.id} snapshot ${BASELINE} (VM replaced)` });
+      sub.undo.commit();
+    }
+    op.phase('replaced', key);
+  }
+  return record;
 }
 
 const net0 = (conn: Connection, name: string) => conn.lookupNetwork(name);
@@ -180,13 +262,17 @@ export async function labUp(op: OpContext, opts: LabUpOptions): Promise<LabUpRes
           hint: `vmctl lab down ${spec.name} --prefix ${opts.prefix} first, or use another --prefix`,
         });
       }
-      const broken = await labIsWhole(conn, r);
+      const { broken, missing, moved } = await labIsWhole(op, r);
       if (broken) {
         throw new VmctlError('CONFLICT', `lab ${probe.id} is up but damaged: ${broken}`, { hint: `vmctl lab down ${spec.name} --prefix ${opts.prefix}, then lab up again` });
       }
+      // a VM that is gone (deleted: cattle are replaced, not repaired) is made again from the lab's definition
+      let rec = r;
+      if (missing.length > 0) rec = await repairLab(op, { spec, prefix: opts.prefix, record: r, keys: missing, memoryOf, ...(opts.accel ? { accel: opts.accel } : {}), ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) });
       // start what is stopped; nothing else changes
       const started: string[] = [];
-      for (const v of r.vms) {
+      for (const v of rec.vms) {
+        if (moved.includes(v.key) || missing.includes(v.key)) continue;
         const dom = (await lookupVm(conn, v.name))!;
         if ((await dom.state()).state === 'shutoff') {
           await dom.start();
@@ -194,8 +280,8 @@ export async function labUp(op: OpContext, opts: LabUpOptions): Promise<LabUpRes
         }
       }
       if (started.length > 0) op.notice(`started ${started.join(', ')}`);
-      const vms = await Promise.all(r.vms.map(async (v) => ({ key: v.key, name: v.name, addresses: {}, ...(await sshOf(conn, v.name)) })));
-      return result(probe, r, { unchanged: started.length === 0, tookMs: Math.round(performance.now() - t0), hostCommands: host.length }, vms);
+      const vms = await Promise.all(rec.vms.filter((v) => !moved.includes(v.key)).map(async (v) => ({ key: v.key, name: v.name, addresses: {}, ...(await sshOf(conn, v.name)) })));
+      return result(probe, rec, { unchanged: started.length === 0 && missing.length === 0, ...(missing.length > 0 ? { replaced: missing } : {}), tookMs: Math.round(performance.now() - t0), hostCommands: host.length }, vms);
     }
     if (recordLiveness(r) === 'alive') throw new VmctlError('CONFLICT', `lab ${probe.id} is busy: vmctl ${r.op.kind} (pid ${r.op.pid}) is working on it`, { hint: 'wait for it to finish' });
     op.notice(`lab ${probe.id}: an earlier vmctl ${r.op.kind} was interrupted (${r.state}); removing what it made first`);

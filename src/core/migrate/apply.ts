@@ -99,6 +99,7 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
 
   // 3. destination volumes for --copy-storage
   const diskPaths = new Map<string, string>();
+  const addVolumes: { disk: string; pool: string; name: string; path: string }[] = [];
   const copies = plan.disks.filter((d) => d.how === 'copy' || d.how === 'media');
   if (copies.length > 0) {
     marker = await recordStep(dom, marker, 'volumes', true);
@@ -117,6 +118,7 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
         }
         const path = await vol.path();
         if (path !== d.sourcePath) diskPaths.set(d.sourcePath, path);
+        if (d.recordAs) addVolumes.push({ disk: d.recordAs, pool: d.destPool!, name: d.destVolume!, path });
       }
     });
     await op.fault('after-volumes');
@@ -126,11 +128,12 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
   // 4. the move
   const X = VirDomainXMLFlags;
   const retyped = plan.internal.facts.domainType !== (plan.accel.guest === 'KVM' ? 'kvm' : 'qemu');
-  const rewrite = diskPaths.size > 0 || plan.sshPort !== undefined || retyped;
+  const rewrite = diskPaths.size > 0 || addVolumes.length > 0 || plan.sshPort !== undefined || retyped;
+  const how = { diskPaths, addVolumes, ...(plan.sshPort ? { sshPort: plan.sshPort } : {}), domainType: plan.internal.facts.domainType };
   const xmls = rewrite
     ? {
-        destXml: rewriteDomainXml(await dom.xml(X.VIR_DOMAIN_XML_MIGRATABLE | X.VIR_DOMAIN_XML_SECURE), { diskPaths, ...(plan.sshPort ? { sshPort: plan.sshPort } : {}), domainType: plan.internal.facts.domainType }),
-        persistXml: rewriteDomainXml(await dom.xml(X.VIR_DOMAIN_XML_MIGRATABLE | X.VIR_DOMAIN_XML_SECURE | X.VIR_DOMAIN_XML_INACTIVE), { diskPaths, ...(plan.sshPort ? { sshPort: plan.sshPort } : {}), domainType: plan.internal.facts.domainType }),
+        destXml: rewriteDomainXml(await dom.xml(X.VIR_DOMAIN_XML_MIGRATABLE | X.VIR_DOMAIN_XML_SECURE), how),
+        persistXml: rewriteDomainXml(await dom.xml(X.VIR_DOMAIN_XML_MIGRATABLE | X.VIR_DOMAIN_XML_SECURE | X.VIR_DOMAIN_XML_INACTIVE), how),
       }
     : {};
   await recordStep(dom, marker, 'migrating', true);
@@ -215,16 +218,27 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
       warnings.push(`restoring the kept source definition: ${(e as Error).message}`);
     }
   }
-  // the copied volumes' originals (disks and the seed) belong to nothing on the source now: the
-  // guest lives on exactly one host. A direct-kernel image's kernel/initrd are the image's: kept.
+  // the copied volumes' originals that vmctl made for this VM (disks, seed, its own boot files)
+  // belong to nothing on the source now: the guest lives on exactly one host. An image's
+  // kernel/initrd stay (other VMs boot from them); disks vmctl did not make are never touched.
+  const sourceRemoved: string[] = [];
+  const sourceLeft: string[] = [];
   if (!opts.keepSource) {
-    for (const d of copies.filter((c) => c.how === 'copy' || c.target !== 'kernel' && c.target !== 'initrd')) {
+    for (const d of copies) {
+      if (!d.owned) {
+        if (d.how === 'copy') sourceLeft.push(d.sourcePath);
+        continue;
+      }
       try {
         const v = await src.lookupStorageVolumeByPath(d.sourcePath);
         await v.delete();
+        sourceRemoved.push(d.sourcePath);
       } catch (e) {
-        if (!(e instanceof LibvirtError && e.isNotFound())) warnings.push(`removing the source's copy of ${d.target} (${d.sourcePath}): ${(e as Error).message}`);
+        if (!(e instanceof LibvirtError && e.isNotFound())) warnings.push(`removing the source's copy of ${d.target} (${d.sourcePath}): ${(e as Error).message} (remove it there with virsh vol-delete ${d.sourcePath})`);
       }
+    }
+    if (sourceLeft.length > 0) {
+      warnings.push(`the source keeps its copy of ${sourceLeft.join(', ')}: vmctl did not create ${sourceLeft.length === 1 ? 'it' : 'them'} (remove with virsh vol-delete PATH once you no longer need ${sourceLeft.length === 1 ? 'it' : 'them'})`);
     }
   }
   try {
@@ -244,6 +258,8 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
     runsOn: plan.to,
     snapshotsCarried: carried,
     disksCopied: copies.filter((d) => d.how === 'copy').map((d) => d.target),
+    sourceRemoved,
+    sourceLeft,
     sourceKept: !!opts.keepSource,
     checks: plan.checks,
     ...stats,

@@ -7,6 +7,7 @@
  */
 import { XMLBuilder } from 'fast-xml-parser';
 import { xmlParserWith } from '../xml.js';
+import { parseVmctlMetadata, VMCTL_XMLNS, type VmctlVolumeRecord } from '../vm/domain-xml.js';
 
 type XmlNode = Record<string, unknown>;
 const ARRAYS = new Set(['disk', 'interface', 'qemu:arg', 'snapshot']);
@@ -42,6 +43,8 @@ export interface GuestFacts {
   sshPort?: number;
   /** direct kernel boot: the kernel and initrd files QEMU opens on the destination too */
   bootFiles?: { what: 'kernel' | 'initrd'; path: string }[];
+  /** the volumes vmctl made for this VM (its metadata); undefined: not a VM vmctl created */
+  vmctlVolumes?: VmctlVolumeRecord[];
 }
 
 const text = (v: unknown): string => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as XmlNode)['#text'] === 'string' ? ((v as XmlNode)['#text'] as string) : '');
@@ -97,13 +100,21 @@ export function guestFacts(domainXml: string): GuestFacts {
     networks: [...new Set(networks)],
     ...(hasModel ? { cpuXml: builder.build({ cpu }) as string, ...(attr(cpu, 'mode') ? { cpuMode: attr(cpu, 'mode')! } : {}) } : {}),
     ...(fwd ? { sshPort: Number(fwd[1]) } : {}),
+    ...vmctlVolumesOf(domainXml, doc.domain !== undefined),
     ...(text(os.kernel) ? { bootFiles: (['kernel', 'initrd'] as const).filter((w) => text(os[w]) !== '').map((w) => ({ what: w, path: text(os[w]) })) } : {}),
   };
 }
 
+function vmctlVolumesOf(domainXml: string, isDomain: boolean): Pick<GuestFacts, 'vmctlVolumes'> {
+  const meta = isDomain ? parseVmctlMetadata(domainXml) : null;
+  return meta ? { vmctlVolumes: meta.volumes } : {};
+}
+
 export interface XmlRewrite {
-  /** source path → destination path */
+  /** source path → destination path (disks, and a direct-kernel boot's kernel and initrd) */
   diskPaths?: ReadonlyMap<string, string>;
+  /** volumes vmctl made for the guest on the destination, added to its vmctl metadata (delete removes them) */
+  addVolumes?: { disk: string; pool: string; name: string; path: string }[];
   sshPort?: { from: number; to: number };
   domainType?: string;
 }
@@ -124,6 +135,12 @@ export function rewriteDomainXml(domainXml: string, r: XmlRewrite): string {
     // libvirt re-reads the backing chain on the destination
     delete disk.backingStore;
   }
+  const os = (d.os ?? {}) as XmlNode;
+  for (const w of ['kernel', 'initrd'] as const) {
+    const to = r.diskPaths?.get(text(os[w]));
+    if (to !== undefined) os[w] = to;
+  }
+  if (r.addVolumes && r.addVolumes.length > 0) addVmctlVolumes(d, r.addVolumes);
   if (r.sshPort) {
     const cl = d['qemu:commandline'] as XmlNode | undefined;
     for (const a of (cl?.['qemu:arg'] as XmlNode[] | undefined) ?? []) {
@@ -132,6 +149,28 @@ export function rewriteDomainXml(domainXml: string, r: XmlRewrite): string {
     }
   }
   return builder.build(doc) as string;
+}
+
+/** Appends volume records to the domain's vmctl metadata element (matched by namespace, any prefix). */
+function addVmctlVolumes(d: XmlNode, add: NonNullable<XmlRewrite['addVolumes']>): void {
+  const md = d.metadata;
+  if (!md || typeof md !== 'object') return;
+  for (const [k, v] of Object.entries(md as XmlNode)) {
+    if (!v || typeof v !== 'object') continue;
+    const node = v as XmlNode;
+    const prefix = k.includes(':') ? k.slice(0, k.indexOf(':')) : '';
+    if (node[prefix ? `@_xmlns:${prefix}` : '@_xmlns'] !== VMCTL_XMLNS || !/(^|:)vm$/.test(k)) continue;
+    const p = prefix ? `${prefix}:` : '';
+    const vols = (node[`${p}volumes`] && typeof node[`${p}volumes`] === 'object' ? node[`${p}volumes`] : {}) as XmlNode;
+    const have = vols[`${p}volume`];
+    const list = (have === undefined ? [] : Array.isArray(have) ? have : [have]) as XmlNode[];
+    const names = new Set(list.map((x) => `${String(x['@_pool'])}/${String(x['@_name'])}`));
+    for (const a of add) {
+      if (!names.has(`${a.pool}/${a.name}`)) list.push({ '@_role': 'disk', '@_disk': a.disk, '@_pool': a.pool, '@_name': a.name, '@_path': a.path });
+    }
+    vols[`${p}volume`] = list;
+    node[`${p}volumes`] = vols;
+  }
 }
 
 /** The disks that hold data and are migrated or must be shared (not empty cdroms, not read-only media). */

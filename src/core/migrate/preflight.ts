@@ -47,6 +47,11 @@ async function volumeAt(conn: Connection, path: string) {
   }
 }
 
+/** Whether a volume is one vmctl made for this VM (listed in its vmctl metadata). */
+function ownedBy(facts: GuestFacts, pool: string, name: string, path: string): boolean {
+  return (facts.vmctlVolumes ?? []).some((v) => (v.pool === pool && v.name === name) || (v.path !== undefined && v.path === path));
+}
+
 async function planDisks(src: Connection, dst: Connection, facts: GuestFacts, opts: MigrateOptions, checks: PreflightCheck[]): Promise<DiskPlan[]> {
   const out: DiskPlan[] = [];
   const need = new Map<string, bigint>();
@@ -103,7 +108,7 @@ async function planDisks(src: Connection, dst: Connection, facts: GuestFacts, op
         checks.push({ id: `backing:${d.target}`, status: 'fail', message: `base image ${backingPath} of disk ${d.target} is not on the destination (--copy-storage inc copies only the overlay)`, fix: 'use --copy-storage all, or put the base image there first (vmctl image …)' });
       }
     }
-    out.push({ target: d.target, sourcePath: path, format: d.format, how: 'copy', capacityBytes: mine.details.capacity, destPool: poolName, destVolume: mine.details.name, ...(destPath ? { destPath } : {}), ...(backingPath ? { backingPath } : {}) });
+    out.push({ target: d.target, sourcePath: path, format: d.format, how: 'copy', capacityBytes: mine.details.capacity, destPool: poolName, destVolume: mine.details.name, ...(destPath ? { destPath } : {}), ...(backingPath ? { backingPath } : {}), ...(ownedBy(facts, poolName, mine.details.name, path) ? { owned: true } : {}) });
     checks.push({ id: `disk:${d.target}`, status: 'pass', message: `disk ${d.target} (${mib(mine.details.capacity)} ${d.format}) copied to pool ${poolName} there (${opts.copyStorage})` });
   }
   // read-only media (the cloud-init seed): QEMU opens them on the destination, libvirt copies only writable disks
@@ -134,8 +139,17 @@ async function planDisks(src: Connection, dst: Connection, facts: GuestFacts, op
       checks.push({ id: `pool:${poolName}`, status: 'fail', message: `storage pool ${poolName} (${d.device} ${d.target}) does not exist on the destination`, fix: `define and start it there (virsh pool-define-as ${poolName} dir --target DIR; virsh pool-start ${poolName})` });
       continue;
     }
-    out.push({ target: d.target, sourcePath: d.path, format: d.format, how: 'media', capacityBytes: mine.details.capacity, destPool: poolName, destVolume: mine.details.name });
-    checks.push({ id: `media:${d.target}`, status: 'pass', message: `${d.device} ${d.target} (${mib(mine.details.capacity)}, read-only) uploaded to pool ${poolName} there` });
+    const owned = ownedBy(facts, poolName, mine.details.name, d.path);
+    // an image's kernel/initrd (shared by the VMs of that image here) goes there as the VM's own
+    // copy, recorded in its metadata, so that deleting the VM there removes it and nothing is stranded
+    const boot = (d.target === 'kernel' || d.target === 'initrd') && !owned && facts.vmctlVolumes !== undefined;
+    const destVolume = boot ? `${facts.name}-boot.${d.target === 'kernel' ? 'vmlinuz' : 'initrd'}` : mine.details.name;
+    if (await pool.lookupVolume(destVolume).then(() => true, () => false)) {
+      checks.push({ id: `media:${d.target}`, status: 'fail', message: `volume ${destVolume} exists already in pool ${poolName} on the destination`, fix: `remove it there (virsh vol-delete ${destVolume} --pool ${poolName}) if it is a leftover` });
+      continue;
+    }
+    out.push({ target: d.target, sourcePath: d.path, format: d.format, how: 'media', capacityBytes: mine.details.capacity, destPool: poolName, destVolume, ...(owned ? { owned: true } : {}), ...(boot ? { recordAs: d.target } : {}) });
+    checks.push({ id: `media:${d.target}`, status: 'pass', message: `${d.device} ${d.target} (${mib(mine.details.capacity)}, read-only) uploaded to pool ${poolName} there${boot ? ` as ${destVolume}` : ''}` });
   }
   return out;
 }

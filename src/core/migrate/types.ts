@@ -51,6 +51,10 @@ export interface DiskPlan {
   destPath?: string;
   /** copy --inc: the backing image that must exist there */
   backingPath?: string;
+  /** the source's volume is one vmctl made for this VM: removed from the source once the guest runs on the destination */
+  owned?: boolean;
+  /** media: the destination volume is the VM's own (a direct-kernel image's kernel/initrd uploaded under the VM's name), recorded in its vmctl metadata */
+  recordAs?: string;
 }
 
 export interface SnapshotInfo {
@@ -97,6 +101,10 @@ export interface MigrateResult extends MigrateStats {
   runsOn: string;
   snapshotsCarried: string[];
   disksCopied: string[];
+  /** the source's copies (paths) of volumes vmctl made for the VM, removed after the move */
+  sourceRemoved: string[];
+  /** copied disks vmctl did not make: left on the source */
+  sourceLeft: string[];
   sourceKept: boolean;
   checks: PreflightCheck[];
 }

@@ -22,7 +22,7 @@ import type { OpContext } from '../op/context.js';
 import { clearMarker, newMarker, recordStep } from '../op/journal.js';
 import { volumeXml } from '../storage/volume.js';
 import { findVm } from '../vm/domain.js';
-import { parseSnapshotFiles, writeSnapshotFiles } from './model.js';
+import { parseSnapshotFiles, writeSnapshotFiles, type SnapshotInfo } from './model.js';
 import { backingChain, domainDisks, withDiskSources } from './disks.js';
 import { findSnapshot, listSnapshotInfos } from './list.js';
 import { refreshPools } from './pools.js';
@@ -60,7 +60,17 @@ export async function revertSnapshot(op: OpContext, vm: string, name: string, op
     const topSources = domainDisks(liveXml).filter((d) => d.device === 'disk' && !d.readonly);
     const owners = new Set((info.domainXml ? domainDisks(info.domainXml) : []).filter((d) => d.device === 'disk' && !d.readonly).map((d) => d.source));
     if (topSources.some((d) => d.source && owners.size > 0 && !owners.has(d.source))) {
-      const above = all.filter((s) => s.kind === 'external').map((s) => s.name);
+      // newest layer first — the order in which to delete them (libvirt lists snapshots in no fixed order)
+      const byName = new Map(all.map((s) => [s.name, s]));
+      const depth = (s: SnapshotInfo): number => {
+        let d = 0;
+        for (let p = s.parent; p !== undefined && d < all.length; p = byName.get(p)?.parent) d++;
+        return d;
+      };
+      const above = all
+        .filter((s) => s.kind === 'external')
+        .sort((a, b) => depth(b) - depth(a) || b.createdAt.localeCompare(a.createdAt) || a.name.localeCompare(b.name))
+        .map((s) => s.name);
       throw new VmctlError('CONFLICT', `internal snapshot ${name} of ${vm} lives in a layer that external snapshots (${above.join(', ')}) were taken on top of`, {
         hint: `delete those first (vmctl snapshot delete ${vm} SNAPSHOT merges each back), then revert to ${name}`,
       });
