@@ -2,7 +2,8 @@
  * vmctl migrate between the rig's netns hosts mig1 and mig2 (TCG): the tiny guest counts on its
  * serial console and into a file in its memory; it moves mig1 → mig2 live peer-to-peer over
  * qemu+tcp (vmctl running on mig1), and back over qemu+ssh with --direct (vmctl driving both
- * hosts from here); with --copy-storage all; with snapshots carried; and a guest dirtying memory
+ * hosts from here); with --copy-storage all and inc; tunnelled with --keep-source and the
+ * convergence options; with snapshots carried; and a guest dirtying memory
  * faster than a limited link, finished by --postcopy-after. Each ends with the guest running on
  * exactly one host, its counter unbroken (same boot id, uptime continuing).
  */
@@ -16,7 +17,7 @@ import { waitForFileContains } from '../_helpers/rig.js';
 
 let m: MigRig;
 const base = `vmctl-mig-${process.pid}`;
-const names = { rt: `${base}-rt`, copy: `${base}-copy`, snap: `${base}-snap`, pc: `${base}-pc` };
+const names = { rt: `${base}-rt`, copy: `${base}-copy`, snap: `${base}-snap`, pc: `${base}-pc`, tun: `${base}-tun`, inc: `${base}-inc` };
 
 beforeAll(async () => {
   m = await migRig();
@@ -169,6 +170,55 @@ describe('vmctl migrate (rig mig1 ⇄ mig2, TCG)', () => {
     expect(await virsh(m.mig2.unixUri, 'dumpxml', name)).not.toContain('vmctl.dev/xmlns/op');
     assertContinuous(await counterAdvances(log, 2));
     await removeGuest(m, name);
+  });
+
+  it('tunnelled through the libvirt connection, with --keep-source, --max-downtime, --bandwidth, --auto-converge and --compressed', { timeout: 300_000 }, async () => {
+    const name = names.tun;
+    const log = await bootGuest(m, m.mig1, name);
+    await waitForFileContains(log, m.rig.tinyMarker, 120_000);
+    await startCounter(m.mig1.unixUri, name, log);
+    const args = ['-c', m.mig1.unixUri, 'migrate', name, '--to', m.mig2Tcp, '--tunnelled', '--keep-source', '--max-downtime', '300', '--bandwidth', '200', '--auto-converge', '--compressed', '--json'];
+    const r = await vmctlRun(m, args, { netns: m.mig1.netns });
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as { mode: string; sourceKept: boolean; runsOn: string; bytes?: number };
+    expect(res).toMatchObject({ mode: 'tunnelled', sourceKept: true, runsOn: m.mig2Tcp });
+    // the source keeps a stopped definition (no vmctl intent left in it), the guest runs on mig2 only
+    expect(await whereIs(m, name)).toEqual({ mig1: 'shut off', mig2: 'running' });
+    expect(await virsh(m.mig1.unixUri, 'dumpxml', '--inactive', name)).not.toContain('vmctl.dev/xmlns/op');
+    assertContinuous(await counterAdvances(log, 2));
+    // a kept source definition is a guest of that name there: moving back is refused in the
+    // pre-flight (--dry-run exits as the real command would) until it is removed
+    const back = await vmctlRun(m, ['-c', m.mig2.sshUri, 'migrate', name, '--to', m.mig1.sshUri, '--direct', '--dry-run']);
+    expect(back.stdout).toMatch(/FAIL .*exists on the destination already/);
+    expect(back.code).toBe(4);
+    await removeGuest(m, name);
+  });
+
+  it('--copy-storage inc: only the overlay moves; its base is found on the destination at the same path', { timeout: 300_000 }, async () => {
+    const name = names.inc;
+    const dir = '/var/lib/vmctl/images'; // each rig host's own (private) vmctl pool directory
+    const baseVol = `${name}-base.qcow2`;
+    const top = `${name}.qcow2`;
+    try {
+      for (const h of [m.mig1, m.mig2]) await virsh(h.unixUri, 'vol-create-as', 'vmctl', baseVol, '64M', '--format', 'qcow2');
+      await virsh(m.mig1.unixUri, 'vol-create-as', 'vmctl', top, '64M', '--format', 'qcow2', '--backing-vol', join(dir, baseVol), '--backing-vol-format', 'qcow2');
+      const log = await bootGuest(m, m.mig1, name, { disk: { path: join(dir, top), format: 'qcow2' } });
+      await waitForFileContains(log, m.rig.tinyMarker, 120_000);
+      await typeInto(m.mig1.unixUri, name, 'echo VMCTL-INC-DATA-7 > /dev/vda; sync; echo WROTE-INC');
+      await waitForFileContains(log, 'WROTE-INC\r', 30_000).catch(() => waitForFileContains(log, 'WROTE-INC\n', 30_000));
+      const p = p2pArgs(m, name, ['--copy-storage', 'inc', '--json']);
+      const r = await vmctlRun(m, p.args, { netns: p.netns });
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ disksCopied: ['vda'] });
+      expect(await whereIs(m, name)).toEqual({ mig1: 'none', mig2: 'running' });
+      // the destination's overlay sits on mig2's own base
+      expect(await virsh(m.mig2.unixUri, 'vol-dumpxml', '--pool', 'vmctl', top)).toContain(`<path>${join(dir, baseVol)}</path>`);
+      await typeInto(m.mig2.unixUri, name, 'echo "INC-SAYS $(head -c 16 /dev/vda)"');
+      await waitForFileContains(log, 'INC-SAYS VMCTL-INC-DATA-7', 30_000);
+    } finally {
+      await removeGuest(m, name);
+      for (const h of [m.mig1, m.mig2]) for (const v of [top, baseVol]) await virsh(h.unixUri, 'vol-delete', '--pool', 'vmctl', v).catch(() => undefined);
+    }
   });
 
   it('a guest dirtying memory faster than the link: pre-copy does not converge, --postcopy-after finishes it', { timeout: 420_000 }, async () => {

@@ -2,6 +2,7 @@
 import type { Context } from '../context.js';
 import { formatBytes } from '../render.js';
 import { withOp } from '../op.js';
+import { exitCodeFor } from '../exit.js';
 import { type Cmd, nameArg } from '../vm-args.js';
 import type { MigratePlan, MigrateResult } from '../../core/migrate/index.js';
 
@@ -70,6 +71,8 @@ export const migrateCommand: Cmd<MigrateArgs> = {
       });
       quiet();
       if (r.plan) {
+        // a pre-flight that fails exits as the real command would (scripts can test it)
+        if (r.planError) process.exitCode = exitCodeFor(r.planError.code);
         const { internal: _i, ...plan } = r.plan;
         if (ctx.json) return ctx.out.json({ dryRun: true, ...(r.recovered ? { recovered: r.recovered } : {}), plan });
         return printPlan(ctx, r.plan);

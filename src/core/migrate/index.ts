@@ -17,6 +17,8 @@ export { recoverMigration, type Recovery } from './recover.js';
 
 export interface MigrateOutcome {
   plan?: MigratePlan;
+  /** --dry-run of a pre-flight that fails: the error the real command would give (its code sets the exit status) */
+  planError?: VmctlError;
   result?: MigrateResult;
   recovered?: Recovery;
 }
@@ -32,7 +34,7 @@ export async function migrateVm(op: OpContext, opts: MigrateOptions & { recoverO
   if (recovered?.runsOn === 'destination' && !(await lookupVm(op.conn, opts.name))) return { recovered };
   const plan = await op.step('pre-flight', () => planMigrate(op, opts));
   for (const c of plan.checks) if (c.status === 'warn') op.warn(`${c.message}${c.fix ? ` (${c.fix})` : ''}`);
-  if (opts.dryRun) return { plan, ...(recovered ? { recovered } : {}) };
+  if (opts.dryRun) return { plan, ...(plan.ok ? {} : { planError: preflightError(plan) }), ...(recovered ? { recovered } : {}) };
   if (!plan.ok) throw preflightError(plan);
   const result = await applyMigrate(op, plan);
   return { result, ...(recovered ? { recovered } : {}) };
