@@ -1,6 +1,8 @@
 /**
  * vmctl migrate interrupted (rig mig1 → mig2, TCG): Ctrl-C, the destination's libvirtd killed,
- * the rig network cut, and vmctl itself killed (kill -9) in the middle of a migration. Each ends
+ * the rig network cut, and vmctl itself killed (kill -9) in the middle of a migration, and just
+ * before and just after the move with --copy-storage (--recover removes the volumes it made on the
+ * destination, or finishes the job). Each ends
  * with the guest running on exactly one host, its counter unbroken, no vmctl marker left, and —
  * once the fault is gone — a retry that succeeds. The migrations are made slow on purpose: the
  * guest holds random data in memory and the link is limited (--bandwidth).
@@ -14,7 +16,7 @@ import { repoRoot, waitForFileContains } from '../_helpers/rig.js';
 
 let m: MigRig;
 const base = `vmctl-migf-${process.pid}`;
-const names = { int: `${base}-int`, dst: `${base}-dst`, net: `${base}-net`, kill: `${base}-kill` };
+const names = { int: `${base}-int`, dst: `${base}-dst`, net: `${base}-net`, kill: `${base}-kill`, cs: `${base}-cs` };
 const MID = { VMCTL_FAULT: 'migrate:mid-migration:sleep=200' };
 
 beforeAll(async () => {
@@ -141,5 +143,43 @@ describe('vmctl migrate interrupted (rig mig1 → mig2)', () => {
     expect(after).toEqual(where.mig2 === 'running' ? { mig1: 'none', mig2: 'running' } : { mig1: 'running', mig2: 'none' });
     assertContinuous(await counterAdvances(log, 2));
     await removeGuest(m, name);
+  });
+
+  it('kill -9 around the move with --copy-storage: before it, --recover rolls back and removes the volume made on mig2; after it, --recover finishes the job', { timeout: 300_000 }, async () => {
+    const name = names.cs;
+    const dir = '/var/lib/vmctl/images'; // each rig host's own vmctl pool directory: not shared
+    const vol = `${name}.qcow2`;
+    const vols = async (uri: string) => virsh(uri, 'vol-list', 'vmctl');
+    try {
+      await virsh(m.mig1.unixUri, 'vol-create-as', 'vmctl', vol, '32M', '--format', 'qcow2');
+      const log = await bootGuest(m, m.mig1, name, { disk: { path: join(dir, vol), format: 'qcow2' } });
+      await waitForFileContains(log, m.rig.tinyMarker, 120_000);
+      await startCounter(m.mig1.unixUri, name, log);
+      const p = p2pArgs(m, name, ['--copy-storage', 'all']);
+
+      const before = await vmctlRun(m, p.args, { netns: p.netns, env: { VMCTL_FAULT: 'migrate:after-volumes:kill' } });
+      expect(before.code).toBe(137);
+      expect(await vols(m.mig2.unixUri)).toContain(vol);
+      const rec = await vmctlRun(m, [...p.args, '--recover', '--json'], { netns: p.netns });
+      expect(rec.code, rec.stderr).toBe(0);
+      expect((JSON.parse(rec.stdout) as { recovered: { message: string } }).recovered.message).toMatch(/rolled back.*the 1 volume\(s\) it had made there were removed/);
+      expect(await vols(m.mig2.unixUri)).not.toContain(vol);
+      expect(await whereIs(m, name)).toEqual({ mig1: 'running', mig2: 'none' });
+      await noMarkerOn(m.mig1.unixUri, name);
+
+      const after = await vmctlRun(m, p.args, { netns: p.netns, env: { VMCTL_FAULT: 'migrate:after-migrate:kill' } });
+      expect(after.code).toBe(137);
+      expect(await whereIs(m, name)).toEqual({ mig1: 'none', mig2: 'running' });
+      const rec2 = await vmctlRun(m, [...p.args, '--recover', '--json'], { netns: p.netns });
+      expect(rec2.code, rec2.stderr).toBe(0);
+      expect((JSON.parse(rec2.stdout) as { recovered: { runsOn: string } }).recovered.runsOn).toBe('destination');
+      await noMarkerOn(m.mig2.unixUri, name);
+      // a disk vmctl did not make stays on the source
+      expect(await vols(m.mig1.unixUri)).toContain(vol);
+      assertContinuous(await counterAdvances(log, 2));
+    } finally {
+      await removeGuest(m, name);
+      for (const h of [m.mig1, m.mig2]) await virsh(h.unixUri, 'vol-delete', '--pool', 'vmctl', vol).catch(() => undefined);
+    }
   });
 });

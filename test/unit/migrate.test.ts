@@ -64,6 +64,14 @@ describe('migrate facts and rewrites', () => {
   it('reads the journal back from the domain metadata', () => {
     expect(parseJournal(dom)).toEqual({ from: 'qemu:///system', to: 'qemu+tcp://b/system', keepSource: false, snapshots: [{ name: 's1', current: true, xml: '<domainsnapshot><name>s1</name></domainsnapshot>' }] });
     expect(parseJournal('<domain><name>x</name></domain>')).toBeNull();
+    const withVolumes = dom.replace(
+      '</vmctlmig:migration>',
+      '<vmctlmig:volume pool="vmctl" name="web-root.qcow2"/><vmctlmig:volume pool="vmctl" name="web-seed.iso"/><vmctlmig:source-copy path="/a/web.qcow2"/></vmctlmig:migration>',
+    );
+    expect(parseJournal(withVolumes)).toMatchObject({
+      made: [{ pool: 'vmctl', name: 'web-root.qcow2' }, { pool: 'vmctl', name: 'web-seed.iso' }],
+      sourceCopies: ['/a/web.qcow2'],
+    });
   });
 
   it("rewrites a snapshot's disk paths", () => {

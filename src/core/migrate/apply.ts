@@ -75,7 +75,19 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
 
   // 1. the intent, on the source domain (live + config), carried along with the guest
   let marker = newMarker('migrate', op.id, 'mark');
-  await writeJournal(dom, { from: plan.from, to: plan.to, keepSource: !!opts.keepSource, snapshots: snaps }, true);
+  const copies = plan.disks.filter((d) => d.how === 'copy' || d.how === 'media');
+  await writeJournal(
+    dom,
+    {
+      from: plan.from,
+      to: plan.to,
+      keepSource: !!opts.keepSource,
+      snapshots: snaps,
+      made: copies.map((d) => ({ pool: d.destPool!, name: d.destVolume! })),
+      sourceCopies: opts.keepSource ? [] : copies.filter((d) => d.owned).map((d) => d.sourcePath),
+    },
+    true,
+  );
   marker = await recordStep(dom, marker, 'mark', true);
   op.undo.push(`migration marker on ${name}`, async (c) => {
     const d = await lookupVm(c, name);
@@ -100,7 +112,6 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
   // 3. destination volumes for --copy-storage
   const diskPaths = new Map<string, string>();
   const addVolumes: { disk: string; pool: string; name: string; path: string }[] = [];
-  const copies = plan.disks.filter((d) => d.how === 'copy' || d.how === 'media');
   if (copies.length > 0) {
     marker = await recordStep(dom, marker, 'volumes', true);
     await op.step('volumes', async () => {

@@ -7,6 +7,7 @@
  * side removed (only ours: same UUID, inactive).
  */
 import { VmctlError } from '../errors.js';
+import { LibvirtError } from '../../libvirt/errors.js';
 import type { Connection, Domain } from '../../libvirt/connection.js';
 import { clearMarker, markerLiveness, parseOpMarker } from '../op/journal.js';
 import { lookupVm, undefineDomain } from '../vm/domain.js';
@@ -55,6 +56,7 @@ export async function recoverMigration(src: Connection, dst: Connection | undefi
     await clearMarker(d.dom, true);
     await clearJournal(d.dom, true);
     let also = '';
+    const staleSource = !s || !s.active;
     if (s && !s.active) {
       if (journal.keepSource) {
         await redefineSnapshots(s.dom, journal.snapshots);
@@ -66,6 +68,19 @@ export async function recoverMigration(src: Connection, dst: Connection | undefi
         also = '; its stale definition on the source was removed';
       }
     }
+    // the source's copies of the moved volumes vmctl made for the VM (the guest lives on one host)
+    if (staleSource && !journal.keepSource && journal.sourceCopies?.length) {
+      let removed = 0;
+      for (const path of journal.sourceCopies) {
+        try {
+          await (await src.lookupStorageVolumeByPath(path)).delete();
+          removed++;
+        } catch (e) {
+          if (!(e instanceof LibvirtError && e.isNotFound())) throw e;
+        }
+      }
+      if (removed > 0) also += `; the source's copies of its volumes were removed (${removed})`;
+    }
     return { runsOn: 'destination', uri: dst!.uri.original, message: `the interrupted migration of '${name}' had completed: it runs on ${dst!.uri.original}; snapshots and markers set right${also}` };
   }
   if (s) {
@@ -74,7 +89,23 @@ export async function recoverMigration(src: Connection, dst: Connection | undefi
     await clearMarker(s.dom, s.active);
     await clearJournal(s.dom, s.active);
     if (d && !d.active && sameGuest) await undefineDomain(d.dom);
-    return { runsOn: 'source', uri: src.uri.original, message: `the interrupted migration of '${name}' was rolled back: it ${s.active ? 'runs' : 'is'} on ${src.uri.original}, unchanged; snapshots and markers restored${d && !d.active ? '; a leftover definition on the destination was removed' : ''}` };
+    // the volumes it had made there for --copy-storage (no guest runs on them there)
+    let gone = 0;
+    if (dst && journal.made?.length && !(d && d.active)) {
+      for (const v of journal.made) {
+        try {
+          await (await (await dst.lookupStoragePool(v.pool)).lookupVolume(v.name)).delete();
+          gone++;
+        } catch (e) {
+          if (!(e instanceof LibvirtError && e.isNotFound())) throw e;
+        }
+      }
+    }
+    return {
+      runsOn: 'source',
+      uri: src.uri.original,
+      message: `the interrupted migration of '${name}' was rolled back: it ${s.active ? 'runs' : 'is'} on ${src.uri.original}, unchanged; snapshots and markers restored${d && !d.active ? '; a leftover definition on the destination was removed' : ''}${gone > 0 ? `; the ${gone} volume(s) it had made there were removed` : ''}`,
+    };
   }
   return null;
 }

@@ -20,6 +20,10 @@ export interface MigrationJournal {
   to: string;
   keepSource: boolean;
   snapshots: SnapshotInfo[];
+  /** --copy-storage: the volumes vmctl makes on the destination (removed there if the move is rolled back) */
+  made?: { pool: string; name: string }[];
+  /** the source's copies of volumes vmctl made for the VM (removed once the guest runs on the destination) */
+  sourceCopies?: string[];
 }
 
 /** The guest's snapshots, parents before children, with their XML. */
@@ -46,6 +50,8 @@ export async function writeJournal(dom: Domain, j: MigrationJournal, running: bo
         '@_to': j.to,
         '@_keepSource': j.keepSource ? 'yes' : 'no',
         snapshot: j.snapshots.map((s) => ({ '@_name': s.name, '@_current': s.current ? 'yes' : 'no', '#text': Buffer.from(s.xml).toString('base64') })),
+        ...(j.made?.length ? { volume: j.made.map((v) => ({ '@_pool': v.pool, '@_name': v.name })) } : {}),
+        ...(j.sourceCopies?.length ? { 'source-copy': j.sourceCopies.map((path) => ({ '@_path': path })) } : {}),
       },
     }) as string
   ).trim();
@@ -56,7 +62,7 @@ export async function clearJournal(dom: Domain, running: boolean): Promise<void>
   await dom.setMetadataElement(MIGRATE_XMLNS, PREFIX, null, impact(running));
 }
 
-const parser = xmlParserWith((name) => name === 'snapshot' || name.endsWith(':snapshot'));
+const parser = xmlParserWith((name) => ['snapshot', 'volume', 'source-copy'].includes(name.slice(name.indexOf(':') + 1)));
 
 /** The journal in a domain XML, or null. */
 export function parseJournal(domainXml: string): MigrationJournal | null {
@@ -68,12 +74,16 @@ export function parseJournal(domainXml: string): MigrationJournal | null {
     const node = v as Record<string, unknown>;
     const prefix = k.includes(':') ? k.slice(0, k.indexOf(':')) : '';
     if (!k.endsWith('migration') || node[prefix ? `@_xmlns:${prefix}` : '@_xmlns'] !== MIGRATE_XMLNS) continue;
-    const snaps = (node[prefix ? `${prefix}:snapshot` : 'snapshot'] as Record<string, unknown>[] | undefined) ?? [];
+    const list = (local: string) => (node[prefix ? `${prefix}:${local}` : local] as Record<string, unknown>[] | undefined) ?? [];
+    const made = list('volume').map((v) => ({ pool: String(v['@_pool'] ?? ''), name: String(v['@_name'] ?? '') }));
+    const sourceCopies = list('source-copy').map((c) => String(c['@_path'] ?? ''));
     return {
       from: String(node['@_from'] ?? ''),
       to: String(node['@_to'] ?? ''),
       keepSource: node['@_keepSource'] === 'yes',
-      snapshots: snaps.map((s) => ({ name: String(s['@_name']), current: s['@_current'] === 'yes', xml: Buffer.from(String(s['#text'] ?? ''), 'base64').toString('utf8') })),
+      snapshots: list('snapshot').map((s) => ({ name: String(s['@_name']), current: s['@_current'] === 'yes', xml: Buffer.from(String(s['#text'] ?? ''), 'base64').toString('utf8') })),
+      ...(made.length ? { made } : {}),
+      ...(sourceCopies.length ? { sourceCopies } : {}),
     };
   }
   return null;
