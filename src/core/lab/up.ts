@@ -145,6 +145,23 @@ async function labIsWhole(op: OpContext, r: LabRecord): Promise<{ broken?: strin
   return { missing, moved };
 }
 
+/** `vmctl create`'s plan for one VM of the lab (validated, nothing made). */
+function planLabVm(op: OpContext, plan: LabPlan, vm: LabPlan['vms'][number], o: { accel?: AccelRequest; timeoutMs?: number; candidates: ReturnType<typeof forwardPortCandidates> }): Promise<CreatePlan> {
+  const input = labVmCreateInput(plan, vm);
+  return planCreate(op, {
+    name: vm.name,
+    template: vm.entry.template,
+    overrides: input.overrides,
+    extraUserData: input.extraUserData,
+    extraNetworkConfig: input.extraNetworkConfig,
+    hostname: input.hostname,
+    ...(vm.entry.autostart !== undefined ? { autostart: vm.entry.autostart } : {}),
+    ...(o.accel ? { accel: o.accel } : {}),
+    portCandidates: o.candidates,
+    ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+  });
+}
+
 /**
  * Make the lab's VMs `keys` again, from the lab file, exactly as lab up makes them (same name,
  * networks, addresses, cloud-init). The record names each new VM (by its UUID) before it is made,
@@ -163,20 +180,8 @@ async function repairLab(
   for (const key of o.keys) {
     const vm = plan.vms.find((v) => v.key === key);
     if (!vm) throw new VmctlError('CONFLICT', `lab ${record.id}: VM ${key} is no longer in the lab file`, { hint: `vmctl lab down ${record.lab} --prefix ${o.prefix}, then lab up` });
-    const input = labVmCreateInput(plan, vm);
     const vop = op.scoped(key);
-    const cp = await planCreate(vop, {
-      name: vm.name,
-      template: vm.entry.template,
-      overrides: input.overrides,
-      extraUserData: input.extraUserData,
-      extraNetworkConfig: input.extraNetworkConfig,
-      hostname: input.hostname,
-      ...(vm.entry.autostart !== undefined ? { autostart: vm.entry.autostart } : {}),
-      ...(o.accel ? { accel: o.accel } : {}),
-      portCandidates: candidates,
-      ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
-    });
+    const cp = await planLabVm(vop, plan, vm, { ...o, candidates });
     op.notice(`lab ${record.id}: VM ${key} is gone; making it again from the lab file`);
     record = {
       ...record,
@@ -314,22 +319,7 @@ export async function labUp(op: OpContext, opts: LabUpOptions): Promise<LabUpRes
   const candidates = forwardPortCandidates();
   const plans = new Map<string, CreatePlan>();
   for (const vm of plan.vms) {
-    const input = labVmCreateInput(plan, vm);
-    plans.set(
-      vm.key,
-      await planCreate(op.scoped(vm.key), {
-        name: vm.name,
-        template: vm.entry.template,
-        overrides: input.overrides,
-        extraUserData: input.extraUserData,
-        extraNetworkConfig: input.extraNetworkConfig,
-        hostname: input.hostname,
-        ...(vm.entry.autostart !== undefined ? { autostart: vm.entry.autostart } : {}),
-        ...(opts.accel ? { accel: opts.accel } : {}),
-        portCandidates: candidates,
-        ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
-      }),
-    );
+    plans.set(vm.key, await planLabVm(op.scoped(vm.key), plan, vm, { ...opts, candidates }));
   }
   const warned = [...plans.values()].find((p) => p.accelWarning);
   if (warned?.accelWarning) op.warn(warned.accelWarning);
