@@ -160,6 +160,10 @@ describe('vmctl migrate interrupted (rig mig1 → mig2)', () => {
       const before = await vmctlRun(m, p.args, { netns: p.netns, env: { VMCTL_FAULT: 'migrate:after-volumes:kill' } });
       expect(before.code).toBe(137);
       expect(await vols(m.mig2.unixUri)).toContain(vol);
+      // another command on the VM names the way out (never "delete": the guest is fine)
+      const other = await vmctlRun(m, ['-c', m.mig1.unixUri, 'start', name], { netns: p.netns });
+      expect(other.code).toBe(4);
+      expect(other.stderr).toMatch(/is incomplete: vmctl migrate .*--recover sets right what the interrupted migration left/s);
       const rec = await vmctlRun(m, [...p.args, '--recover', '--json'], { netns: p.netns });
       expect(rec.code, rec.stderr).toBe(0);
       expect((JSON.parse(rec.stdout) as { recovered: { message: string } }).recovered.message).toMatch(/rolled back.*the 1 volume\(s\) it had made there were removed/);

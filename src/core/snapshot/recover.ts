@@ -15,7 +15,7 @@ import type { Domain } from '../../libvirt/connection.js';
 import { VirDomainXMLFlags } from '../../libvirt/generated/constants.gen.js';
 import type { OpContext } from '../op/context.js';
 import { clearMarker, markerLiveness, parseOpMarker } from '../op/journal.js';
-import { describeMarker } from '../vm/domain.js';
+import { describeMarker, incompleteError } from '../vm/domain.js';
 import { parseSnapshotFiles, writeSnapshotFiles } from './model.js';
 import { backingChain, domainDisks } from './disks.js';
 import { listSnapshotInfos } from './list.js';
@@ -25,11 +25,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Before a snapshot command: refuse a VM another command left incomplete, or clean up after an interrupted snapshot command. */
 export async function settleSnapshotState(op: OpContext, dom: Domain): Promise<{ recovered?: string }> {
-  const marker = parseOpMarker(await dom.xml());
+  const xml = await dom.xml();
+  const marker = parseOpMarker(xml);
   if (!marker) return {};
-  if (!marker.op.startsWith('snapshot')) {
-    throw new VmctlError('CONFLICT', `VM ${dom.name} is incomplete: ${describeMarker(marker)}`, { hint: `vmctl delete ${dom.name} removes what that command made` });
-  }
+  if (!marker.op.startsWith('snapshot')) throw incompleteError(dom.name, marker, xml);
   // we hold the VM's lease: the marker's command is not running any more, unless it runs elsewhere
   // without a lease (it cannot: every snapshot command takes it)
   if (markerLiveness(marker) === 'alive') throw new VmctlError('CONFLICT', `VM ${dom.name} is busy: ${describeMarker(marker)}`, { hint: 'wait for it to finish' });

@@ -11,6 +11,7 @@ import { VirDomainUndefineFlagsValues } from '../../libvirt/generated/constants.
 import { describeHolder } from '../op/holder.js';
 import { markerLiveness, type OpMarker } from '../op/journal.js';
 import { parseImageVolumeName } from '../storage/volume.js';
+import { parseJournal } from '../migrate/snapshots.js';
 import { isBuildableImage } from '../image/types.js';
 
 /** The domain, or undefined when there is none of that name. */
@@ -42,6 +43,18 @@ export function describeMarker(m: OpMarker): string {
   const life = markerLiveness(m);
   const state = life === 'dead' ? ', which is gone' : life === 'alive' ? ', still running' : '';
   return `vmctl ${m.op} by ${describeHolder(m)} stopped at step '${m.step}' (since ${m.since})${state}`;
+}
+
+/**
+ * The refusal for a VM another command left incomplete, with the way out: an interrupted
+ * migration is set right by `migrate --recover` (the guest itself is fine: never delete it);
+ * what other commands left, `vmctl delete` removes.
+ */
+export function incompleteError(name: string, m: OpMarker, domainXml: string): VmctlError {
+  const to = m.op === 'migrate' ? parseJournal(domainXml)?.to : undefined;
+  return new VmctlError('CONFLICT', `VM ${name} is incomplete: ${describeMarker(m)}`, {
+    hint: m.op === 'migrate' ? `vmctl migrate ${name} --to ${to ?? 'URI'} --recover sets right what the interrupted migration left` : `vmctl delete ${name} removes what that command made`,
+  });
 }
 
 /** QEMU/libvirt's "Cannot access backing file '…/img_debian-12.qcow2'" as what the user can do about it. */

@@ -2,7 +2,7 @@
 import { VmctlError } from '../errors.js';
 import type { OpContext } from '../op/context.js';
 import { parseOpMarker } from '../op/journal.js';
-import { findVm, describeMarker, missingBackingError } from './domain.js';
+import { findVm, incompleteError, missingBackingError } from './domain.js';
 import { isForwardPortTaken } from './forward.js';
 import { phaseRecorder, waitReady, type PhaseEvent, type WaitTarget } from './readiness.js';
 import { vmSshTarget } from './info.js';
@@ -14,13 +14,14 @@ export async function startVm(op: OpContext, name: string, opts: { wait?: WaitTa
   const { phases, phase } = phaseRecorder(op);
   const dom = await findVm(conn, name);
   await op.lease(`vm/${name}`, `VM '${name}'`);
-  let marker = parseOpMarker(await dom.xml());
+  const xml = await dom.xml();
+  let marker = parseOpMarker(xml);
   if (marker?.op.startsWith('snapshot')) {
     await (await import('../snapshot/recover.js')).settleSnapshotState(op, dom);
     marker = null;
   }
   if (marker) {
-    throw new VmctlError('CONFLICT', `VM ${name} is incomplete: ${describeMarker(marker)}`, { hint: `vmctl delete ${name} removes what that command made` });
+    throw incompleteError(name, marker, xml);
   }
   if ((await dom.state()).state === 'running') throw new VmctlError('CONFLICT', `VM ${name} is already running`);
   const ssh = opts.wait === 'ssh' ? await vmSshTarget(conn, name, { running: false }) : undefined;
