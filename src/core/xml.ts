@@ -13,6 +13,27 @@ const PARSER_OPTIONS = { ignoreAttributes: false, attributeNamePrefix: '@_', par
 export const xmlBuilder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: '@_', format: true, suppressEmptyNode: true });
 export const xmlParser = new XMLParser(PARSER_OPTIONS);
 
+type XmlNode = Record<string, unknown>;
+
+/**
+ * vmctl's element in a parsed domain `<metadata>`: the child in namespace `ns` (whatever prefix
+ * libvirt gave it), optionally only one whose local name is `local`. `p` is its prefix with the
+ * colon ('vmctl:' or ''), for reading and writing its children.
+ */
+export function metadataElement(metadata: unknown, ns: string, local?: string): { key: string; node: XmlNode; p: string } | undefined {
+  if (!metadata || typeof metadata !== 'object') return undefined;
+  for (const [key, v] of Object.entries(metadata as XmlNode)) {
+    if (key.startsWith('@_') || !v || typeof v !== 'object' || Array.isArray(v)) continue;
+    const node = v as XmlNode;
+    const i = key.indexOf(':');
+    const prefix = i < 0 ? '' : key.slice(0, i);
+    if (node[prefix ? `@_xmlns:${prefix}` : '@_xmlns'] !== ns) continue;
+    if (local !== undefined && key.slice(i + 1) !== local) continue;
+    return { key, node, p: prefix ? `${prefix}:` : '' };
+  }
+  return undefined;
+}
+
 /** xmlParser's configuration, with `isArray` deciding which elements are always arrays. */
 export function xmlParserWith(isArray: NonNullable<X2jOptions['isArray']>): XMLParser {
   return new XMLParser({ ...PARSER_OPTIONS, isArray });

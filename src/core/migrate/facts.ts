@@ -6,7 +6,7 @@
  * re-picked forward port, the domain type), through the XML library.
  */
 import { XMLBuilder } from 'fast-xml-parser';
-import { xmlParserWith } from '../xml.js';
+import { metadataElement, xmlParserWith } from '../xml.js';
 import { parseVmctlMetadata, VMCTL_XMLNS, type VmctlVolumeRecord } from '../vm/domain-xml.js';
 
 type XmlNode = Record<string, unknown>;
@@ -153,14 +153,9 @@ export function rewriteDomainXml(domainXml: string, r: XmlRewrite): string {
 
 /** Appends volume records to the domain's vmctl metadata element (matched by namespace, any prefix). */
 function addVmctlVolumes(d: XmlNode, add: NonNullable<XmlRewrite['addVolumes']>): void {
-  const md = d.metadata;
-  if (!md || typeof md !== 'object') return;
-  for (const [k, v] of Object.entries(md as XmlNode)) {
-    if (!v || typeof v !== 'object') continue;
-    const node = v as XmlNode;
-    const prefix = k.includes(':') ? k.slice(0, k.indexOf(':')) : '';
-    if (node[prefix ? `@_xmlns:${prefix}` : '@_xmlns'] !== VMCTL_XMLNS || !/(^|:)vm$/.test(k)) continue;
-    const p = prefix ? `${prefix}:` : '';
+  const el = metadataElement(d.metadata, VMCTL_XMLNS, 'vm');
+  if (el) {
+    const { node, p } = el;
     const vols = (node[`${p}volumes`] && typeof node[`${p}volumes`] === 'object' ? node[`${p}volumes`] : {}) as XmlNode;
     const have = vols[`${p}volume`];
     const list = (have === undefined ? [] : Array.isArray(have) ? have : [have]) as XmlNode[];

@@ -6,7 +6,7 @@
  * on the source, and after the move redefines it on the destination (disk
  * paths rewritten) or, if anything fails, on the source again.
  */
-import { xmlBuilder, xmlParserWith } from '../xml.js';
+import { metadataElement, xmlBuilder, xmlParserWith } from '../xml.js';
 import type { Domain } from '../../libvirt/connection.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import { VirDomainModificationImpact, VirDomainSnapshotCreateFlags, VirDomainSnapshotDeleteFlags, VirDomainSnapshotListFlags, VirDomainSnapshotXMLFlags } from '../../libvirt/generated/constants.gen.js';
@@ -67,14 +67,10 @@ const parser = xmlParserWith((name) => ['snapshot', 'volume', 'source-copy'].inc
 /** The journal in a domain XML, or null. */
 export function parseJournal(domainXml: string): MigrationJournal | null {
   const doc = parser.parse(domainXml) as { domain?: { metadata?: Record<string, unknown> } };
-  const md = doc.domain?.metadata;
-  if (!md || typeof md !== 'object') return null;
-  for (const [k, v] of Object.entries(md)) {
-    if (!v || typeof v !== 'object') continue;
-    const node = v as Record<string, unknown>;
-    const prefix = k.includes(':') ? k.slice(0, k.indexOf(':')) : '';
-    if (!k.endsWith('migration') || node[prefix ? `@_xmlns:${prefix}` : '@_xmlns'] !== MIGRATE_XMLNS) continue;
-    const list = (local: string) => (node[prefix ? `${prefix}:${local}` : local] as Record<string, unknown>[] | undefined) ?? [];
+  const el = metadataElement(doc.domain?.metadata, MIGRATE_XMLNS, 'migration');
+  if (el) {
+    const node = el.node;
+    const list = (local: string) => (node[`${el.p}${local}`] as Record<string, unknown>[] | undefined) ?? [];
     const made = list('volume').map((v) => ({ pool: String(v['@_pool'] ?? ''), name: String(v['@_name'] ?? '') }));
     const sourceCopies = list('source-copy').map((c) => String(c['@_path'] ?? ''));
     return {

@@ -9,7 +9,7 @@
  * `host check` lists it. vmctl recognises its objects by these records and its
  * `vmctl:vm` metadata, never by name alone.
  */
-import { xmlBuilder, xmlParserWith } from '../xml.js';
+import { metadataElement, xmlBuilder, xmlParserWith } from '../xml.js';
 import type { Domain } from '../../libvirt/connection.js';
 import { VirDomainModificationImpact } from '../../libvirt/generated/constants.gen.js';
 import { currentHolder, holderLiveness, type Holder } from './holder.js';
@@ -50,14 +50,9 @@ const parser = xmlParserWith(() => false);
 /** The marker in a domain XML, or null (a complete VM, or none of vmctl's). */
 export function parseOpMarker(domainXml: string): OpMarker | null {
   const doc = parser.parse(domainXml) as { domain?: { metadata?: Record<string, unknown> } };
-  const md = doc.domain?.metadata;
-  if (!md || typeof md !== 'object') return null;
-  for (const [k, v] of Object.entries(md)) {
-    if (k.startsWith('@_') || !v || typeof v !== 'object') continue;
-    const node = v as Record<string, unknown>;
-    const prefix = k.includes(':') ? k.slice(0, k.indexOf(':')) : '';
-    const local = k.includes(':') ? k.slice(k.indexOf(':') + 1) : k;
-    if (local !== 'op' || node[prefix ? `@_xmlns:${prefix}` : '@_xmlns'] !== OP_XMLNS) continue;
+  const el = metadataElement(doc.domain?.metadata, OP_XMLNS, 'op');
+  if (el) {
+    const node = el.node;
     const a = (n: string) => (typeof node[`@_${n}`] === 'string' ? (node[`@_${n}`] as string) : undefined);
     const pid = Number(a('pid'));
     const bootId = a('bootId');

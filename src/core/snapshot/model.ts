@@ -5,7 +5,7 @@
  * overlays, memory images, overlays made by a revert), kept in the domain's
  * metadata so `vmctl delete` removes exactly those and nothing else.
  */
-import { xmlBuilder, xmlParserWith } from '../xml.js';
+import { metadataElement, xmlBuilder, xmlParserWith } from '../xml.js';
 import { VmctlError } from '../errors.js';
 import type { Domain } from '../../libvirt/connection.js';
 import { VirDomainModificationImpact } from '../../libvirt/generated/constants.gen.js';
@@ -139,21 +139,14 @@ export interface SnapshotFile {
 
 export function parseSnapshotFiles(domainXml: string): SnapshotFile[] {
   const doc = xmlParserWith((name) => name.endsWith('file')).parse(domainXml) as { domain?: { metadata?: XmlNode } };
-  const md = doc.domain?.metadata;
-  if (!md) return [];
-  for (const [k, v] of Object.entries(md)) {
-    if (k.startsWith('@_') || !v || typeof v !== 'object') continue;
-    const node = v as XmlNode;
-    const prefix = k.includes(':') ? k.slice(0, k.indexOf(':')) : '';
-    if (node[prefix ? `@_xmlns:${prefix}` : '@_xmlns'] !== SNAP_XMLNS) continue;
-    const files = Object.entries(node).filter(([fk]) => fk === 'file' || fk.endsWith(':file')).flatMap(([, fv]) => asArray(fv as XmlNode | XmlNode[]));
-    return files.flatMap((f) => {
-      const path = attr(f, 'path');
-      const role = attr(f, 'role');
-      return path && (role === 'overlay' || role === 'memory') ? [{ path, role, snapshot: attr(f, 'snapshot') ?? '' } as SnapshotFile] : [];
-    });
-  }
-  return [];
+  const el = metadataElement(doc.domain?.metadata, SNAP_XMLNS);
+  if (!el) return [];
+  const files = Object.entries(el.node).filter(([fk]) => fk === 'file' || fk.endsWith(':file')).flatMap(([, fv]) => asArray(fv as XmlNode | XmlNode[]));
+  return files.flatMap((f) => {
+    const path = attr(f, 'path');
+    const role = attr(f, 'role');
+    return path && (role === 'overlay' || role === 'memory') ? [{ path, role, snapshot: attr(f, 'snapshot') ?? '' } as SnapshotFile] : [];
+  });
 }
 
 function impact(running: boolean): number {

@@ -30,7 +30,7 @@
  *   with parseVmctlMetadata().
  */
 import { XMLBuilder } from 'fast-xml-parser';
-import { xmlParserWith } from '../xml.js';
+import { metadataElement, xmlParserWith } from '../xml.js';
 import { VmctlError } from '../errors.js';
 import { assertVmName, XML_ILLEGAL_RE } from '../names.js';
 import type { DiskSpec, NicModel, NicSpec, PortForward, VmSpec } from '../template/model.js';
@@ -359,15 +359,7 @@ export function parseVmctlMetadata(xml: string): VmctlDomainMetadata | null {
     throw new VmctlError('LIBVIRT', `cannot parse domain XML: ${(err as Error).message}`, { cause: err });
   }
   const domain = doc.domain as Record<string, unknown> | undefined;
-  const metadata = domain?.metadata;
-  if (!metadata || typeof metadata !== 'object') return null;
-  let vm: Record<string, unknown> | undefined;
-  for (const [k, v] of Object.entries(metadata as Record<string, unknown>)) {
-    if (k.startsWith('@_') || !v || typeof v !== 'object') continue;
-    const prefix = k.includes(':') ? k.slice(0, k.indexOf(':')) : '';
-    const ns = (v as Record<string, unknown>)[prefix ? `@_xmlns:${prefix}` : '@_xmlns'];
-    if (ns === VMCTL_XMLNS && localName(k) === 'vm') vm = v as Record<string, unknown>;
-  }
+  const vm = metadataElement(domain?.metadata, VMCTL_XMLNS, 'vm')?.node;
   if (!vm) return null;
   const str = (name: string): string | undefined => text(childByLocalName(vm, name));
   const list = (outer: string, inner: string): Record<string, unknown>[] => {
