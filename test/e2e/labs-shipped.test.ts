@@ -153,7 +153,7 @@ describe.concurrent('shipped labs: up → check fails → solve → check passes
 
   async function drill(
     lab: (typeof SHIPPED)[number],
-    o: { uri: string; peers?: Record<string, string>; afterDown?: () => Promise<void>; hosts?: string[] },
+    o: { uri: string; peers?: Record<string, string>; afterSolve?: (run: (args: string[]) => ReturnType<typeof vmctl>) => Promise<void>; afterDown?: () => Promise<void>; hosts?: string[] },
   ): Promise<void> {
     const t = { start: Date.now(), marks: [] as string[] };
     const mark = (what: string) => {
@@ -193,6 +193,7 @@ describe.concurrent('shipped labs: up → check fails → solve → check passes
     expect(report(after)).toBe('');
     expect(after.code).toBe(0);
     mark(`check (${after.parsed!.passed} passing)`);
+    if (o.afterSolve) await o.afterSolve(run);
 
     const down = await run(['down']);
     expect(down.code, down.stderr).toBe(0);
@@ -228,6 +229,12 @@ describe.concurrent('shipped labs: up → check fails → solve → check passes
         peers: { target: mig2.sshUri },
         // the migrated guest keeps its UUID: lab down finds it on the peer and removes it (checked on both hosts)
         hosts: [mig1.unixUri, mig2.unixUri],
+        afterSolve: async (run) => {
+          // lab status finds the migrated guest on the peer, by its UUID
+          const st = await run(['status', '--json']);
+          expect(st.code, st.stderr).toBe(0);
+          expect((JSON.parse(st.stdout) as { vmStates: { key: string; state: string; peer?: string }[] }).vmStates).toEqual([expect.objectContaining({ key: 'counter', state: 'running', peer: 'target' })]);
+        },
         afterDown: () => {
           // migrate --copy-storage removed the source's copies of the moved disk and seed (the guest
           // lives on exactly one host); the image's kernel/initrd went to mig2 as the VM's own volumes,

@@ -167,10 +167,10 @@ const statusCommand: Cmd<{ lab: string } & PrefixArgs> = {
     const ctx = makeContext(argv);
     const { labStatus } = await core();
     const id = await idOf(argv);
-    const s = await ctx.withConnection((conn) => labStatus(conn, id));
+    const s = await ctx.withConnection((conn) => labStatus(conn, id, (uri) => ctx.open(uri)));
     if (ctx.json) return ctx.out.json(s);
     ctx.out.line(`lab ${s.id}: ${s.state}${s.trusted ? ' (trusted)' : ''}; snapshots: ${s.snapshots.join(', ') || 'none'}`);
-    ctx.out.line(formatTable(['VM', 'NAME', 'STATE', 'SSH'], s.vmStates.map((v) => [v.key, v.name, v.state, v.ssh ? `${v.ssh.user}@${v.ssh.host}:${v.ssh.port}` : '-'])));
+    ctx.out.line(formatTable(['VM', 'NAME', 'STATE', 'SSH'], s.vmStates.map((v) => [v.key, v.name, v.peer ? `${v.state} on ${v.peer}` : v.state, v.ssh ? `${v.ssh.user}@${v.ssh.host}:${v.ssh.port}` : '-'])));
     if (s.networkStates.length) ctx.out.line(formatTable(['NETWORK', 'NAME', 'SUBNET', 'MODE', 'ACTIVE'], s.networkStates.map((n) => [n.key, n.name, n.subnet, n.mode, String(n.active)])));
   },
 };

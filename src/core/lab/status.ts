@@ -39,18 +39,33 @@ export async function listLabs(conn: Connection): Promise<LabSummary[]> {
 export interface LabStatus extends LabSummary {
   trusted: boolean;
   peers: Record<string, string>;
-  vmStates: { key: string; name: string; state: string; ssh?: { host: string; port: number; user: string } }[];
+  /** state 'missing' when neither this host nor a peer has it; `peer` when it runs on one of the lab's peers (migrated) */
+  vmStates: { key: string; name: string; state: string; peer?: string; ssh?: { host: string; port: number; user: string } }[];
   networkStates: { key: string; name: string; subnet: string; mode: string; active: boolean | 'missing' }[];
 }
 
-export async function labStatus(conn: Connection, id: string): Promise<LabStatus> {
+/** `open`: a connection to one of the lab's peers (to find VMs migrated there by their UUID); unreachable peers are skipped. */
+export async function labStatus(conn: Connection, id: string, open?: (uri: string) => Promise<Connection>): Promise<LabStatus> {
   const found = await readLabRecord(conn, id);
   if (!found) throw new VmctlError('NOT_FOUND', `no lab '${id}' on ${conn.uri.original}`, { hint: 'vmctl lab list shows the labs there (and their prefixes)' });
   const r = found.record;
+  const peers = new Map<string, Promise<Connection | undefined>>();
+  const peer = (uri: string) => {
+    if (!peers.has(uri)) peers.set(uri, open ? open(uri).catch(() => undefined) : Promise.resolve(undefined));
+    return peers.get(uri)!;
+  };
+  const onPeer = async (v: LabRecord['vms'][number]) => {
+    for (const [name, uri] of Object.entries(r.peers)) {
+      const pc = await peer(uri);
+      const d = pc ? await lookupVm(pc, v.name).catch(() => undefined) : undefined;
+      if (d && d.uuidString === v.uuid) return { key: v.key, name: v.name, state: (await d.state()).state, peer: name };
+    }
+    return undefined;
+  };
   const vmStates = await Promise.all(
     r.vms.map(async (v) => {
       const dom = await lookupVm(conn, v.name);
-      if (!dom || dom.uuidString !== v.uuid) return { key: v.key, name: v.name, state: 'missing' };
+      if (!dom || dom.uuidString !== v.uuid) return (!dom && (await onPeer(v))) || { key: v.key, name: v.name, state: 'missing' };
       const state = (await dom.state()).state;
       const ssh = await vmSshTarget(conn, v.name, { running: false }).then(
         (t) => ({ host: t.host, port: t.port, user: t.user }),
@@ -70,6 +85,7 @@ export async function labStatus(conn: Connection, id: string): Promise<LabStatus
       }
     }),
   );
+  await Promise.all([...peers.values()].map(async (c) => (await c)?.close().catch(() => undefined)));
   return {
     ...summary(r),
     trusted: r.trusted,
