@@ -12,7 +12,9 @@
 # and find that work already done.
 
 # kernel command line additions (appended to the common one)
-TUNED_CMDLINE="fsck.mode=skip"
+# (fsck skipped, so the root fs is mounted rw by the kernel: no remount; one 8250 UART — the
+# serial console — instead of probing four)
+TUNED_CMDLINE="fsck.mode=skip rw 8250.nr_uarts=1"
 # The root filesystem fills the whole disk (no partition table, root=/dev/vda): growing it
 # to a bigger overlay is resize2fs alone (cloud-init's resizefs; its growpart module finds no
 # partition to grow), instead of growpart's ~5 s of sfdisk runs under TCG.
