@@ -66,7 +66,6 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
   let fatal: unknown;
   interface InFlight {
     readonly ac: AbortController;
-    readonly startedAt: number;
     banner: boolean;
   }
   const inFlight = new Set<InFlight>();
@@ -82,10 +81,14 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
   const onAbort = (): void => kick();
   opts.signal?.addEventListener('abort', onAbort, { once: true });
 
+  // next launch not before retryAt (intervalMs after the last failure) and, beside an attempt
+  // still in flight, not before lastLaunchAt + HEDGE_MS
   let retryAt = start;
+  let lastLaunchAt = start;
   const launch = (): void => {
     const attempt = ++attempts;
-    const a: InFlight = { ac: new AbortController(), startedAt: Date.now(), banner: false };
+    lastLaunchAt = Date.now();
+    const a: InFlight = { ac: new AbortController(), banner: false };
     inFlight.add(a);
     connectGuest({
       ...target,
@@ -119,7 +122,7 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
       )
       .finally(() => {
         inFlight.delete(a);
-        if (inFlight.size === 0) retryAt = Date.now() + intervalMs;
+        retryAt = Date.now() + intervalMs;
         kick();
       });
   };
@@ -145,15 +148,14 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
         }
         nextAt = retryAt;
       } else {
-        const all = [...inFlight];
-        const newest = Math.max(...all.map((a) => a.startedAt));
-        const hedgeable = inFlight.size < MAX_IN_FLIGHT && all.every((a) => !a.banner);
-        if (hedgeable && now >= newest + HEDGE_MS) {
+        const hedgeable = inFlight.size < MAX_IN_FLIGHT && [...inFlight].every((a) => !a.banner);
+        const hedgeAt = Math.max(lastLaunchAt + HEDGE_MS, retryAt);
+        if (hedgeable && now >= hedgeAt) {
           launch();
           continue;
         }
         // (a banner arriving does not wake us: it only ever cancels a hedge)
-        nextAt = hedgeable ? newest + HEDGE_MS : deadline;
+        nextAt = hedgeable ? hedgeAt : deadline;
       }
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => kick(), Math.max(0, Math.min(nextAt, deadline) - Date.now()));
