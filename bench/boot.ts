@@ -4,8 +4,10 @@
  * Time from `started` to sshd and to cloud-init done (vmctl create's own
  * phases, `--json`), for the default (tuned) image and the stock baseline
  * (`vmctl image build debian-12 --profile stock`), each created --rounds times,
- * alternating, one guest at a time, under TCG (1 vCPU, default template). The
+ * alternating, one guest at a time, under TCG (default template: 2 vCPUs). The
  * ratio tuned/stock is what the numbers mean on a noisy machine (target ≤ 0.35×).
+ * --cpus N / --stock-cpus N override the template's vCPU count (the default template has 2;
+ * --stock-cpus 1 is the stock image on the old 1-vCPU default).
  * The floor, measured in the same run: the tiny busybox guest
  * (scripts/build-tiny-guest.sh) from `virsh start` to its ready marker on the
  * serial console. Every VM is named tboot-bench-… and deleted afterwards.
@@ -14,7 +16,7 @@
  */
 import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +31,10 @@ const { values } = parseArgs({
     'tiny-dir': { type: 'string' },
     // print the guest's own view of the first boot of each image (systemd-analyze, cloud-init analyze)
     analyze: { type: 'boolean', default: false },
+    // vCPUs (default: the default template's); --stock-cpus 1 measures the stock image the way
+    // the default template was before it went to 2 vCPUs
+    cpus: { type: 'string' },
+    'stock-cpus': { type: 'string' },
   },
 });
 const rounds = Number(values.rounds);
@@ -66,9 +72,9 @@ const ANALYZE = [
 ].join('; echo; ');
 
 /** vmctl create → phases relative to `started`; the VM is deleted afterwards. */
-async function bootOnce(image: string, name: string, analyze = false): Promise<Boot> {
+async function bootOnce(image: string, name: string, cpus: string | undefined, analyze = false): Promise<Boot> {
   try {
-    const r = await vmctl(['create', name, '--image', image, '--accel', 'tcg', '--json', '--progress', 'none', '--timeout', '900']);
+    const r = await vmctl(['create', name, '--image', image, '--accel', 'tcg', ...(cpus ? ['--cpus', cpus] : []), '--json', '--progress', 'none', '--timeout', '900']);
     if (r.code !== 0) throw new Error(`vmctl create ${name} failed: ${r.err.trim().split('\n').slice(-3).join(' / ')}`);
     const res = JSON.parse(r.out) as { phases: { phase: string; atMs: number }[] };
     const at = (p: string) => {
@@ -130,7 +136,7 @@ async function main(): Promise<void> {
 }
 
 async function runRounds(tinyDir: string, readyMarker: string): Promise<void> {
-
+  const loadBefore = loadavg().map((x) => x.toFixed(1)).join(' ');
   const runs: Record<'tuned' | 'stock', Boot[]> = { tuned: [], stock: [] };
   const tiny: number[] = [];
   const ratios: { sshd: number[]; cloudInit: number[] } = { sshd: [], cloudInit: [] };
@@ -139,10 +145,15 @@ async function runRounds(tinyDir: string, readyMarker: string): Promise<void> {
     const order: ('tuned' | 'stock')[] = r % 2 === 0 ? ['tuned', 'stock'] : ['stock', 'tuned'];
     const got: Partial<Record<'tuned' | 'stock', Boot>> = {};
     for (const which of order) {
-      const b = await bootOnce(which === 'tuned' ? values.tuned! : values.stock!, `tboot-bench-${which}-${process.pid}-${r}`, values.analyze && r < 2);
+      const b = await bootOnce(
+        which === 'tuned' ? values.tuned! : values.stock!,
+        `tboot-bench-${which}-${process.pid}-${r}`,
+        which === 'tuned' ? values.cpus : (values['stock-cpus'] ?? values.cpus),
+        values.analyze && r < 2,
+      );
       got[which] = b;
       runs[which].push(b);
-      process.stderr.write(`[bench:boot] round ${r + 1}/${rounds} ${which}: sshd ${s1(b.sshd)} s, cloud-init ${s1(b.cloudInit)} s (tiny ${s1(tiny.at(-1)!)} s)\n`);
+      process.stderr.write(`[bench:boot] round ${r + 1}/${rounds} ${which}: sshd ${s1(b.sshd)} s, cloud-init ${s1(b.cloudInit)} s (tiny ${s1(tiny.at(-1)!)} s, load ${loadavg()[0]!.toFixed(1)})\n`);
     }
     ratios.sshd.push(got.tuned!.sshd / got.stock!.sshd);
     ratios.cloudInit.push(got.tuned!.cloudInit / got.stock!.cloudInit);
@@ -150,7 +161,7 @@ async function runRounds(tinyDir: string, readyMarker: string): Promise<void> {
 
   const row = (label: string, xs: number[]) => `| ${label} | ${s1(median(xs))} | ${xs.map(s1).join(', ')} |`;
   const lines = [
-    `rounds: ${rounds}, TCG, 1 vCPU, default template; seconds after \`started\` (medians; runs in order)`,
+    `rounds: ${rounds}, TCG, default template, vCPUs: tuned ${values.cpus ?? 'template default'}, stock ${values['stock-cpus'] ?? values.cpus ?? 'template default'}; load average ${loadBefore} before, ${loadavg().map((x) => x.toFixed(1)).join(' ')} after; seconds after \`started\` (medians; runs in order)`,
     '',
     '| measurement | median s | runs (s) |',
     '|---|---|---|',

@@ -241,7 +241,12 @@ it('boots the default image with vmctl’s seed and reaches it over strictly ver
 
     if (manifest.profile === 'tuned') {
       // the early unit applied the seed before sshd; cloud-init ran afterwards, in one process
-      const early = await guestCapture(conn, 'systemctl is-active vmctl-seed-early.service vmctl-cloud-init.service; sudo -n journalctl -b -o cat -u vmctl-seed-early.service');
+      // (cloud-init is done once its result.json is written; the unit running it ends right after)
+      const early = await guestCapture(
+        conn,
+        'i=0; while ! systemctl -q is-active vmctl-cloud-init.service && [ $i -lt 150 ]; do sleep 0.2; i=$((i+1)); done; ' +
+          'systemctl is-active vmctl-seed-early.service vmctl-cloud-init.service; sudo -n journalctl -b -o cat -u vmctl-seed-early.service',
+      );
       expect(early.stdout).toMatch(/^active\nactive\n/);
       expect(early.stdout).toContain('vmctl-seed-early: applied seed for instance');
       const order = await guestCapture(conn, 'systemctl show -p ActiveEnterTimestampMonotonic --value vmctl-seed-early.service ssh.service vmctl-cloud-init.service');

@@ -55,6 +55,8 @@ export interface ConnectGuestOptions extends GuestTarget {
    * then spend the rest of the timeout on the handshake: a fresh attempt is faster.
    */
   readonly bannerTimeoutMs?: number;
+  /** called once when the server's SSH identification line arrived */
+  readonly onBanner?: () => void;
 }
 
 export interface GuestConnection {
@@ -132,7 +134,10 @@ export async function connectGuest(opts: ConnectGuestOptions): Promise<GuestConn
     keepaliveCountMax: 4,
     algorithms: { serverHostKey: hostKeyAlgorithms(entries, pattern) },
     hostVerifier: (key: Buffer): boolean => {
-      bannerSeen = true;
+      if (!bannerSeen) {
+        bannerSeen = true;
+        opts.onBanner?.();
+      }
       const check = checkPinnedHostKey(entries, pattern, key, opts.knownHostsFile);
       if (!check.ok) {
         hostKeyError = check.error;
@@ -145,6 +150,7 @@ export async function connectGuest(opts: ConnectGuestOptions): Promise<GuestConn
     debug: (msg: string): void => {
       if (!bannerSeen && msg.startsWith('Remote ident: ')) {
         bannerSeen = true;
+        opts.onBanner?.();
         const m = /^Remote ident: '(.*)'$/.exec(msg);
         serverIdent = m ? m[1] : msg.slice('Remote ident: '.length);
       }

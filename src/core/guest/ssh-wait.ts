@@ -33,63 +33,140 @@ const STAGE_TEXT: Record<SshStage, string> = {
   channel: 'session failed',
 };
 
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}
+/** attempts in flight at most: one, plus hedges for attempts that saw no SSH banner yet */
+const MAX_IN_FLIGHT = 3;
+/** an attempt without a banner after this long gets a second one beside it */
+const HEDGE_MS = 3000;
 
 /**
  * Retry connectGuest until the guest's sshd presents the pinned host key and
  * accepts our login; returns that connection (the caller closes it). A host
  * key mismatch is fatal at once; other failures are retried until timeoutMs
  * (VmctlError TIMEOUT naming the last stage).
+ *
+ * A user-mode NIC's forward accepts a connection at once even while the guest
+ * cannot answer yet (no address, sshd not listening): such a connection only
+ * reaches sshd on a SYN retransmit, seconds later. An attempt that has seen no
+ * SSH banner after 3 s is therefore not dropped (it may be about to get
+ * through) but gets a fresh attempt beside it, up to 3 in flight; the first
+ * login wins and the others are closed. Attempts that have a banner are never
+ * hedged (a second handshake would only compete with the first for the
+ * guest's CPU).
  */
 export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = {}): Promise<GuestConnection> {
   const start = Date.now();
   const timeoutMs = opts.timeoutMs ?? 600_000;
   const deadline = start + timeoutMs;
+  const intervalMs = opts.intervalMs ?? 1000;
   const where = `${target.user}@${target.host}:${target.port}`;
   let last: VmctlError | undefined;
   let lastStage: SshStage | undefined;
-  let noBanner = 0;
-  for (let attempt = 1; ; attempt++) {
-    if (opts.signal?.aborted) throw abortedError(`waiting for ssh on ${where}`, opts.signal);
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) {
-      throw new VmctlError('TIMEOUT', `ssh on ${where} not ready after ${Math.round(timeoutMs / 1000)} s (last: ${lastStage ? STAGE_TEXT[lastStage] : 'no attempt'})`, {
-        hint: 'is the guest booting? look at its serial console',
-        ...(last ? { cause: last } : {}),
-        details: { sshStage: lastStage, attempts: attempt - 1 },
+  let attempts = 0;
+  let winner: GuestConnection | undefined;
+  let fatal: unknown;
+  interface InFlight {
+    readonly ac: AbortController;
+    banner: boolean;
+  }
+  const inFlight = new Set<InFlight>();
+  let wake: (() => void) | undefined;
+  const kick = (): void => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const stopAll = (): void => {
+    for (const a of inFlight) a.ac.abort(new Error('not waiting for this attempt any more'));
+  };
+  const onAbort = (): void => kick();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+  // next launch not before retryAt (intervalMs after the last failure) and, beside an attempt
+  // still in flight, not before lastLaunchAt + HEDGE_MS
+  let retryAt = start;
+  let lastLaunchAt = start;
+  const launch = (): void => {
+    const attempt = ++attempts;
+    lastLaunchAt = Date.now();
+    const a: InFlight = { ac: new AbortController(), banner: false };
+    inFlight.add(a);
+    connectGuest({
+      ...target,
+      onBanner: () => {
+        a.banner = true;
+      },
+      timeoutMs: Math.max(1000, Math.min(opts.attemptTimeoutMs ?? target.timeoutMs ?? DEFAULT_TIMEOUT_MS, deadline - Date.now())),
+      signal: a.ac.signal,
+    })
+      .then(
+        (conn) => {
+          if (winner || fatal !== undefined || opts.signal?.aborted) {
+            conn.close();
+            return;
+          }
+          winner = conn;
+          opts.onAttempt?.({ attempt, stage: 'ready', elapsedMs: Date.now() - start });
+        },
+        (err: unknown) => {
+          if (a.ac.signal.aborted) return; // stopped by us
+          const stage = sshStageOf(err);
+          if (!stage || !(err instanceof VmctlError)) {
+            fatal ??= err; // bad input
+            return;
+          }
+          last = err;
+          lastStage = stage;
+          opts.onAttempt?.({ attempt, stage, elapsedMs: Date.now() - start, error: err });
+          if (stage === 'host-key') fatal ??= err;
+        },
+      )
+      .finally(() => {
+        inFlight.delete(a);
+        retryAt = Date.now() + intervalMs;
+        kick();
+      });
+  };
+
+  try {
+    for (;;) {
+      if (winner) return winner;
+      if (fatal !== undefined) throw fatal;
+      if (opts.signal?.aborted) throw abortedError(`waiting for ssh on ${where}`, opts.signal);
+      const now = Date.now();
+      if (now >= deadline) {
+        throw new VmctlError('TIMEOUT', `ssh on ${where} not ready after ${Math.round(timeoutMs / 1000)} s (last: ${lastStage ? STAGE_TEXT[lastStage] : 'no attempt'})`, {
+          hint: 'is the guest booting? look at its serial console',
+          ...(last ? { cause: last } : {}),
+          details: { sshStage: lastStage, attempts },
+        });
+      }
+      let nextAt: number;
+      if (inFlight.size === 0) {
+        if (now >= retryAt) {
+          launch();
+          continue;
+        }
+        nextAt = retryAt;
+      } else {
+        const hedgeable = inFlight.size < MAX_IN_FLIGHT && [...inFlight].every((a) => !a.banner);
+        const hedgeAt = Math.max(lastLaunchAt + HEDGE_MS, retryAt);
+        if (hedgeable && now >= hedgeAt) {
+          launch();
+          continue;
+        }
+        // (a banner arriving does not wake us: it only ever cancels a hedge)
+        nextAt = hedgeable ? hedgeAt : deadline;
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => kick(), Math.max(0, Math.min(nextAt, deadline) - Date.now()));
+        wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
       });
     }
-    try {
-      // a banner must come within 3 s, 6 s, 9 s… (growing with each attempt that saw none, so a
-      // slow sshd still gets through): a connection parked in a user-mode forward is dropped early
-      const bannerTimeoutMs = Math.min(30_000, 3000 * (noBanner + 1));
-      const conn = await connectGuest({
-        ...target,
-        bannerTimeoutMs,
-        timeoutMs: Math.max(1000, Math.min(opts.attemptTimeoutMs ?? target.timeoutMs ?? DEFAULT_TIMEOUT_MS, remaining)),
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      });
-      opts.onAttempt?.({ attempt, stage: 'ready', elapsedMs: Date.now() - start });
-      return conn;
-    } catch (err) {
-      const stage = sshStageOf(err);
-      if (!stage || !(err instanceof VmctlError)) throw err; // aborted, bad input
-      last = err;
-      lastStage = stage;
-      if (stage === 'no-banner') noBanner++;
-      opts.onAttempt?.({ attempt, stage, elapsedMs: Date.now() - start, error: err });
-      if (stage === 'host-key') throw err;
-    }
-    await sleep(Math.min(opts.intervalMs ?? 1000, Math.max(0, deadline - Date.now())), opts.signal);
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+    stopAll();
   }
 }

@@ -14,4 +14,4 @@ export { checkPinnedHostKey } from './ssh-hostkey.js';
 export { connectGuest, type ConnectGuestOptions, type GuestConnection, type GuestTarget, type GuestTunnel } from './ssh-connect.js';
 export { guestCapture, guestExec, guestShell, type GuestCaptureResult, type GuestExecOptions, type GuestShellOptions } from './ssh-exec.js';
 export { waitForSsh, type SshAttempt, type WaitForSshOptions } from './ssh-wait.js';
-export { parseCloudInitStatusJson, parseCloudInitStatusText, waitForCloudInit, type CloudInitStatus } from './cloudinit-status.js';
+export { CLOUD_INIT_RESULT_WAIT, parseCloudInitResult, parseCloudInitStatusJson, parseCloudInitStatusText, waitForCloudInit, type CloudInitStatus } from './cloudinit-status.js';

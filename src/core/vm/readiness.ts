@@ -142,7 +142,8 @@ export async function waitReady(op: OpContext, dom: Domain, o: WaitOptions): Pro
         }
       }
       await assertRunning();
-      await sleep(1000);
+      // wake at once when sshd answers (its address is then read over that connection)
+      await Promise.race([sleep(1000), ...(sshWork && !settled ? [sshWork] : [])]);
     }
     if (!ssh) return { ...(ip ? { ip } : {}) };
     // sshd
