@@ -11,12 +11,12 @@
  * Stored chunk: [nonce 12][ciphertext][tag 16] when encrypted, of
  *               [1 byte: 0 raw / 1 gzip][bytes] when compressed, else the bytes.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual, type Hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { VmctlError } from '../errors.js';
-import type { PayloadFile, SetInfo, StoredChunk } from './format.js';
+import { fileDigest, SET_VERSION, type PayloadFile, type SetInfo, type StoredChunk } from './format.js';
 import { ChunkHasher } from './hasher.js';
 
 export interface Codec {
@@ -140,7 +140,8 @@ const FLUSH_EVERY = 32 * 1024 * 1024;
  */
 export class PayloadWriter {
   private readonly chunks: StoredChunk[] = [];
-  private readonly hash = createHash('sha256');
+  /** version 1 only: the running SHA-256 of the whole stored file */
+  private readonly hash: Hash | undefined;
   private at = 0;
   private readonly inFlight: Array<Promise<void>> = [];
   private failure: Error | undefined;
@@ -152,10 +153,14 @@ export class PayloadWriter {
     readonly path: string,
     private readonly fileId: string,
     private readonly codec: Codec,
-  ) {}
+    version: number,
+  ) {
+    this.hash = version < 2 ? createHash('sha256') : undefined;
+  }
 
-  static async create(absPath: string, relPath: string, fileId: string, codec: Codec): Promise<PayloadWriter> {
-    return new PayloadWriter(await open(absPath, 'wx', 0o600), relPath, fileId, codec);
+  /** `version`: the set's format version (format.ts), which says what the file's sha256 is. */
+  static async create(absPath: string, relPath: string, fileId: string, codec: Codec, version: number = SET_VERSION): Promise<PayloadWriter> {
+    return new PayloadWriter(await open(absPath, 'wx', 0o600), relPath, fileId, codec, version);
   }
 
   /**
@@ -165,7 +170,7 @@ export class PayloadWriter {
   async write(o: number, plain: Buffer, done?: () => void): Promise<number> {
     if (this.failure) throw this.failure;
     const stored = encodeChunk(this.codec, plain, this.fileId, this.chunks.length, o);
-    this.hash.update(stored);
+    this.hash?.update(stored);
     const chunk: StoredChunk = { o, n: plain.length, at: this.at, sz: stored.length, sha: '' };
     this.chunks.push(chunk);
     const digest = this.hasher.digest(stored).then((sha) => void (chunk.sha = sha));
@@ -210,7 +215,7 @@ export class PayloadWriter {
     if (this.failure) throw this.failure;
     await this.fh.sync();
     await this.fh.close();
-    return { path: this.path, role, size, stored: this.at, sha256: this.hash.digest('hex'), chunks: this.chunks };
+    return { path: this.path, role, size, stored: this.at, sha256: this.hash ? this.hash.digest('hex') : fileDigest(this.chunks), chunks: this.chunks };
   }
 
   async abort(): Promise<void> {
@@ -220,8 +225,17 @@ export class PayloadWriter {
 }
 
 /** A whole small file as one payload file (chunked like the rest). */
-export async function writeSmallPayload(absPath: string, relPath: string, fileId: string, codec: Codec, role: PayloadFile['role'], data: Buffer, chunkSize: number): Promise<PayloadFile> {
-  const w = await PayloadWriter.create(absPath, relPath, fileId, codec);
+export async function writeSmallPayload(
+  absPath: string,
+  relPath: string,
+  fileId: string,
+  codec: Codec,
+  role: PayloadFile['role'],
+  data: Buffer,
+  chunkSize: number,
+  version: number = SET_VERSION,
+): Promise<PayloadFile> {
+  const w = await PayloadWriter.create(absPath, relPath, fileId, codec, version);
   try {
     for (let o = 0; o < data.length; o += chunkSize) await w.write(o, data.subarray(o, Math.min(o + chunkSize, data.length)));
     return await w.finish(role, data.length);
