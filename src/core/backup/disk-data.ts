@@ -218,14 +218,14 @@ export interface StoredDisk {
  * scattered their clusters are in the image file (a backup job writes its target out of order),
  * so chunks stay large.
  */
-interface Piece {
+export interface Piece {
   o: number;
   n: number;
   parts: Array<{ off: number; n: number; at?: number }>;
 }
 
 /** Segments [start, end) of the disk with where they are in the file (undefined: zeros), split at the grid and merged into pieces. */
-function toPieces(segments: Array<{ start: number; end: number; at?: number }>): Piece[] {
+export function toPieces(segments: Array<{ start: number; end: number; at?: number }>): Piece[] {
   const pieces: Piece[] = [];
   for (const seg of segments) {
     for (let c = Math.floor(seg.start / CHUNK_SIZE) * CHUNK_SIZE; c < seg.end; c += CHUNK_SIZE) {
