@@ -130,8 +130,10 @@ const FLUSH_EVERY = 32 * 1024 * 1024;
 
 /**
  * Appends chunks to one payload file, recording each in the manifest's form.
- * The chunk's and the file's SHA-256 are computed as the chunk goes by (the
- * chunk's on the hashing thread when its memory can be shared, hasher.ts); the
+ * The chunk's SHA-256 is computed as the chunk goes by (on a hashing thread
+ * when its memory can be shared, hasher.ts); the file's digest is that of the
+ * chunk list (version 2), or — in a version 1 set only — a running SHA-256 of
+ * every stored byte on this thread, the cost version 2 removed; the
  * file writes are queued (a few in flight, in order of
  * offset) so hashing the next chunk overlaps writing this one, and a
  * background fdatasync every FLUSH_EVERY bytes spreads the flush over the copy

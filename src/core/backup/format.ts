@@ -9,8 +9,8 @@
  *   DIR/points/.partial-<id>/         a point being written (removed by undo or the next run)
  *
  * Every payload file is a sequence of stored chunks (plain, compressed and/or
- * encrypted, see chunks.ts). The manifest lists per file its size, the
- * SHA-256 of the stored file, and per chunk where it lands (`o`: offset in the
+ * encrypted, see chunks.ts). The manifest lists per file its size, its
+ * digest (SET_VERSION), and per chunk where it lands (`o`: offset in the
  * guest disk or the plain file; `n`: its plain length), where it is stored
  * (`at`, `sz`) and the SHA-256 of the stored bytes — so `verify` can name the
  * file and offset of any damage without the key. A disk file of a full point

@@ -1,14 +1,12 @@
 /**
- * SHA-256 of chunks on a second thread. A payload file needs two digests of
- * every stored byte (the chunk's own and the whole file's, a running hash that
- * must see the chunks in order); computing both on the main thread was the
- * largest CPU cost of storing a disk. The running file hash stays on the main
- * thread, the chunk digests go to one worker thread — without a copy: a chunk
- * whose memory is a SharedArrayBuffer (what the disk reader allocates) is
- * shared with the worker; any other is hashed in place on the main thread.
+ * SHA-256 of chunks on worker threads (up to THREADS, started as chunks wait):
+ * hashing every stored byte is the largest CPU cost of storing a disk, so it
+ * stays off the thread that reads and writes. Without a copy: a chunk whose
+ * memory is a SharedArrayBuffer (what the disk reader allocates) is shared
+ * with the worker; any other is hashed in place on the calling thread.
  *
- * The worker's code is inline (eval), so the bundle needs no file beside it.
- * It is started on first use, unref'd (it never keeps the process alive) and
+ * The workers' code is inline (eval), so the bundle needs no file beside it.
+ * They are started on use, unref'd (they never keep the process alive) and
  * ended by close().
  */
 import { createHash } from 'node:crypto';
