@@ -1,11 +1,13 @@
 /** Backup set pieces without a daemon: chunk codec and its AAD binding, keys, chains and prune, the restore's domain XML rewrite. */
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { decodeChunk, deriveKeys, encodeChunk, newEncryption, openEncryption } from '../../src/core/backup/chunks.js';
-import { chainOf, initSet, pointDir, SET_FORMAT, SET_VERSION, type Manifest } from '../../src/core/backup/format.js';
-import { pruneSet } from '../../src/core/backup/verify.js';
+import { decodeChunk, deriveKeys, encodeChunk, newEncryption, openEncryption, writeSmallPayload } from '../../src/core/backup/chunks.js';
+import { toPieces } from '../../src/core/backup/disk-data.js';
+import { chainOf, fileDigest, initSet, pointDir, readManifest, readSetInfo, SET_FORMAT, SET_VERSION, type Manifest } from '../../src/core/backup/format.js';
+import { pruneSet, verifySet } from '../../src/core/backup/verify.js';
 import { rewriteDomainXml, sshForwardPort } from '../../src/core/backup/restore-xml.js';
 import { parseVmctlMetadata } from '../../src/core/vm/domain-xml.js';
 
@@ -131,5 +133,74 @@ describe('restore: the domain definition for another host', () => {
     const same = rewriteDomainXml(xml, { name: 'web', freshIdentity: false, volumes: vols });
     expect(same).toContain('<uuid>11111111-2222-3333-4444-555555555555</uuid>');
     expect(same).toContain('52:54:00:aa:bb:cc');
+  });
+});
+
+describe('set format versions (v2: file digest over the chunk list; v1 sets still read)', () => {
+  const point = '20260201T000000000Z-full';
+  let n = 0;
+  const makeSet = async (version: number): Promise<string> => {
+    const dir = join(tmp, `v${version}-set${n++}`);
+    initSet(dir, { format: SET_FORMAT, version, vm: 'x', createdAt: '' });
+    const pd = pointDir(dir, point);
+    mkdirSync(pd, { recursive: true });
+    const data = Buffer.concat([Buffer.alloc(3000, 1), Buffer.alloc(3000, 2), Buffer.from('end')]);
+    const f = await writeSmallPayload(join(pd, 'domain.xml'), 'domain.xml', `${point}/domain.xml`, { compress: false }, 'domain', data, 1024, version);
+    const man: Manifest = {
+      format: SET_FORMAT, version, id: point, kind: 'full', createdAt: '', vm: { name: 'x', uuid: '', uri: '', state: 'running' },
+      consistency: { quiesced: false, how: '' }, compression: 'none', encrypted: false, chunkSize: 1024, disks: [], snapshots: [], files: [f], storedBytes: f.stored, durationMs: 0,
+    };
+    writeFileSync(join(pd, 'manifest.json'), JSON.stringify(man));
+    return dir;
+  };
+
+  it('v2 writes the chunk-list digest, v1 the whole file\'s SHA-256; both verify', async () => {
+    const v2 = await makeSet(2);
+    const v1 = await makeSet(1);
+    const m2 = readManifest(v2, point);
+    const m1 = readManifest(v1, point);
+    expect(m2.files[0]!.sha256).toBe(fileDigest(m2.files[0]!.chunks));
+    expect(m1.files[0]!.sha256).toBe(createHash('sha256').update(readFileSync(join(pointDir(v1, point), 'domain.xml'))).digest('hex'));
+    expect((await verifySet(v2)).ok).toBe(true);
+    expect((await verifySet(v1)).ok).toBe(true);
+  });
+
+  it('v2: an altered chunk list or a flipped byte is refused with file and offset', async () => {
+    const dir = await makeSet(2);
+    const mp = join(pointDir(dir, point), 'manifest.json');
+    const m = JSON.parse(readFileSync(mp, 'utf8')) as Manifest;
+    m.files[0]!.chunks[1]!.o += 1;
+    writeFileSync(mp, JSON.stringify(m));
+    expect((await verifySet(dir)).problems.map((p) => p.problem).join('; ')).toMatch(/chunk list checksum mismatch/);
+    const dir2 = await makeSet(2);
+    const file = join(pointDir(dir2, point), 'domain.xml');
+    const b = readFileSync(file);
+    b[2500] ^= 1;
+    writeFileSync(file, b);
+    const r = await verifySet(dir2);
+    expect(r.ok).toBe(false);
+    expect(r.problems[0]).toMatchObject({ file, offset: 2048 });
+  });
+
+  it('a set of an unknown version is refused clearly', () => {
+    const dir = join(tmp, 'v9-set');
+    initSet(dir, { format: SET_FORMAT, version: 9, vm: 'x', createdAt: '' });
+    expect(() => readSetInfo(dir)).toThrow(/version 9 backup set; this vmctl reads versions 1 and 2/);
+  });
+
+  it('extents of one grid cell, scattered in the file, make one chunk; cells and gaps split', () => {
+    const M = 1024 * 1024;
+    const p = toPieces([
+      { start: 0, end: M, at: 10 * M },
+      { start: M, end: 2 * M, at: 5 * M },
+      { start: 2 * M, end: 3 * M, at: 6 * M },
+      { start: 3 * M, end: 6 * M, at: 20 * M },
+      { start: 7 * M, end: 8 * M },
+    ]);
+    expect(p).toEqual([
+      { o: 0, n: 4 * M, parts: [{ off: 0, n: M, at: 10 * M }, { off: M, n: 2 * M, at: 5 * M }, { off: 3 * M, n: M, at: 20 * M }] },
+      { o: 4 * M, n: 2 * M, parts: [{ off: 0, n: 2 * M, at: 21 * M }] },
+      { o: 7 * M, n: M, parts: [{ off: 0, n: M }] },
+    ]);
   });
 });

@@ -206,26 +206,47 @@ function mergeRanges(r: Array<[number, number]>): Array<[number, number]> {
   return out;
 }
 
-/** Split ranges at the 4 MiB grid: [cell start, [ranges inside the cell]] */
-function byCell(ranges: Array<[number, number]>): Map<number, Array<[number, number]>> {
-  const cells = new Map<number, Array<[number, number]>>();
-  for (const [a, b] of ranges) {
-    for (let c = Math.floor(a / CHUNK_SIZE) * CHUNK_SIZE; c < b; c += CHUNK_SIZE) {
-      const lo = Math.max(a, c);
-      const hi = Math.min(b, c + CHUNK_SIZE);
-      if (hi > lo) cells.set(c, [...(cells.get(c) ?? []), [lo, hi]]);
-    }
-  }
-  return cells;
-}
-
 export interface StoredDisk {
   dataBytes: number;
   storedBytes: number;
 }
 
-/** What storeDisk stores, in order: bytes read from the image file at `at` as the disk's bytes at `o`, or an explicit zero run. */
-type Piece = { o: number; n: number; at: number } | { o: number; n: number; zero: true };
+/**
+ * What storeDisk stores, in order: the disk's bytes [o, o+n) as one chunk, assembled from parts —
+ * bytes read from the image file at `at`, or zeros (no `at`: an explicit zero run of an
+ * incremental). Guest-contiguous extents inside one 4 MiB grid cell make one piece, however
+ * scattered their clusters are in the image file (a backup job writes its target out of order),
+ * so chunks stay large.
+ */
+export interface Piece {
+  o: number;
+  n: number;
+  parts: Array<{ off: number; n: number; at?: number }>;
+}
+
+/** Segments [start, end) of the disk with where they are in the file (undefined: zeros), split at the grid and merged into pieces. */
+export function toPieces(segments: Array<{ start: number; end: number; at?: number }>): Piece[] {
+  const pieces: Piece[] = [];
+  for (const seg of segments) {
+    for (let c = Math.floor(seg.start / CHUNK_SIZE) * CHUNK_SIZE; c < seg.end; c += CHUNK_SIZE) {
+      const lo = Math.max(seg.start, c);
+      const hi = Math.min(seg.end, c + CHUNK_SIZE);
+      if (hi <= lo) continue;
+      const at = seg.at === undefined ? undefined : seg.at + (lo - seg.start);
+      const last = pieces[pieces.length - 1];
+      if (last && last.o + last.n === lo && Math.floor(last.o / CHUNK_SIZE) === Math.floor(lo / CHUNK_SIZE)) {
+        const prev = last.parts[last.parts.length - 1]!;
+        // a part continuing the previous one in the file (or zeros after zeros) just grows it
+        if ((at === undefined && prev.at === undefined) || (at !== undefined && prev.at !== undefined && prev.at + prev.n === at)) prev.n += hi - lo;
+        else last.parts.push({ off: last.n, n: hi - lo, ...(at !== undefined ? { at } : {}) });
+        last.n += hi - lo;
+      } else {
+        pieces.push({ o: lo, n: hi - lo, parts: [{ off: 0, n: hi - lo, ...(at !== undefined ? { at } : {}) }] });
+      }
+    }
+  }
+  return pieces;
+}
 
 /**
  * Store the guest view of `image` (a local qcow2 or raw, backing chain included):
@@ -257,32 +278,24 @@ export async function storeDisk(
   await qemuImg(['convert', '-f', image.format, '-O', 'raw', '-S', '4k', image.path, rawPath], op.signal);
   op.throwIfAborted();
   const ranges = changed ?? mergeRanges((await imageMap(rawPath, 'raw', op.signal)).filter((e) => e.data).map((e) => [e.start, e.start + e.length]));
-  const pieces: Piece[] = [];
-  for (const [, inCell] of [...byCell(ranges).entries()].sort((a, b) => a[0] - b[0])) {
-    for (const [a, b] of mergeRanges(inCell).map(([a, b]): [number, number] => [a, Math.min(b, virtualSize)]).filter(([a, b]) => b > a)) pieces.push({ o: a, n: b - a, at: a });
-  }
-  return storePieces(op, rawPath, pieces, kind, writer, meter);
+  const segments = ranges.map(([a, b]) => ({ start: a, end: Math.min(b, virtualSize), at: a })).filter((x) => x.end > x.start);
+  return storePieces(op, rawPath, toPieces(segments), kind, writer, meter);
 }
 
 /** The pieces of a qcow2 whose data extents qemu-img map locates in the file. */
 function mappedPieces(map: MapExtent[], kind: 'full' | 'incremental'): Piece[] {
-  const pieces: Piece[] = [];
-  for (const e of map) {
+  const segments: Array<{ start: number; end: number; at?: number }> = [];
+  for (const e of [...map].sort((x, y) => x.start - y.start)) {
     const present = e.present ?? (e.data || e.zero);
-    if (!e.data) {
-      // unallocated (unchanged in an incremental, zero in a full) or written as zeros
-      if (kind === 'incremental' && present) for (const inCell of byCell([[e.start, e.start + e.length]]).values()) for (const [x, y] of inCell) pieces.push({ o: x, n: y - x, zero: true });
-      continue;
-    }
-    for (const inCell of byCell([[e.start, e.start + e.length]]).values()) {
-      for (const [a, b] of inCell) pieces.push({ o: a, n: b - a, at: e.offset! + (a - e.start) });
-    }
+    // unallocated (unchanged in an incremental, zero in a full) or written as zeros (explicit in an incremental)
+    if (e.data) segments.push({ start: e.start, end: e.start + e.length, at: e.offset! });
+    else if (kind === 'incremental' && present) segments.push({ start: e.start, end: e.start + e.length });
   }
-  return pieces;
+  return toPieces(segments);
 }
 
-/** Reads ahead of the chunk being hashed/written (each read is at most one 4 MiB chunk). */
-const READ_AHEAD = 2;
+/** Pieces read ahead of the one being hashed/written (each at most one 4 MiB chunk). */
+const READ_AHEAD = 3;
 
 /**
  * Reads each piece from `path` and stores it (all-zero pieces skipped, or explicit in incrementals):
@@ -294,13 +307,15 @@ async function storePieces(op: OpContext, path: string, pieces: Piece[], kind: '
   const totals: StoredDisk = { dataBytes: 0, storedBytes: 0 };
   const fh = await open(path, 'r');
   const buffers = new SharedBufferPool(CHUNK_SIZE);
+  const hasData = (p: Piece) => p.parts.some((x) => x.at !== undefined);
   const reads: Array<Promise<Buffer>> = [];
   let next = 0;
   const readNext = () => {
-    while (next < pieces.length && 'zero' in pieces[next]!) next++;
+    while (next < pieces.length && !hasData(pieces[next]!)) next++;
     const p = pieces[next++];
-    if (!p || 'zero' in p) return;
-    const r = readAt(fh, path, buffers.acquire(p.n), p.at);
+    if (!p) return;
+    const buf = buffers.acquire(p.n);
+    const r = Promise.all(p.parts.map((x) => (x.at === undefined ? buf.fill(0, x.off, x.off + x.n) : readAt(fh, path, buf.subarray(x.off, x.off + x.n), x.at)))).then(() => buf);
     r.catch(() => undefined); // awaited in order below; never an unhandled rejection if we stop early
     reads.push(r);
   };
@@ -308,8 +323,9 @@ async function storePieces(op: OpContext, path: string, pieces: Piece[], kind: '
     for (let i = 0; i < READ_AHEAD; i++) readNext();
     for (const p of pieces) {
       op.throwIfAborted();
-      if ('zero' in p) {
-        writer.zero(p.o, p.n);
+      if (!hasData(p)) {
+        if (kind === 'incremental') writer.zero(p.o, p.n);
+        meter.add(p.n);
         continue;
       }
       const buf = await reads.shift()!;

@@ -9,8 +9,8 @@
  *   DIR/points/.partial-<id>/         a point being written (removed by undo or the next run)
  *
  * Every payload file is a sequence of stored chunks (plain, compressed and/or
- * encrypted, see chunks.ts). The manifest lists per file its size, the
- * SHA-256 of the stored file, and per chunk where it lands (`o`: offset in the
+ * encrypted, see chunks.ts). The manifest lists per file its size, its
+ * digest (SET_VERSION), and per chunk where it lands (`o`: offset in the
  * guest disk or the plain file; `n`: its plain length), where it is stored
  * (`at`, `sz`) and the SHA-256 of the stored bytes — so `verify` can name the
  * file and offset of any damage without the key. A disk file of a full point
@@ -18,13 +18,22 @@
  * one of an incremental point holds only what changed since its parent
  * (explicit zero chunks `z` included).
  */
+import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VmctlError } from '../errors.js';
 import { ensurePrivateDir } from '../paths.js';
 
 export const SET_FORMAT = 'vmctl-backup';
-export const SET_VERSION = 1;
+/**
+ * Version 2 (this vmctl writes it into new sets): a payload file's `sha256` is the digest of its
+ * chunk list (fileDigest), and the chunks lie back to back from offset 0 — the stored bytes are
+ * covered by the chunks' own SHA-256, so storing hashes every byte once, not twice. Version 1
+ * (older sets, still read and verified; new points appended to a version 1 set stay version 1): a
+ * payload file's `sha256` is the SHA-256 of the whole stored file.
+ */
+export const SET_VERSION = 2;
+export const READABLE_SET_VERSIONS: readonly number[] = [1, 2];
 export const CHUNK_SIZE = 4 * 1024 * 1024;
 
 export interface SetInfo {
@@ -59,7 +68,7 @@ export interface PayloadFile {
   size: number;
   /** size of the stored file */
   stored: number;
-  /** sha256 of the stored file */
+  /** version 1: sha256 of the stored file; version 2: fileDigest() of the chunk list */
   sha256: string;
   chunks: StoredChunk[];
 }
@@ -108,6 +117,18 @@ export interface Manifest {
   durationMs: number;
 }
 
+/**
+ * The digest of a version 2 payload file: SHA-256 over its chunk list (offset, plain length, where
+ * stored, stored length, the stored bytes' SHA-256, zero flag), one line per chunk. Together with
+ * each chunk's own checksum and the chunks lying back to back up to `stored`, it covers every
+ * stored byte and the file's layout.
+ */
+export function fileDigest(chunks: readonly StoredChunk[]): string {
+  const h = createHash('sha256');
+  for (const c of chunks) h.update(`${c.o} ${c.n} ${c.at} ${c.sz} ${c.sha} ${c.z ? 1 : 0}\n`);
+  return h.digest('hex');
+}
+
 export function setInfoPath(dir: string): string {
   return join(dir, 'set.json');
 }
@@ -146,7 +167,9 @@ export function readSetInfo(dir: string): SetInfo | undefined {
     throw new VmctlError('INVALID_INPUT', `${p} is not a vmctl backup set description: ${(e as Error).message}`, { cause: e });
   }
   if (info.format !== SET_FORMAT) throw new VmctlError('INVALID_INPUT', `${dir} is not a vmctl backup set (${p} says format ${JSON.stringify(info.format)})`);
-  if (info.version !== SET_VERSION) throw new VmctlError('UNSUPPORTED', `${dir} is a version ${info.version} backup set; this vmctl reads version ${SET_VERSION}`);
+  if (!READABLE_SET_VERSIONS.includes(info.version)) {
+    throw new VmctlError('UNSUPPORTED', `${dir} is a version ${info.version} backup set; this vmctl reads versions ${READABLE_SET_VERSIONS.join(' and ')}`, { hint: 'use the vmctl that made the set, or back up into a new directory' });
+  }
   return info;
 }
 

@@ -1,14 +1,12 @@
 /**
- * SHA-256 of chunks on a second thread. A payload file needs two digests of
- * every stored byte (the chunk's own and the whole file's, a running hash that
- * must see the chunks in order); computing both on the main thread was the
- * largest CPU cost of storing a disk. The running file hash stays on the main
- * thread, the chunk digests go to one worker thread — without a copy: a chunk
- * whose memory is a SharedArrayBuffer (what the disk reader allocates) is
- * shared with the worker; any other is hashed in place on the main thread.
+ * SHA-256 of chunks on worker threads (up to THREADS, started as chunks wait):
+ * hashing every stored byte is the largest CPU cost of storing a disk, so it
+ * stays off the thread that reads and writes. Without a copy: a chunk whose
+ * memory is a SharedArrayBuffer (what the disk reader allocates) is shared
+ * with the worker; any other is hashed in place on the calling thread.
  *
- * The worker's code is inline (eval), so the bundle needs no file beside it.
- * It is started on first use, unref'd (it never keeps the process alive) and
+ * The workers' code is inline (eval), so the bundle needs no file beside it.
+ * They are started on use, unref'd (they never keep the process alive) and
  * ended by close().
  */
 import { createHash } from 'node:crypto';
@@ -41,50 +39,65 @@ export class SharedBufferPool {
   }
 }
 
+/** Hashing threads per payload file: chunks are spread over them (least busy first). */
+const THREADS = Math.max(1, Number(process.env['VMCTL_BACKUP_HASH_THREADS'] ?? 2));
+
+interface HashThread {
+  worker: Worker;
+  pending: number;
+}
+
 export class ChunkHasher {
-  private worker: Worker | undefined;
+  private threads: HashThread[] = [];
   private nextId = 0;
-  private readonly waiting = new Map<number, { resolve: (sha: string) => void; reject: (e: Error) => void }>();
+  private readonly waiting = new Map<number, { resolve: (sha: string) => void; reject: (e: Error) => void; thread: HashThread }>();
   private failure: Error | undefined;
 
   /** The hex SHA-256 of `buf` (which must not change until the promise settles). */
   digest(buf: Buffer): Promise<string> {
     if (!(buf.buffer instanceof SharedArrayBuffer) || this.failure) return Promise.resolve(createHash('sha256').update(buf).digest('hex'));
-    const w = this.start();
+    const t = this.pick();
     const id = this.nextId++;
+    t.pending++;
     return new Promise<string>((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
-      w.postMessage({ id, buf });
+      this.waiting.set(id, { resolve, reject, thread: t });
+      t.worker.postMessage({ id, buf });
     });
   }
 
-  private start(): Worker {
-    if (this.worker) return this.worker;
+  private pick(): HashThread {
+    if (this.threads.length < THREADS && !this.threads.some((t) => t.pending === 0)) return this.start();
+    return this.threads.reduce((a, b) => (b.pending < a.pending ? b : a));
+  }
+
+  private start(): HashThread {
     const w = new Worker(WORKER_SOURCE, { eval: true });
     w.unref();
+    const t: HashThread = { worker: w, pending: 0 };
     w.on('message', (m: { id: number; sha: string }) => {
       const p = this.waiting.get(m.id);
       this.waiting.delete(m.id);
+      if (p) p.thread.pending--;
       p?.resolve(m.sha);
     });
     const fail = (e: Error) => {
       this.failure ??= e;
       for (const p of this.waiting.values()) p.reject(e);
       this.waiting.clear();
-      this.worker = undefined;
+      this.threads = [];
     };
     w.on('error', fail);
-    w.on('exit', (code) => fail(new Error(`the hashing thread exited (code ${code})`)));
-    this.worker = w;
-    return w;
+    w.on('exit', (code) => fail(new Error(`a hashing thread exited (code ${code})`)));
+    this.threads.push(t);
+    return t;
   }
 
   async close(): Promise<void> {
-    const w = this.worker;
-    this.worker = undefined;
-    if (w) {
-      this.failure ??= new Error('the hashing thread was closed');
-      await w.terminate();
+    const ts = this.threads;
+    this.threads = [];
+    if (ts.length > 0) {
+      this.failure ??= new Error('the hashing threads were closed');
+      await Promise.all(ts.map((t) => t.worker.terminate()));
     }
   }
 }

@@ -195,6 +195,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     op.notice(`removed the partial point ${p} an interrupted backup left in ${dir}`);
   }
   const codec: Codec = { compress: opts.compress === true, ...(keys ? { key: keys.data } : {}) };
+  const setVersion = info.version;
 
   const liveXml = await dom.xml();
   const inactiveXml = await dom.xml(VirDomainXMLFlags.VIR_DOMAIN_XML_INACTIVE);
@@ -388,7 +389,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
   try {
     for (const l of localImages) {
       const rel = `disks/${l.disk.target}`;
-      const w = await PayloadWriter.create(join(work, rel), rel, fileId(rel), codec);
+      const w = await PayloadWriter.create(join(work, rel), rel, fileId(rel), codec, setVersion);
       const r = await op.step(`store ${l.disk.target}`, () => storeDisk(op, l, join(tmp, `${l.disk.target}.raw`), kind, w, l.capacity, store).catch(async (e) => {
         await w.abort();
         throw e;
@@ -406,7 +407,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
   store.finish();
 
   // 4. definition, snapshots, seed, boot files, client state
-  const small = async (rel: string, role: PayloadFile['role'], data: Buffer) => payload.push(await writeSmallPayload(join(work, rel), rel, fileId(rel), codec, role, data, CHUNK_SIZE));
+  const small = async (rel: string, role: PayloadFile['role'], data: Buffer) => payload.push(await writeSmallPayload(join(work, rel), rel, fileId(rel), codec, role, data, CHUNK_SIZE, setVersion));
   await small('domain.xml', 'domain', Buffer.from(inactiveXml));
   const snapshots: SnapshotRecord[] = [];
   for (const s of await dom.listSnapshots()) {
@@ -437,7 +438,8 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
   const meta = parseVmctlMetadata(inactiveXml);
   const manifest: Manifest & { mac?: string } = {
     format: SET_FORMAT,
-    version: SET_VERSION,
+    // a point is of its set's version (an older set keeps getting points of its own format)
+    version: setVersion,
     id: pointId,
     kind,
     ...(parent ? { parent: parent.id } : {}),

@@ -9,7 +9,7 @@ import { existsSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { VmctlError } from '../errors.js';
 import { manifestMac, openEncryption, PayloadReader, type Codec, type DerivedKeys } from './chunks.js';
-import { chainOf, listPointIds, pointDir, readManifest, requireSet, type Manifest, type SetInfo } from './format.js';
+import { chainOf, fileDigest, listPointIds, pointDir, readManifest, requireSet, type Manifest, type SetInfo } from './format.js';
 
 export interface PointSummary {
   id: string;
@@ -137,8 +137,22 @@ export async function verifySet(dir: string, opts: { keyFile?: string; points?: 
       } else if (size > f.stored) {
         problems.push({ point: id, file: abs, offset: f.stored, problem: `${size - f.stored} unexpected bytes after file offset ${f.stored}` });
       }
+      const v1 = (m.version ?? 1) < 2;
+      if (!v1) {
+        // version 2: the file's digest is that of its chunk list, whose chunks lie back to back
+        if (fileDigest(f.chunks) !== f.sha256) problems.push({ point: id, file: abs, problem: 'chunk list checksum mismatch (the manifest was altered)' });
+        let at = 0;
+        for (const c of f.chunks) {
+          if (c.at !== at) {
+            problems.push({ point: id, file: abs, offset: c.o, problem: `chunk at offset ${c.o} is stored at file offset ${c.at}, not ${at} (the manifest was altered)` });
+            break;
+          }
+          at += c.sz;
+        }
+        if (at !== f.stored) problems.push({ point: id, file: abs, offset: f.stored, problem: `the chunks take ${at} bytes, the manifest says the file holds ${f.stored}` });
+      }
       const r = await PayloadReader.open(abs, f, `${id}/${f.path}`, codec);
-      const whole = createHash('sha256');
+      const whole = v1 ? createHash('sha256') : undefined;
       let wholeOk = true;
       try {
         for (let i = 0; i < f.chunks.length; i++) {
@@ -149,7 +163,7 @@ export async function verifySet(dir: string, opts: { keyFile?: string; points?: 
           if (c.at + c.sz > size) break; // reported as truncated above
           try {
             const stored = await r.stored(i);
-            whole.update(stored);
+            whole?.update(stored);
             bytes += stored.length;
             if (keys || !info.encryption) await r.plain(i);
           } catch (e) {
@@ -161,7 +175,7 @@ export async function verifySet(dir: string, opts: { keyFile?: string; points?: 
       } finally {
         await r.close();
       }
-      if (wholeOk && size === f.stored && whole.digest('hex') !== f.sha256) problems.push({ point: id, file: abs, problem: 'file checksum mismatch' });
+      if (whole && wholeOk && size === f.stored && whole.digest('hex') !== f.sha256) problems.push({ point: id, file: abs, problem: 'file checksum mismatch' });
     }
   }
   return { dir, ok: problems.length === 0, points: want.length, files, chunks, bytes, authenticated: keys !== undefined, problems };
