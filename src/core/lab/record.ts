@@ -49,6 +49,8 @@ export interface LabRecord {
   networks: LabRecordNetwork[];
   vms: LabRecordVm[];
   /** lab snapshots (taken on every VM), oldest first; `baseline` is lab up's */
+  /** VMs lab up gave 1 vCPU (TCG, more vCPUs asked for than the host has): a replacement gets the same */
+  oneCpu?: string[];
   snapshots: { name: string; createdAt: string; /** VMs replaced (lab up) after it was taken: not in it */ lacks?: string[] }[];
   /** a lab snapshot being taken: the VMs paused for it (resumed, and the snapshot removed everywhere, if it was interrupted) */
   pending?: { snapshot: string; paused: string[] };
