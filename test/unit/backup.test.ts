@@ -175,7 +175,7 @@ describe('set format versions (v2: file digest over the chunk list; v1 sets stil
     const dir2 = await makeSet(2);
     const file = join(pointDir(dir2, point), 'domain.xml');
     const b = readFileSync(file);
-    b[2500] ^= 1;
+    b[2500] = b[2500]! ^ 1;
     writeFileSync(file, b);
     const r = await verifySet(dir2);
     expect(r.ok).toBe(false);
