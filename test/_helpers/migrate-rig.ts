@@ -56,6 +56,21 @@ export async function bootGuest(m: MigRig, host: RigSshHost, name: string, o: { 
   return serialLog;
 }
 
+/**
+ * vmctl's `vmctl` pool (/var/lib/vmctl/images, private to each rig host) on a rig host, defined and
+ * started if a test comes before anything vmctl made there (as on a fresh rig). Left in place: it is
+ * the pool vmctl itself would make, and another test file may be using it.
+ */
+export async function ensureVmctlPool(uri: string): Promise<void> {
+  const ok = () => virsh(uri, 'pool-info', 'vmctl').then((t) => /State:\s+running/.test(t), () => false);
+  if (await ok()) return;
+  await virsh(uri, 'pool-define-as', 'vmctl', 'dir', '--target', '/var/lib/vmctl/images').catch(() => undefined);
+  await virsh(uri, 'pool-build', 'vmctl').catch(() => undefined);
+  await virsh(uri, 'pool-start', 'vmctl').catch(() => undefined);
+  await virsh(uri, 'pool-autostart', 'vmctl').catch(() => undefined);
+  if (!(await ok())) throw new Error(`rig host ${uri}: cannot make the vmctl pool (virsh pool-info vmctl)`);
+}
+
 /** Where the guest is: per host 'running' | 'shut off' | … or 'none'. */
 export async function whereIs(m: MigRig, name: string): Promise<{ mig1: string; mig2: string }> {
   const st = (h: RigSshHost) => virsh(h.unixUri, 'domstate', name).then((s) => s.trim(), () => 'none');

@@ -222,7 +222,13 @@ describe.concurrent('shipped labs: up → check fails → solve → check passes
 
   it('migration-drill (rig mig1 → mig2, qemu+ssh, --direct)', { timeout: 40 * 60_000 }, () =>
     lane(() => {
-      const volumes = (uri: string) => names(virsh(uri, 'vol-list', '--pool', 'vmctl')).map((l) => l.split(/\s+/)[0]!).sort();
+      const volumes = (uri: string) => {
+        try {
+          return names(virsh(uri, 'vol-list', '--pool', 'vmctl')).map((l) => l.split(/\s+/)[0]!).sort();
+        } catch {
+          return []; // no vmctl pool there yet (a fresh rig host)
+        }
+      };
       const before = { mig1: volumes(mig1.unixUri), mig2: volumes(mig2.unixUri) };
       return drill('migration-drill', {
         uri: mig1.sshUri,

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { assertContinuous, counterAdvances, startCounter, startDirtying } from '../_helpers/migrate-guest.js';
-import { bootGuest, cleanupMigRig, migRig, p2pArgs, removeGuest, run, startVmctl, virsh, vmctlRun, whereIs, type MigRig } from '../_helpers/migrate-rig.js';
+import { bootGuest, cleanupMigRig, ensureVmctlPool, migRig, p2pArgs, removeGuest, run, startVmctl, virsh, vmctlRun, whereIs, type MigRig } from '../_helpers/migrate-rig.js';
 import { repoRoot, waitForFileContains } from '../_helpers/rig.js';
 
 let m: MigRig;
@@ -151,6 +151,7 @@ describe('vmctl migrate interrupted (rig mig1 → mig2)', () => {
     const vol = `${name}.qcow2`;
     const vols = async (uri: string) => virsh(uri, 'vol-list', 'vmctl');
     try {
+      for (const h of [m.mig1, m.mig2]) await ensureVmctlPool(h.unixUri);
       await virsh(m.mig1.unixUri, 'vol-create-as', 'vmctl', vol, '32M', '--format', 'qcow2');
       const log = await bootGuest(m, m.mig1, name, { disk: { path: join(dir, vol), format: 'qcow2' } });
       await waitForFileContains(log, m.rig.tinyMarker, 120_000);

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectionId } from '../../src/core/paths.js';
 import { assertContinuous, checkCountFile, counterAdvances, counterLines, startCounter, startDirtying, typeInto, sharedDir } from '../_helpers/migrate-guest.js';
-import { bootGuest, cleanupMigRig, migRig, p2pArgs, removeGuest, virsh, vmctlRun, whereIs, type MigRig } from '../_helpers/migrate-rig.js';
+import { bootGuest, cleanupMigRig, ensureVmctlPool, migRig, p2pArgs, removeGuest, virsh, vmctlRun, whereIs, type MigRig } from '../_helpers/migrate-rig.js';
 import { waitForFileContains } from '../_helpers/rig.js';
 
 let m: MigRig;
@@ -200,6 +200,7 @@ describe('vmctl migrate (rig mig1 ⇄ mig2, TCG)', () => {
     const baseVol = `${name}-base.qcow2`;
     const top = `${name}.qcow2`;
     try {
+      for (const h of [m.mig1, m.mig2]) await ensureVmctlPool(h.unixUri);
       for (const h of [m.mig1, m.mig2]) await virsh(h.unixUri, 'vol-create-as', 'vmctl', baseVol, '64M', '--format', 'qcow2');
       await virsh(m.mig1.unixUri, 'vol-create-as', 'vmctl', top, '64M', '--format', 'qcow2', '--backing-vol', join(dir, baseVol), '--backing-vol-format', 'qcow2');
       const log = await bootGuest(m, m.mig1, name, { disk: { path: join(dir, top), format: 'qcow2' } });

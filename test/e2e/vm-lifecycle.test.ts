@@ -156,7 +156,7 @@ describe('vmctl create → ssh → stop/start → delete (TCG)', () => {
     const r = await vmctl(['info', VM, '--json'], { env });
     expect(r.code, r.stderr).toBe(0);
     const i = JSON.parse(r.stdout) as { state: string; accel: string; vcpus: number; memoryMiB: number; disks: { target: string }[]; ips: string[]; ssh: { port: number } };
-    expect(i).toMatchObject({ state: 'running', accel: 'tcg', vcpus: 1, memoryMiB: 512 });
+    expect(i).toMatchObject({ state: 'running', accel: 'tcg', vcpus: 2, memoryMiB: 512 });
     expect(i.disks.map((d) => d.target)).toEqual(['vda', 'sda']);
     expect(i.ips.length).toBeGreaterThan(0);
   });
