@@ -22,6 +22,7 @@ import type { OpContext } from '../op/context.js';
 import { clearMarker, newMarker, recordStep } from '../op/journal.js';
 import { findVm, lookupVm } from '../vm/domain.js';
 import { volumeXml } from '../storage/volume.js';
+import { ensurePool, VMCTL_POOL } from '../storage/pool.js';
 import { rewriteDomainXml } from './facts.js';
 import { clearJournal, redefineSnapshots, removeSnapshotMetadata, writeJournal } from './snapshots.js';
 import { diskPathMap } from './recover.js';
@@ -115,6 +116,10 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
   if (copies.length > 0) {
     marker = await recordStep(dom, marker, 'volumes', true);
     await op.step('volumes', async () => {
+      if (copies.some((d) => d.createPool)) {
+        const made = await ensurePool(dst);
+        if (made.action === 'created') op.notice(`made storage pool ${VMCTL_POOL} on ${plan.to} (vmctl's, as its first create there would)`);
+      }
       for (const d of copies) {
         const pool = await dst.lookupStoragePool(d.destPool!);
         op.undo.push(`volume ${d.destVolume} on ${plan.to}`, async () => {

@@ -13,6 +13,7 @@ import { parseOpMarker, markerLiveness } from '../op/journal.js';
 import { describeHolder } from '../op/holder.js';
 import { findVm, lookupVm } from '../vm/domain.js';
 import { parseVolumeXml } from '../storage/volume.js';
+import { VMCTL_POOL } from '../storage/pool.js';
 import { forwardPortCandidates, pickForwardPort } from '../vm/forward.js';
 import { compareHypervisorCpuCached, hostCapabilities, hostIdentityCached, hostVirtType } from '../host/cache.js';
 import { dataDisks, guestFacts, mediaDisks, type GuestFacts } from './facts.js';
@@ -98,6 +99,12 @@ async function planDisks(src: Connection, dst: Connection, facts: GuestFacts, op
       }
     } catch (e) {
       if (!(e instanceof LibvirtError)) throw e;
+      if (poolName === VMCTL_POOL) {
+        // vmctl's own pool: made there as vmctl's first create would make it
+        out.push({ target: d.target, sourcePath: path, format: d.format, how: 'copy', capacityBytes: mine.details.capacity, destPool: poolName, destVolume: mine.details.name, createPool: true, ...(ownedBy(facts, poolName, mine.details.name, path) ? { owned: true } : {}) });
+        checks.push({ id: `disk:${d.target}`, status: 'pass', message: `disk ${d.target} (${mib(mine.details.capacity)} ${d.format}) copied to pool ${poolName} there, which vmctl makes first (it has none yet)` });
+        continue;
+      }
       checks.push({ id: `pool:${poolName}`, status: 'fail', message: `storage pool ${poolName} (disk ${d.target}) does not exist on the destination`, fix: `define and start it there (virsh pool-define-as ${poolName} dir --target DIR; virsh pool-start ${poolName})` });
       continue;
     }
@@ -135,7 +142,8 @@ async function planDisks(src: Connection, dst: Connection, facts: GuestFacts, op
     }
     const poolName = mine.vol.poolName;
     const pool = await dst.lookupStoragePool(poolName).catch((e: unknown) => (e instanceof LibvirtError ? undefined : Promise.reject(e)));
-    if (!pool) {
+    const makePool = !pool && poolName === VMCTL_POOL;
+    if (!pool && !makePool) {
       checks.push({ id: `pool:${poolName}`, status: 'fail', message: `storage pool ${poolName} (${d.device} ${d.target}) does not exist on the destination`, fix: `define and start it there (virsh pool-define-as ${poolName} dir --target DIR; virsh pool-start ${poolName})` });
       continue;
     }
@@ -144,11 +152,11 @@ async function planDisks(src: Connection, dst: Connection, facts: GuestFacts, op
     // copy, recorded in its metadata, so that deleting the VM there removes it and nothing is stranded
     const boot = (d.target === 'kernel' || d.target === 'initrd') && !owned && facts.vmctlVolumes !== undefined;
     const destVolume = boot ? `${facts.name}-boot.${d.target === 'kernel' ? 'vmlinuz' : 'initrd'}` : mine.details.name;
-    if (await pool.lookupVolume(destVolume).then(() => true, () => false)) {
+    if (pool && (await pool.lookupVolume(destVolume).then(() => true, () => false))) {
       checks.push({ id: `media:${d.target}`, status: 'fail', message: `volume ${destVolume} exists already in pool ${poolName} on the destination`, fix: `remove it there (virsh vol-delete ${destVolume} --pool ${poolName}) if it is a leftover` });
       continue;
     }
-    out.push({ target: d.target, sourcePath: d.path, format: d.format, how: 'media', capacityBytes: mine.details.capacity, destPool: poolName, destVolume, ...(owned ? { owned: true } : {}), ...(boot ? { recordAs: d.target } : {}) });
+    out.push({ target: d.target, sourcePath: d.path, format: d.format, how: 'media', capacityBytes: mine.details.capacity, destPool: poolName, destVolume, ...(owned ? { owned: true } : {}), ...(boot ? { recordAs: d.target } : {}), ...(makePool ? { createPool: true } : {}) });
     checks.push({ id: `media:${d.target}`, status: 'pass', message: `${d.device} ${d.target} (${mib(mine.details.capacity)}, read-only) uploaded to pool ${poolName} there${boot ? ` as ${destVolume}` : ''}` });
   }
   return out;

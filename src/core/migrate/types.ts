@@ -53,6 +53,8 @@ export interface DiskPlan {
   backingPath?: string;
   /** the source's volume is one vmctl made for this VM: removed from the source once the guest runs on the destination */
   owned?: boolean;
+  /** the destination has no vmctl pool yet: vmctl makes it before the volumes */
+  createPool?: boolean;
   /** media: the destination volume is the VM's own (a direct-kernel image's kernel/initrd uploaded under the VM's name), recorded in its vmctl metadata */
   recordAs?: string;
 }
