@@ -29,7 +29,8 @@ import { clearMarker, markerMetadata, newMarker, recordStep } from '../op/journa
 import { ensurePool, VMCTL_POOL } from '../storage/pool.js';
 import { diskVolumeName, seedVolumeName, volumeXml } from '../storage/volume.js';
 import { lookupVm } from '../vm/domain.js';
-import { deleteVolumeIfThere, removeDomainIfOurs } from '../vm/create.js';
+import { removeDomainIfOurs } from '../vm/create.js';
+import { deleteVolumeIfThere } from '../storage/volume.js';
 import { parseVmctlMetadata } from '../vm/domain-xml.js';
 import { forwardPortCandidates, pickForwardPort, tunnelFor } from '../vm/forward.js';
 import { phaseRecorder, waitReady, type PhaseEvent } from '../vm/readiness.js';
@@ -217,7 +218,7 @@ export async function restoreBackup(op: OpContext, opts: RestoreOptions): Promis
         format = 'raw';
       }
       const bytes = statSync(local).size;
-      op.undo.push(`volume ${p.name}`, (c) => deleteVolumeIfThere(c, p.pool, p.name));
+      op.undo.push(`volume ${p.name}`, async (c) => void (await deleteVolumeIfThere(c, p.pool, p.name)));
       const vol = await pool.createVolume(volumeXml({ name: p.name, capacityBytes: p.role === 'disk' ? p.size : bytes, format }));
       const counted = async function* () {
         for await (const c of createReadStream(local, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {

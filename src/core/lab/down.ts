@@ -10,7 +10,7 @@ import { LibvirtError } from '../../libvirt/errors.js';
 import type { OpContext } from '../op/context.js';
 import { lookupVm } from '../vm/domain.js';
 import { deleteVm } from '../vm/remove.js';
-import { opStamp, readLabRecord, removeLabRecord, writeLabRecord, type LabRecord } from './record.js';
+import { findOnPeers, opStamp, readLabRecord, removeLabRecord, writeLabRecord, type LabRecord } from './record.js';
 
 const notFound = (e: unknown) => e instanceof LibvirtError && e.isNotFound();
 
@@ -35,21 +35,17 @@ export async function teardownLab(op: OpContext, record: LabRecord): Promise<Lab
     record.vms.map(async (v) => {
       const dom = await lookupVm(conn, v.name);
       if (!dom) {
-        // migrated to one of the lab's peers (a migration drill)? the same UUID there is the lab's
-        for (const [peer, uri] of Object.entries(record.peers)) {
-          const pc = await op.connection(uri).catch((e: unknown) => {
+        const there = await findOnPeers(record, v, (peer, uri) =>
+          op.connection(uri).catch((e: unknown) => {
             op.warn(`lab ${record.id}: cannot reach peer ${peer} (${uri}) to look for ${v.name}: ${(e as Error).message}`);
             return undefined;
-          });
-          const there = pc ? await lookupVm(pc, v.name) : undefined;
-          if (pc && there && there.uuidString === v.uuid) {
-            await deleteVm(op.scoped(v.key), v.name, pc);
-            out.removedVms.push(`${v.name} (on ${peer})`);
-            op.phase('removed', `${v.key} on ${peer}`);
-            return;
-          }
-        }
-        return void out.missing.push(v.name);
+          }),
+        );
+        if (!there) return void out.missing.push(v.name);
+        await deleteVm(op.scoped(v.key), v.name, there.conn);
+        out.removedVms.push(`${v.name} (on ${there.peer})`);
+        op.phase('removed', `${v.key} on ${there.peer}`);
+        return;
       }
       if (dom.uuidString !== v.uuid) return void out.leftAlone.push(v.name);
       await deleteVm(op.scoped(v.key), v.name);

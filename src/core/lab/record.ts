@@ -8,10 +8,11 @@
  * a lab interrupted at any instant (kill -9) is known and `lab down` removes
  * exactly what it made — a network or VM vmctl did not record is never touched.
  */
-import type { Connection, Secret } from '../../libvirt/connection.js';
+import type { Connection, Domain, Secret } from '../../libvirt/connection.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import { VirSecretUsageType } from '../../libvirt/generated/constants.gen.js';
 import { xmlParser } from '../xml.js';
+import { lookupVm } from '../vm/domain.js';
 import { recordSecretXml } from '../op/lease.js';
 import { currentHolder, holderLiveness, type Holder } from '../op/holder.js';
 
@@ -113,4 +114,21 @@ export function opStamp(kind: string, id: string): LabRecord['op'] {
 /** whether the command that last wrote the record still runs (a `creating` lab whose command is gone is interrupted) */
 export function recordLiveness(r: LabRecord): 'alive' | 'dead' | 'unknown' {
   return holderLiveness(r.op);
+}
+
+/**
+ * A lab VM that is not on the lab's host: migrated to one of the lab's peers (a migration drill),
+ * where the same UUID is the lab's. `open` gives a peer's connection, undefined when unreachable.
+ */
+export async function findOnPeers(
+  r: LabRecord,
+  v: LabRecordVm,
+  open: (peer: string, uri: string) => Promise<Connection | undefined>,
+): Promise<{ peer: string; conn: Connection; dom: Domain } | undefined> {
+  for (const [peer, uri] of Object.entries(r.peers)) {
+    const conn = await open(peer, uri);
+    const dom = conn ? await lookupVm(conn, v.name).catch(() => undefined) : undefined;
+    if (conn && dom && dom.uuidString === v.uuid) return { peer, conn, dom };
+  }
+  return undefined;
 }

@@ -4,7 +4,7 @@ import type { Connection } from '../../libvirt/connection.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import { lookupVm } from '../vm/domain.js';
 import { vmSshTarget } from '../vm/info.js';
-import { listLabRecords, readLabRecord, recordLiveness, type LabRecord } from './record.js';
+import { findOnPeers, listLabRecords, readLabRecord, recordLiveness, type LabRecord } from './record.js';
 
 export interface LabSummary {
   id: string;
@@ -55,12 +55,8 @@ export async function labStatus(conn: Connection, id: string, open?: (uri: strin
     return peers.get(uri)!;
   };
   const onPeer = async (v: LabRecord['vms'][number]) => {
-    for (const [name, uri] of Object.entries(r.peers)) {
-      const pc = await peer(uri);
-      const d = pc ? await lookupVm(pc, v.name).catch(() => undefined) : undefined;
-      if (d && d.uuidString === v.uuid) return { key: v.key, name: v.name, state: (await d.state()).state, peer: name };
-    }
-    return undefined;
+    const there = await findOnPeers(r, v, (_name, uri) => peer(uri));
+    return there ? { key: v.key, name: v.name, state: (await there.dom.state()).state, peer: there.peer } : undefined;
   };
   const vmStates = await Promise.all(
     r.vms.map(async (v) => {

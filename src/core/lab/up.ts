@@ -24,7 +24,7 @@ import { vmSshTarget } from '../vm/info.js';
 import type { AccelRequest } from '../host/accel.js';
 import { intToIp, loadLab, sizeMiB, subnetRange, type LabSpec } from './load.js';
 import { labNetworkXmlObject, labVmCreateInput, planLab, type LabPlan } from './plan.js';
-import { opStamp, readLabRecord, recordLiveness, removeLabRecord, writeLabRecord, type LabRecord } from './record.js';
+import { findOnPeers, opStamp, readLabRecord, recordLiveness, removeLabRecord, writeLabRecord, type LabRecord } from './record.js';
 import { teardownLab } from './down.js';
 import { takeLabSnapshot } from './snapshot.js';
 
@@ -134,12 +134,7 @@ async function labIsWhole(op: OpContext, r: LabRecord): Promise<{ broken?: strin
       }
       continue;
     }
-    let there = false;
-    for (const uri of Object.values(r.peers)) {
-      const pc = await op.connection(uri).catch(() => undefined);
-      const d = pc ? await lookupVm(pc, v.name) : undefined;
-      if (d && d.uuidString === v.uuid) there = true;
-    }
+    const there = await findOnPeers(r, v, (_peer, uri) => op.connection(uri).catch(() => undefined));
     (there ? moved : missing).push(v.key);
   }
   return { missing, moved };

@@ -14,14 +14,13 @@
  * source, markers cleared; the guest never stopped running on the source.
  */
 import { VmctlError } from '../errors.js';
-import { LibvirtError } from '../../libvirt/errors.js';
 import type { Connection, Domain } from '../../libvirt/connection.js';
 import { setMigrateMaxDowntime } from '../../libvirt/connection.js';
 import { VirDomainXMLFlags } from '../../libvirt/generated/constants.gen.js';
 import type { OpContext } from '../op/context.js';
 import { clearMarker, newMarker, recordStep } from '../op/journal.js';
 import { findVm, lookupVm } from '../vm/domain.js';
-import { volumeXml } from '../storage/volume.js';
+import { deleteVolumeAtIfThere, deleteVolumeIfThere, volumeXml } from '../storage/volume.js';
 import { ensurePool, VMCTL_POOL } from '../storage/pool.js';
 import { rewriteDomainXml } from './facts.js';
 import { clearJournal, redefineSnapshots, removeSnapshotMetadata, writeJournal } from './snapshots.js';
@@ -33,14 +32,6 @@ import { forgetHostIdentity } from '../host/cache.js';
 import type { MigratePlan, MigrateResult, MigrateStats } from './types.js';
 
 const num = (v: unknown): number | undefined => (typeof v === 'bigint' ? Number(v) : typeof v === 'number' ? v : undefined);
-
-async function deleteVolumeIfThere(conn: Connection, pool: string, vol: string): Promise<void> {
-  try {
-    await (await (await conn.lookupStoragePool(pool)).lookupVolume(vol)).delete();
-  } catch (e) {
-    if (!(e instanceof LibvirtError && e.isNotFound())) throw e;
-  }
-}
 
 async function guestActiveOn(conn: Connection, name: string, uuid: string): Promise<boolean> {
   const d = await lookupVm(conn, name).catch(() => undefined);
@@ -246,11 +237,9 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
         continue;
       }
       try {
-        const v = await src.lookupStorageVolumeByPath(d.sourcePath);
-        await v.delete();
-        sourceRemoved.push(d.sourcePath);
+        if (await deleteVolumeAtIfThere(src, d.sourcePath)) sourceRemoved.push(d.sourcePath);
       } catch (e) {
-        if (!(e instanceof LibvirtError && e.isNotFound())) warnings.push(`removing the source's copy of ${d.target} (${d.sourcePath}): ${(e as Error).message} (remove it there with virsh vol-delete ${d.sourcePath})`);
+        warnings.push(`removing the source's copy of ${d.target} (${d.sourcePath}): ${(e as Error).message} (remove it there with virsh vol-delete ${d.sourcePath})`);
       }
     }
     if (sourceLeft.length > 0) {

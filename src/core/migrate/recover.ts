@@ -7,7 +7,7 @@
  * side removed (only ours: same UUID, inactive).
  */
 import { VmctlError } from '../errors.js';
-import { LibvirtError } from '../../libvirt/errors.js';
+import { deleteVolumeAtIfThere, deleteVolumeIfThere } from '../storage/volume.js';
 import type { Connection, Domain } from '../../libvirt/connection.js';
 import { clearMarker, markerLiveness, parseOpMarker } from '../op/journal.js';
 import { lookupVm, undefineDomain } from '../vm/domain.js';
@@ -71,14 +71,7 @@ export async function recoverMigration(src: Connection, dst: Connection | undefi
     // the source's copies of the moved volumes vmctl made for the VM (the guest lives on one host)
     if (staleSource && !journal.keepSource && journal.sourceCopies?.length) {
       let removed = 0;
-      for (const path of journal.sourceCopies) {
-        try {
-          await (await src.lookupStorageVolumeByPath(path)).delete();
-          removed++;
-        } catch (e) {
-          if (!(e instanceof LibvirtError && e.isNotFound())) throw e;
-        }
-      }
+      for (const path of journal.sourceCopies) if (await deleteVolumeAtIfThere(src, path)) removed++;
       if (removed > 0) also += `; the source's copies of its volumes were removed (${removed})`;
     }
     return { runsOn: 'destination', uri: dst!.uri.original, message: `the interrupted migration of '${name}' had completed: it runs on ${dst!.uri.original}; snapshots and markers set right${also}` };
@@ -92,14 +85,7 @@ export async function recoverMigration(src: Connection, dst: Connection | undefi
     // the volumes it had made there for --copy-storage (no guest runs on them there)
     let gone = 0;
     if (dst && journal.made?.length && !(d && d.active)) {
-      for (const v of journal.made) {
-        try {
-          await (await (await dst.lookupStoragePool(v.pool)).lookupVolume(v.name)).delete();
-          gone++;
-        } catch (e) {
-          if (!(e instanceof LibvirtError && e.isNotFound())) throw e;
-        }
-      }
+      for (const v of journal.made) if (await deleteVolumeIfThere(dst, v.pool, v.name)) gone++;
     }
     return {
       runsOn: 'source',

@@ -22,6 +22,8 @@
  * domain starts and back when it stops.
  */
 import { xmlBuilder, xmlParser } from '../xml.js';
+import { LibvirtError } from '../../libvirt/errors.js';
+import type { Connection } from '../../libvirt/connection.js';
 import { VmctlError } from '../errors.js';
 import { assertDiskName, assertImageName, assertVmName, IMAGE_NAME_RE } from '../names.js';
 
@@ -176,4 +178,26 @@ export function parseVolumeXml(xml: string): VolumeDetails {
     ...(mode ? { mode } : {}),
     ...(backingPath ? { backingPath } : {}),
   };
+}
+
+/** Delete a volume by pool and name (an undo, a cleanup); false when it was not there. */
+export async function deleteVolumeIfThere(conn: Connection, poolName: string, volName: string): Promise<boolean> {
+  try {
+    await (await (await conn.lookupStoragePool(poolName)).lookupVolume(volName)).delete();
+    return true;
+  } catch (e) {
+    if (e instanceof LibvirtError && e.isNotFound()) return false;
+    throw e;
+  }
+}
+
+/** Delete the pool volume at `path`; false when no pool has it. */
+export async function deleteVolumeAtIfThere(conn: Connection, path: string): Promise<boolean> {
+  try {
+    await (await conn.lookupStorageVolumeByPath(path)).delete();
+    return true;
+  } catch (e) {
+    if (e instanceof LibvirtError && e.isNotFound()) return false;
+    throw e;
+  }
 }

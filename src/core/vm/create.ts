@@ -24,7 +24,7 @@ import type { TemplateOverrides } from '../template/overrides.js';
 import { buildVmSpec, planDiskVolumes, type DiskFormat, type ResolvedTemplate } from '../template/model.js';
 import { buildDomainXml } from './domain-xml.js';
 import { ensurePool, findPool, poolFreeBytes, VMCTL_POOL } from '../storage/pool.js';
-import { diskVolumeName, seedVolumeName, volumeXml } from '../storage/volume.js';
+import { deleteVolumeIfThere, diskVolumeName, seedVolumeName, volumeXml } from '../storage/volume.js';
 import { chooseAccel, type AccelRequest } from '../host/accel.js';
 import { ensureImage, findImage, type ImageInfo, type ImageProgress } from '../image/images.js';
 import { buildSeedDocuments, ensureVmKeys, hostPatternFor, pinHostKey, writeSeedIso } from '../guest/cloudinit.js';
@@ -234,16 +234,6 @@ async function assertPoolRoom(conn: Connection, pool: StoragePool, poolPath: str
   }
 }
 
-/** Undo of a volume this create made: by pool and name, on whatever connection is live. */
-export async function deleteVolumeIfThere(conn: Connection, poolName: string, volName: string): Promise<void> {
-  try {
-    const pool = await conn.lookupStoragePool(poolName);
-    await (await pool.lookupVolume(volName)).delete();
-  } catch (e) {
-    if (!(e instanceof LibvirtError && e.isNotFound())) throw e;
-  }
-}
-
 /** Undo of the domain: only the one with our UUID (a VM made meanwhile under the name is not ours). */
 export async function removeDomainIfOurs(conn: Connection, name: string, uuid: string): Promise<void> {
   const dom = await lookupVm(conn, name);
@@ -333,7 +323,7 @@ export async function applyCreate(op: OpContext, plan: CreatePlan): Promise<Crea
     // 3. volumes: overlays on the image (or empty disks) and the seed, side by side
     marker = await recordStep(dom, marker, 'volumes');
     const made = async (v: (typeof refs)[number], create: () => Promise<void>) => {
-      op.undo.push(`volume ${v.name}`, (c) => deleteVolumeIfThere(c, v.pool, v.name));
+      op.undo.push(`volume ${v.name}`, async (c) => void (await deleteVolumeIfThere(c, v.pool, v.name)));
       await create();
     };
     const diskWork = op.step('disks', async () => {
