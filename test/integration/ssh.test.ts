@@ -268,6 +268,52 @@ describe('waitForSsh', () => {
     }
   });
 
+  it('keeps fresh attempts coming beside silent ones (at most 3 open), and drops the silent ones once one gets through', async () => {
+    // like QEMU's forward before the guest has its address: connections are accepted and stay silent
+    // (their SYN towards the guest is lost); only a connection made after the guest is reachable gets through
+    const port = await freePort();
+    let reachable = false;
+    const silent = new Set<Socket>();
+    let maxOpen = 0;
+    let silentMade = 0;
+    const server = createServer((s) => {
+      s.on('error', () => {});
+      if (!reachable) {
+        silent.add(s);
+        silentMade++;
+        s.on('close', () => silent.delete(s));
+        s.resume(); // read, so the client's FIN is seen
+        // (the replaced attempt's close may arrive just after this one: counted once both settled)
+        setTimeout(() => (maxOpen = Math.max(maxOpen, silent.size)), 300);
+        return;
+      }
+      const up = netConnect(sshd.port, '127.0.0.1');
+      up.on('error', () => s.destroy());
+      s.pipe(up).pipe(s);
+    });
+    await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
+    const dir = mkdtempSync(join(state, 'wait-hedge-'));
+    pinHostKey(dir, hostPatternFor('127.0.0.1', port), sshd.hostKeyPub);
+    try {
+      const waiting = waitForSsh({ ...target, port, knownHostsFile: join(dir, 'known_hosts') }, { timeoutMs: 60_000 });
+      waiting.catch(() => {});
+      // silent attempts never time out by themselves here (20 s): new ones keep replacing the oldest
+      while (silentMade < 5) await new Promise((r) => setTimeout(r, 50));
+      expect(maxOpen).toBe(3);
+      reachable = true;
+      const c = await waiting;
+      expect(c.hostKey.fingerprint).toBe(conn.hostKey.fingerprint);
+      // the silent ones were dropped when the fresh one got its banner
+      const until = Date.now() + 5000;
+      while (silent.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      expect(silent.size).toBe(0);
+      c.close();
+    } finally {
+      for (const s of silent) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
   it('times out naming the last stage, and honours an abort signal', async () => {
     const port = await freePort();
     const dir = mkdtempSync(join(state, 'wait-timeout-'));

@@ -17,7 +17,7 @@ export interface WaitForSshOptions {
   readonly signal?: AbortSignal;
   /** overall deadline (default 600000) */
   readonly timeoutMs?: number;
-  /** pause between attempts (default 1000) */
+  /** pause between attempts (default 500) */
   readonly intervalMs?: number;
   /** deadline of one attempt (default target.timeoutMs, else 20000) */
   readonly attemptTimeoutMs?: number;
@@ -35,8 +35,8 @@ const STAGE_TEXT: Record<SshStage, string> = {
 
 /** attempts in flight at most: one, plus hedges for attempts that saw no SSH banner yet */
 const MAX_IN_FLIGHT = 3;
-/** an attempt without a banner after this long gets a second one beside it */
-const HEDGE_MS = 3000;
+/** an attempt without a banner after this long gets a fresh one beside it (the oldest goes at MAX_IN_FLIGHT) */
+const HEDGE_MS = 1000;
 
 /**
  * Retry connectGuest until the guest's sshd presents the pinned host key and
@@ -46,18 +46,19 @@ const HEDGE_MS = 3000;
  *
  * A user-mode NIC's forward accepts a connection at once even while the guest
  * cannot answer yet (no address, sshd not listening): such a connection only
- * reaches sshd on a SYN retransmit, seconds later. An attempt that has seen no
- * SSH banner after 3 s is therefore not dropped (it may be about to get
- * through) but gets a fresh attempt beside it, up to 3 in flight; the first
- * login wins and the others are closed. Attempts that have a banner are never
- * hedged (a second handshake would only compete with the first for the
- * guest's CPU).
+ * reaches sshd on a SYN retransmit, seconds later, while a fresh connection's
+ * SYN goes out at once. An attempt that has seen no SSH banner after 1 s is
+ * therefore not dropped at once (it may be about to get through) but gets a
+ * fresh attempt beside it, up to 3 in flight (the oldest is dropped for a
+ * fourth); the first login wins and the others are closed. Once one attempt
+ * has a banner, the ones without are dropped and nothing is hedged (a second
+ * handshake would only compete with the first for the guest's CPU).
  */
 export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = {}): Promise<GuestConnection> {
   const start = Date.now();
   const timeoutMs = opts.timeoutMs ?? 600_000;
   const deadline = start + timeoutMs;
-  const intervalMs = opts.intervalMs ?? 1000;
+  const intervalMs = opts.intervalMs ?? 500;
   const where = `${target.user}@${target.host}:${target.port}`;
   let last: VmctlError | undefined;
   let lastStage: SshStage | undefined;
@@ -94,6 +95,8 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
       ...target,
       onBanner: () => {
         a.banner = true;
+        // this one got through: the others still waiting for a banner would only compete with it
+        for (const o of inFlight) if (o !== a && !o.banner) o.ac.abort(new Error('another attempt got through'));
       },
       timeoutMs: Math.max(1000, Math.min(opts.attemptTimeoutMs ?? target.timeoutMs ?? DEFAULT_TIMEOUT_MS, deadline - Date.now())),
       signal: a.ac.signal,
@@ -148,9 +151,14 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
         }
         nextAt = retryAt;
       } else {
-        const hedgeable = inFlight.size < MAX_IN_FLIGHT && [...inFlight].every((a) => !a.banner);
+        const hedgeable = [...inFlight].every((a) => !a.banner);
         const hedgeAt = Math.max(lastLaunchAt + HEDGE_MS, retryAt);
         if (hedgeable && now >= hedgeAt) {
+          if (inFlight.size >= MAX_IN_FLIGHT) {
+            const oldest = inFlight.values().next().value!;
+            inFlight.delete(oldest);
+            oldest.ac.abort(new Error('replaced by a fresh attempt'));
+          }
           launch();
           continue;
         }

@@ -41,6 +41,8 @@ export const PROBE_NAME_PREFIX = 'vmctl-accel-probe-';
 export const QEMU_XMLNS = 'http://libvirt.org/schemas/domain/qemu/1.0';
 export const DEFAULT_KVM_TIMEOUT_MS = 20_000;
 export const DEFAULT_TCG_TIMEOUT_MS = 60_000;
+/** KVM's budget once TCG's time is known: TCG's time plus this (a slower KVM is not usable anyway). */
+const KVM_SLACK_MS = 1_000;
 /** probe volumes older than this are leftovers of a killed vmctl */
 const STALE_PROBE_VOLUME_MS = 3600_000;
 const POLL_MS = 200;
@@ -355,16 +357,19 @@ export async function probeAccelerators(conn: Connection, opts: ProbeOptions = {
   let tcg: ProbeRun;
   try {
     vol = await pool.createVolume(volumeXml({ name: volName, capacityBytes: PROBE_DISK_SIZE, format: 'raw' }));
-    if (!x86) {
-      kvm = skippedRun('kvm', kvmTimeoutMs, `the probe guest is x86 and the host is ${caps.arch}`);
-    } else if (!offersKvm(caps, 'x86_64')) {
-      kvm = skippedRun('kvm', kvmTimeoutMs, 'libvirt on this host does not offer the kvm domain type');
-    } else {
-      kvm = await runOnce(conn, { name: domains.kvm, domainType: 'kvm', pool: VMCTL_POOL, vol, disk, timeoutMs: kvmTimeoutMs, events, log });
-    }
-    log.debug({ run: kvm }, 'accelerator probe: kvm');
+    // TCG first: KVM counts as usable only when it beats TCG, so once TCG's time is known KVM needs no
+    // longer than that (plus a second of slack) — a hanging KVM costs seconds, not the full timeout
     tcg = await runOnce(conn, { name: domains.qemu, domainType: 'qemu', pool: VMCTL_POOL, vol, disk, timeoutMs: tcgTimeoutMs, events, log });
     log.debug({ run: tcg }, 'accelerator probe: tcg');
+    const kvmBudgetMs = tcg.completed && tcg.ms !== null ? Math.min(kvmTimeoutMs, tcg.ms + KVM_SLACK_MS) : kvmTimeoutMs;
+    if (!x86) {
+      kvm = skippedRun('kvm', kvmBudgetMs, `the probe guest is x86 and the host is ${caps.arch}`);
+    } else if (!offersKvm(caps, 'x86_64')) {
+      kvm = skippedRun('kvm', kvmBudgetMs, 'libvirt on this host does not offer the kvm domain type');
+    } else {
+      kvm = await runOnce(conn, { name: domains.kvm, domainType: 'kvm', pool: VMCTL_POOL, vol, disk, timeoutMs: kvmBudgetMs, events, log });
+    }
+    log.debug({ run: kvm }, 'accelerator probe: kvm');
   } finally {
     // every path: no domain, no volume left behind
     for (const name of Object.values(domains)) {

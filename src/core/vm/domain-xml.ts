@@ -396,3 +396,38 @@ export function parseVmctlMetadata(xml: string): VmctlDomainMetadata | null {
     })),
   };
 }
+
+/** QEMU's user-mode network hands its first (only) DHCP lease out at this address, and its forwards go there by default. */
+export const USER_NET_GUEST_ADDRESS = '10.0.2.15';
+const argParser = xmlParserWith((name) => name.endsWith(':arg'));
+
+/**
+ * The guest address a user-mode forward of `hostPort` (vmctl's `-netdev user,…,hostfwd=tcp:H:PORT-:GP`)
+ * delivers to: the forward's own guest address, else QEMU's default one (vmctl sets no `net=`).
+ * A login through that forward proves the guest has this address. undefined: no such forward.
+ */
+export function userForwardGuestAddress(domainXml: string, hostPort: number): string | undefined {
+  let doc: { domain?: Record<string, unknown> };
+  try {
+    doc = argParser.parse(domainXml) as { domain?: Record<string, unknown> };
+  } catch {
+    return undefined;
+  }
+  // only for a guest whose one NIC is that user-mode one (another NIC's address is the more useful one)
+  if ((doc.domain?.devices as Record<string, unknown> | undefined)?.interface !== undefined) return undefined;
+  const cl = Object.entries(doc.domain ?? {}).find(([k]) => k.endsWith(':commandline'))?.[1] as Record<string, unknown> | undefined;
+  const args = (Object.entries(cl ?? {}).find(([k]) => k.endsWith(':arg'))?.[1] ?? []) as Array<Record<string, unknown>>;
+  if (args.filter((a) => typeof a['@_value'] === 'string' && a['@_value'].startsWith('user,')).length !== 1) return undefined;
+  for (const a of args) {
+    const v = a['@_value'];
+    if (typeof v !== 'string' || !v.startsWith('user,')) continue;
+    const opts = v.split(',');
+    // another network or DHCP range than QEMU's default: the default address does not apply
+    if (opts.some((o) => /^(net|host|dhcpstart|restrict)=/.test(o))) continue;
+    for (const o of opts) {
+      const m = /^hostfwd=tcp:[0-9.]*:(\d+)-([0-9.]*):\d+$/.exec(o);
+      if (m && Number(m[1]) === hostPort) return m[2] || USER_NET_GUEST_ADDRESS;
+    }
+  }
+  return undefined;
+}

@@ -15,6 +15,7 @@ import type { Domain } from '../../libvirt/connection.js';
 import { VirDomainInterfaceAddressesSource } from '../../libvirt/generated/constants.gen.js';
 import { guestCapture, waitForSsh, waitForCloudInit, type GuestConnection, type GuestTarget } from '../guest/ssh.js';
 import type { OpContext } from '../op/context.js';
+import { userForwardGuestAddress } from './domain-xml.js';
 
 export type WaitTarget = 'none' | 'ip' | 'ssh';
 export const PHASES = ['defined', 'started', 'ip', 'sshd', 'cloud-init'] as const;
@@ -125,6 +126,16 @@ export async function waitReady(op: OpContext, dom: Domain, o: WaitOptions): Pro
     while (!ip) {
       op.throwIfAborted();
       if (performance.now() > deadline) throw stalled('ip');
+      if (settled && 'guest' in settled && ssh) {
+        // logged in through a user-mode forward: the guest has the forward's address (no need to ask it)
+        const fwd = userForwardGuestAddress(await dom.xml(), ssh.port);
+        if (fwd) {
+          ip = fwd;
+          o.phase('ip', `${ip} (user-mode forward)`);
+          last = 'ip';
+          break;
+        }
+      }
       const a = await guestAddresses(dom);
       if (a) {
         ip = a.addrs[0];

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { XMLParser } from 'fast-xml-parser';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildDomainXml, commandlineNicAddress, parseVmctlMetadata, QEMU_XMLNS, VMCTL_XMLNS } from '../../../src/core/vm/domain-xml.js';
+import { buildDomainXml, commandlineNicAddress, parseVmctlMetadata, QEMU_XMLNS, userForwardGuestAddress, VMCTL_XMLNS } from '../../../src/core/vm/domain-xml.js';
 import { VmctlError } from '../../../src/core/errors.js';
 import { diskVolumeName, seedVolumeName } from '../../../src/core/storage/volume.js';
 import { listTemplates, SHIPPED_TEMPLATE_DIR } from '../../../src/core/template/dirs.js';
@@ -188,6 +188,18 @@ describe('domain XML content', () => {
     expect(d.devices.graphics.listen['@_address']).toBe('127.0.0.1');
     expect(d.devices.serial).toBeUndefined();
     expect(d.devices.controller['@_model']).toBe('virtio-scsi');
+  });
+
+  it("a login through the only NIC's user-mode forward gives the guest's address (QEMU's default one)", () => {
+    const def = readFileSync(path.join(GOLDEN, 'default.xml'), 'utf8');
+    expect(userForwardGuestAddress(def, 22000)).toBe('10.0.2.15');
+    expect(userForwardGuestAddress(def, 22001)).toBeUndefined();
+    // a forward to an explicit guest address, and QEMU options that move the default address
+    expect(userForwardGuestAddress(def.replace('-:22"', '-10.0.2.20:22"'), 22000)).toBe('10.0.2.20');
+    expect(userForwardGuestAddress(def.replace('user,id=vmctlnet0,', 'user,id=vmctlnet0,net=192.168.9.0/24,'), 22000)).toBeUndefined();
+    // more NICs than that one: their addresses are the useful ones, asked for as before
+    expect(userForwardGuestAddress(buildDomainXml(specFor(fromDoc(KITCHEN_SINK, 'ks'))), 2222)).toBeUndefined();
+    expect(userForwardGuestAddress('<domain', 22000)).toBeUndefined();
   });
 
   it('commandline NICs get fixed slots libvirt leaves free', () => {
