@@ -255,6 +255,11 @@ it('boots the default image with vmctl’s seed and reaches it over strictly ver
       expect(tEarly).toBeGreaterThan(0);
       expect(tEarly).toBeLessThan(tSshd!);
       expect(tSshd).toBeLessThan(tCloudInit!);
+      // the unit starts early (importing cloud-init overlaps the boot) but its first stage only once sshd ran
+      const local = await guestCapture(conn, "sudo -n grep -m1 \"running 'init-local'\" /var/log/cloud-init.log");
+      const up = /Up ([0-9.]+) seconds/.exec(local.stdout);
+      expect(up, local.stdout).not.toBeNull();
+      expect(Number(up![1]) * 1e6).toBeGreaterThan(tSshd!);
     }
   } finally {
     conn?.close();

@@ -50,9 +50,10 @@ const HEDGE_MS = 1000;
  * SYN goes out at once. An attempt that has seen no SSH banner after 1 s is
  * therefore not dropped at once (it may be about to get through) but gets a
  * fresh attempt beside it, up to 3 in flight (the oldest is dropped for a
- * fourth); the first login wins and the others are closed. Once one attempt
- * has a banner, the ones without are dropped and nothing is hedged (a second
- * handshake would only compete with the first for the guest's CPU).
+ * fourth); the first login wins and the others are closed. The first attempt
+ * to get a banner makes the others go and nothing is hedged beside it (a second
+ * handshake would only compete with it for the guest's CPU); should it fail,
+ * the next attempt follows after intervalMs.
  */
 export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = {}): Promise<GuestConnection> {
   const start = Date.now();
@@ -94,9 +95,12 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
     connectGuest({
       ...target,
       onBanner: () => {
+        if (a.ac.signal.aborted) return;
         a.banner = true;
-        // this one got through: the others still waiting for a banner would only compete with it
-        for (const o of inFlight) if (o !== a && !o.banner) o.ac.abort(new Error('another attempt got through'));
+        // the first to get through: the others (pending SYNs that reach sshd at the same moment once the
+        // guest has its address, each a pre-auth sshd and a key exchange) would only compete with it
+        if ([...inFlight].some((o) => o !== a && o.banner)) return;
+        for (const o of inFlight) if (o !== a) o.ac.abort(new Error('another attempt got through'));
       },
       timeoutMs: Math.max(1000, Math.min(opts.attemptTimeoutMs ?? target.timeoutMs ?? DEFAULT_TIMEOUT_MS, deadline - Date.now())),
       signal: a.ac.signal,
