@@ -130,6 +130,13 @@ EOF
     grep -q '^After=systemd-tmpfiles-setup.service systemd-sysusers.service local-fs.target vmctl-seed-early.service$' \
       "$root/etc/systemd/system/$u" || die "$u changed upstream: cannot reorder it after vmctl-seed-early.service"
   done
+  # no /run/nologin at boot (systemd's tmpfiles entry, removed again by systemd-user-sessions once
+  # it ran): sshd is up from the moment the early unit prepared the login, and a login that reached
+  # it before systemd-user-sessions ran was refused by pam_nologin (a whole second handshake, ~1 s;
+  # ordering sshd after systemd-user-sessions instead made sshd ~2 s later). At shutdown
+  # systemd-user-sessions still writes /run/nologin as usual.
+  [ -f "$root/usr/lib/tmpfiles.d/systemd-nologin.conf" ] || die "systemd-nologin.conf moved upstream: cannot keep /run/nologin away at boot"
+  ln -sf /dev/null "$root/etc/tmpfiles.d/systemd-nologin.conf"
   # sshd (the daemon; sessions move to user.slice) gets a large CPU share during boot
   mkdir -p "$root/etc/systemd/system/ssh.service.d"
   printf '[Service]\nCPUWeight=1000\n' > "$root/etc/systemd/system/ssh.service.d/90-vmctl.conf"

@@ -239,7 +239,7 @@ describe('waitForSsh', () => {
     try {
       const waiting = waitForSsh(
         { ...target, port, knownHostsFile: join(dir, 'known_hosts') },
-        { timeoutMs: 60_000, intervalMs: 200, attemptTimeoutMs: 1500, onAttempt: (a) => attempts.push(a) },
+        { timeoutMs: 60_000, intervalMs: 200, attemptTimeoutMs: 1000, onAttempt: (a) => attempts.push(a) },
       );
       waiting.catch(() => {});
       await until('port-closed');
@@ -295,11 +295,14 @@ describe('waitForSsh', () => {
     const dir = mkdtempSync(join(state, 'wait-hedge-'));
     pinHostKey(dir, hostPatternFor('127.0.0.1', port), sshd.hostKeyPub);
     try {
-      const waiting = waitForSsh({ ...target, port, knownHostsFile: join(dir, 'known_hosts') }, { timeoutMs: 60_000 });
+      const attempts: SshAttempt[] = [];
+      const waiting = waitForSsh({ ...target, port, knownHostsFile: join(dir, 'known_hosts') }, { timeoutMs: 60_000, onAttempt: (a) => attempts.push(a) });
       waiting.catch(() => {});
       // silent attempts never time out by themselves here (20 s): new ones keep replacing the oldest
       while (silentMade < 5) await new Promise((r) => setTimeout(r, 50));
       expect(maxOpen).toBe(3);
+      // each one replaced counts as an attempt that saw no banner (a timeout would name that stage)
+      expect(attempts.filter((a) => a.stage === 'no-banner').length).toBeGreaterThanOrEqual(2);
       reachable = true;
       const c = await waiting;
       expect(c.hostKey.fingerprint).toBe(conn.hostKey.fingerprint);
