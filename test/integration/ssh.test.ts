@@ -268,51 +268,51 @@ describe('waitForSsh', () => {
     }
   });
 
-  it('keeps fresh attempts coming beside silent ones (at most 3 open), and drops the silent ones once one gets through', async () => {
+  it('hedges silent attempts up to 3, and when they all get through at once the first banner makes the others go', async () => {
     // like QEMU's forward before the guest has its address: connections are accepted and stay silent
-    // (their SYN towards the guest is lost); only a connection made after the guest is reachable gets through
+    // (their SYN towards the guest is lost); once the guest is reachable every pending one gets through
+    // at the same moment (each a pre-auth sshd), and closing one earlier would not have taken it back
     const port = await freePort();
+    const silent: Array<{ s: Socket; connect: () => void }> = [];
     let reachable = false;
-    const silent = new Set<Socket>();
-    let maxOpen = 0;
-    let silentMade = 0;
-    const server = createServer((s) => {
-      s.on('error', () => {});
-      if (!reachable) {
-        silent.add(s);
-        silentMade++;
-        s.on('close', () => silent.delete(s));
-        s.resume(); // read, so the client's FIN is seen
-        // (the replaced attempt's close may arrive just after this one: counted once both settled)
-        setTimeout(() => (maxOpen = Math.max(maxOpen, silent.size)), 300);
-        return;
-      }
+    let made = 0;
+    const toSshd = new Set<Socket>();
+    const forward = (s: Socket) => {
       const up = netConnect(sshd.port, '127.0.0.1');
+      toSshd.add(up);
+      up.on('close', () => toSshd.delete(up));
       up.on('error', () => s.destroy());
+      s.on('close', () => up.destroy());
       s.pipe(up).pipe(s);
+    };
+    const server = createServer((s) => {
+      made++;
+      s.on('error', () => {});
+      if (reachable) return forward(s);
+      s.pause();
+      silent.push({ s, connect: () => forward(s) });
     });
     await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
     const dir = mkdtempSync(join(state, 'wait-hedge-'));
     pinHostKey(dir, hostPatternFor('127.0.0.1', port), sshd.hostKeyPub);
     try {
-      const attempts: SshAttempt[] = [];
-      const waiting = waitForSsh({ ...target, port, knownHostsFile: join(dir, 'known_hosts') }, { timeoutMs: 60_000, onAttempt: (a) => attempts.push(a) });
+      const waiting = waitForSsh({ ...target, port, knownHostsFile: join(dir, 'known_hosts') }, { timeoutMs: 60_000 });
       waiting.catch(() => {});
-      // silent attempts never time out by themselves here (20 s): new ones keep replacing the oldest
-      while (silentMade < 5) await new Promise((r) => setTimeout(r, 50));
-      expect(maxOpen).toBe(3);
-      // each one replaced counts as an attempt that saw no banner (a timeout would name that stage)
-      expect(attempts.filter((a) => a.stage === 'no-banner').length).toBeGreaterThanOrEqual(2);
+      while (made < 3) await new Promise((r) => setTimeout(r, 50));
+      // hedged every 3 s, never more than 3 (each one would reach sshd later)
+      await new Promise((r) => setTimeout(r, 4000));
+      expect(made).toBe(3);
       reachable = true;
+      for (const x of silent) x.connect();
       const c = await waiting;
       expect(c.hostKey.fingerprint).toBe(conn.hostKey.fingerprint);
-      // the silent ones were dropped when the fresh one got its banner
+      // the other two were closed once the first had its banner: one connection to sshd is left
       const until = Date.now() + 5000;
-      while (silent.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-      expect(silent.size).toBe(0);
+      while (toSshd.size > 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      expect(toSshd.size).toBe(1);
       c.close();
     } finally {
-      for (const s of silent) s.destroy();
+      for (const x of silent) x.s.destroy();
       await new Promise<void>((r) => server.close(() => r()));
     }
   });

@@ -1,7 +1,7 @@
 /** Readiness: retry connecting until the guest's sshd takes our login with the pinned host key. */
 import { VmctlError } from '../errors.js';
 import { connectGuest, DEFAULT_TIMEOUT_MS, type GuestConnection, type GuestTarget } from './ssh-connect.js';
-import { abortedError, sshError, sshStageOf, type SshStage } from './ssh-errors.js';
+import { abortedError, sshStageOf, type SshStage } from './ssh-errors.js';
 
 export interface SshAttempt {
   /** 1-based */
@@ -35,8 +35,8 @@ const STAGE_TEXT: Record<SshStage, string> = {
 
 /** attempts in flight at most: one, plus hedges for attempts that saw no SSH banner yet */
 const MAX_IN_FLIGHT = 3;
-/** an attempt without a banner after this long gets a fresh one beside it (the oldest goes at MAX_IN_FLIGHT) */
-const HEDGE_MS = 500;
+/** an attempt without a banner after this long gets a fresh one beside it */
+const HEDGE_MS = 3000;
 
 /**
  * Retry connectGuest until the guest's sshd presents the pinned host key and
@@ -46,14 +46,15 @@ const HEDGE_MS = 500;
  *
  * A user-mode NIC's forward accepts a connection at once even while the guest
  * cannot answer yet (no address, sshd not listening): such a connection only
- * reaches sshd on a SYN retransmit, seconds later, while a fresh connection's
- * SYN goes out at once. An attempt that has seen no SSH banner after 0.5 s is
- * therefore not dropped at once (it may be about to get through) but gets a
- * fresh attempt beside it, up to 3 in flight (the oldest is dropped for a
- * fourth); the first login wins and the others are closed. The first attempt
- * to get a banner makes the others go and nothing is hedged beside it (a second
- * handshake would only compete with it for the guest's CPU); should it fail,
- * the next attempt follows after intervalMs.
+ * reaches sshd on a SYN retransmit, seconds later. Closing such an attempt
+ * does not take it back: QEMU keeps connecting it to the guest, and every one
+ * of them reaches sshd once the guest has its address (a storm of pre-auth
+ * sshd processes past MaxStartups was seen when attempts were replaced every
+ * 0.5 s during a slow lab boot). An attempt that has seen no SSH banner after
+ * 3 s therefore stays and gets a fresh attempt beside it, up to 3 in flight;
+ * the first attempt to get a banner makes the others go and nothing is hedged
+ * beside it (a second handshake would only compete with it for the guest's
+ * CPU); should it fail, the next attempt follows after intervalMs.
  */
 export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = {}): Promise<GuestConnection> {
   const start = Date.now();
@@ -67,8 +68,6 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
   let winner: GuestConnection | undefined;
   let fatal: unknown;
   interface InFlight {
-    readonly attempt: number;
-    readonly launchedAt: number;
     readonly ac: AbortController;
     banner: boolean;
   }
@@ -92,7 +91,7 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
   const launch = (): void => {
     const attempt = ++attempts;
     lastLaunchAt = Date.now();
-    const a: InFlight = { attempt, launchedAt: lastLaunchAt, ac: new AbortController(), banner: false };
+    const a: InFlight = { ac: new AbortController(), banner: false };
     inFlight.add(a);
     connectGuest({
       ...target,
@@ -157,18 +156,9 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
         }
         nextAt = retryAt;
       } else {
-        const hedgeable = [...inFlight].every((a) => !a.banner);
+        const hedgeable = inFlight.size < MAX_IN_FLIGHT && [...inFlight].every((a) => !a.banner);
         const hedgeAt = Math.max(lastLaunchAt + HEDGE_MS, retryAt);
         if (hedgeable && now >= hedgeAt) {
-          if (inFlight.size >= MAX_IN_FLIGHT) {
-            const oldest = inFlight.values().next().value!;
-            inFlight.delete(oldest);
-            oldest.ac.abort(new Error('replaced by a fresh attempt'));
-            // it counts as an attempt that saw no banner (what a timeout would have said)
-            last = sshError('TIMEOUT', 'no-banner', `ssh to ${where}: no SSH banner within ${((now - oldest.launchedAt) / 1000).toFixed(1)} s`);
-            lastStage = 'no-banner';
-            opts.onAttempt?.({ attempt: oldest.attempt, stage: 'no-banner', elapsedMs: now - start, error: last });
-          }
           launch();
           continue;
         }

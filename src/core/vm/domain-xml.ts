@@ -413,8 +413,6 @@ export function userForwardGuestAddress(domainXml: string, hostPort: number): st
   } catch {
     return undefined;
   }
-  // only for a guest whose one NIC is that user-mode one (another NIC's address is the more useful one)
-  if ((doc.domain?.devices as Record<string, unknown> | undefined)?.interface !== undefined) return undefined;
   const cl = Object.entries(doc.domain ?? {}).find(([k]) => k.endsWith(':commandline'))?.[1] as Record<string, unknown> | undefined;
   const args = (Object.entries(cl ?? {}).find(([k]) => k.endsWith(':arg'))?.[1] ?? []) as Array<Record<string, unknown>>;
   if (args.filter((a) => typeof a['@_value'] === 'string' && a['@_value'].startsWith('user,')).length !== 1) return undefined;
