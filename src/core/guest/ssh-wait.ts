@@ -98,9 +98,9 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
       onBanner: () => {
         if (a.ac.signal.aborted) return;
         a.banner = true;
-        // the first to get through: the others (pending SYNs that reach sshd at the same moment once the
-        // guest has its address, each a pre-auth sshd and a key exchange) would only compete with it
-        if ([...inFlight].some((o) => o !== a && o.banner)) return;
+        // the first to get through (nothing is launched beside an attempt with a banner): the others
+        // (pending SYNs that reach sshd at the same moment once the guest has its address, each a
+        // pre-auth sshd and a key exchange) would only compete with it
         for (const o of inFlight) if (o !== a) o.ac.abort(new Error('another attempt got through'));
       },
       timeoutMs: Math.max(1000, Math.min(opts.attemptTimeoutMs ?? target.timeoutMs ?? DEFAULT_TIMEOUT_MS, deadline - Date.now())),

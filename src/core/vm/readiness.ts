@@ -123,11 +123,13 @@ export async function waitReady(op: OpContext, dom: Domain, o: WaitOptions): Pro
   try {
     // ip
     op.waiting(ssh ? `an IP address (DHCP lease, guest agent, ARP) and sshd on ${ssh.host}:${ssh.port}` : 'an IP address (DHCP lease, guest agent, ARP)');
+    let forwardChecked = false; // the definition is read once, not every round
     while (!ip) {
       op.throwIfAborted();
       if (performance.now() > deadline) throw stalled('ip');
-      if (settled && 'guest' in settled && ssh) {
+      if (!forwardChecked && settled && 'guest' in settled && ssh) {
         // logged in through a user-mode forward: the guest has the forward's address (no need to ask it)
+        forwardChecked = true;
         const fwd = userForwardGuestAddress(await dom.xml(), ssh.port);
         if (fwd) {
           ip = fwd;
