@@ -478,10 +478,9 @@ run mke2fs -q -F -t ext4 -L "$FS_LABEL" -U "$fs_uuid" -m 1 -O "$fs_features" \
 
 progress 88 "exporting kernel and initrd"
 install -m 0600 "$root/boot/vmlinuz-$kver" "$OUT.vmlinuz$tag"
-if [ "$PROFILE" = tuned ] && gzip -t "$root/boot/initrd.img-$kver" 2>/dev/null; then
-  # tuned: uncompressed (QEMU hands it over in memory; inflating it costs seconds under TCG)
-  gzip -dc "$root/boot/initrd.img-$kver" > "$OUT.initrd$tag"
-  chmod 0600 "$OUT.initrd$tag"
+if [ "$PROFILE" = tuned ]; then
+  # tuned: a small uncompressed initrd of its own (profile-tuned.sh)
+  tuned_initrd "$root/boot/initrd.img-$kver" "$OUT.initrd$tag" "$kver"
 else
   install -m 0600 "$root/boot/initrd.img-$kver" "$OUT.initrd$tag"
 fi

@@ -20,6 +20,14 @@ TUNED_CMDLINE="fsck.mode=skip rw 8250.nr_uarts=1"
 # partition to grow), instead of growpart's ~5 s of sfdisk runs under TCG.
 ROOT_LAYOUT=whole-disk
 ROOT_DEV=/dev/vda
+# The modules a direct-kernel boot needs before the real root runs (each with its dependencies):
+# the virtio disk, plus virtio-scsi for root=/dev/sda setups, and the root fs (ext4 is built into
+# the cloud kernel but a module in the generic one; crc32c for metadata_csum); the seed cdrom
+# (virtio-scsi), so /dev/sr0 is there before udev runs in the real root; the NIC: eth0 exists
+# before udev starts, so the early unit can put QEMU's lease on it and its udev event is in
+# coldplug's prioritized "net" group instead of waiting for the virtio PCI events to load the
+# driver (~9 s later under TCG)
+TUNED_INITRD_MODULES=(virtio_pci virtio_blk virtio_scsi sd_mod ext4 crc32c_generic sr_mod isofs virtio_net)
 
 tuned_before_packages() {
   # small, fast initrd: only what is needed to find a virtio disk (the cloud kernel has
@@ -30,23 +38,9 @@ MODULES=list
 RESUME=none
 COMPRESS=gzip
 EOF
-  cat >> "$root/etc/initramfs-tools/modules" <<'EOF'
-# vmctl: virtio disk, plus virtio-scsi for root=/dev/sda1 setups, and the root fs (ext4 is
-# built into the cloud kernel but a module in the generic one; crc32c for metadata_csum)
-virtio_pci
-virtio_blk
-virtio_scsi
-sd_mod
-ext4
-crc32c_generic
-# the seed cdrom (virtio-scsi), so /dev/sr0 is there before udev runs in the real root
-sr_mod
-isofs
-# the NIC: eth0 exists before udev starts, so its event is in coldplug's prioritized "net"
-# group instead of waiting for the virtio PCI events to load the driver (~9 s later under TCG);
-# systemd-networkd configures it once udev has processed it, and the login needs it
-virtio_net
-EOF
+  # (the same modules go into the tuned initrd that vmctl boots: tuned_initrd below)
+  { echo "# vmctl: see scripts/image/profile-tuned.sh (TUNED_INITRD_MODULES)"; printf '%s\n' "${TUNED_INITRD_MODULES[@]}"; } \
+    >> "$root/etc/initramfs-tools/modules"
   # No udev in the initrd: starting udevd + coldplug + settle costs ~3 s under TCG, and is not
   # needed for root=/dev/vdXN: load_modules() modprobes the list above and devtmpfs creates
   # /dev/vda1 (root=LABEL=/UUID= would need udev's /dev/disk symlinks). Scripts under
@@ -62,6 +56,49 @@ exit 0
 EOF
     chmod 755 "$root/etc/initramfs-tools/scripts/$d/udev"
   done
+}
+
+# tuned_initrd SRC OUT KVER: the initrd vmctl boots the tuned image with. From the initrd that
+# Debian's initramfs-tools built for the image (SRC, gzip) it keeps klibc's shell and the few
+# tools vmctl-initrd-init uses; the modules of TUNED_INITRD_MODULES and their dependencies come
+# from the image's /lib/modules in the order modprobe resolves them. An uncompressed newc cpio
+# (QEMU hands it over in memory; inflating costs under TCG), reproducible: sorted, mtime 0, root.
+# ~1.5 MB instead of ~16: the kernel unpacks it in a fraction of the time, and the init is a few
+# insmods and a mount instead of initramfs-tools' scripts.
+tuned_initrd() {
+  local src=$1 out=$2 kver=$3 d m line path
+  d=$(mktemp -d "$work/initrd.XXXXXX")
+  mkdir -p "$d/src" "$d/new/usr/bin" "$d/new/usr/lib" "$d/new/dev" "$d/new/proc" "$d/new/root" "$d/new/etc"
+  gzip -dc "$src" | (cd "$d/src" && cpio -id --quiet --no-absolute-filenames) || die "cannot unpack $src"
+  ln -s usr/bin "$d/new/bin"
+  ln -s usr/lib "$d/new/lib"
+  cp -a "$d/src"/usr/lib/klibc-*.so "$d/new/usr/lib/" || die "no klibc in $src"
+  for m in sh mount umount insmod run-init sleep; do
+    [ -f "$d/src/usr/bin/$m" ] || die "no klibc $m in $src"
+    cp -a "$d/src/usr/bin/$m" "$d/new/usr/bin/"
+  done
+  : > "$d/new/etc/vmctl-modules"
+  for m in "${TUNED_INITRD_MODULES[@]}"; do
+    in_chroot modprobe --set-version "$kver" --show-depends "$m" > "$d/deps" || die "modprobe cannot resolve $m for $kver"
+    while read -r line; do
+      case "$line" in
+        "builtin "*) continue ;;
+        "insmod "*) path=${line#insmod }; path=${path%% *} ;;
+        *) die "unexpected modprobe line for $m: $line" ;;
+      esac
+      case "$path" in /lib/modules/"$kver"/*.ko) ;; *) die "module $path is not an uncompressed .ko" ;; esac
+      grep -qxF "$path" "$d/new/etc/vmctl-modules" && continue
+      mkdir -p "$d/new${path%/*}"
+      cp "$root$path" "$d/new$path"
+      echo "$path" >> "$d/new/etc/vmctl-modules"
+    done < "$d/deps"
+  done
+  install -m 0755 "$here/image/guest/vmctl-initrd-init" "$d/new/init"
+  find "$d/new" -exec touch -h -d @0 {} +
+  (cd "$d/new" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --reproducible -R 0:0 --quiet) > "$out" \
+    || die "cannot pack the tuned initrd"
+  chmod 0600 "$out"
+  rm -rf "$d"
 }
 
 tuned_configure() {
@@ -109,27 +146,31 @@ EOF
   local g=$here/image/guest
   install -d -m 0755 "$root/usr/lib/vmctl"
   install -m 0755 "$g/vmctl-seed-early" "$g/vmctl-netconf" "$g/vmctl-cloud-init" "$root/usr/lib/vmctl/"
-  install -m 0644 "$g/vmctl-seed-early.service" "$g/vmctl-cloud-init.service" "$root/etc/systemd/system/"
-  in_chroot systemctl enable vmctl-seed-early.service vmctl-cloud-init.service
+  install -m 0644 "$g/vmctl-seed-early.service" "$g/vmctl-seed-late.service" "$g/vmctl-cloud-init.service" "$root/etc/systemd/system/"
+  in_chroot systemctl enable vmctl-seed-early.service vmctl-seed-late.service vmctl-cloud-init.service
   # cloud-init's stages run after sshd, in one process (see vmctl-cloud-init.service)
   in_chroot systemctl mask cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service
-  # sshd and systemd-user-sessions (which removes /run/nologin, so logins are accepted) start
-  # as soon as the early unit ran and systemd-tmpfiles-setup made /run: not after
-  # sysinit.target/basic.target (which wait for journald's flush, resolved, udev, dbus…) nor
-  # network.target (resolved, networkd; sshd listens on the wildcard address). sshd also
-  # skips the extra `sshd -t` run before the real one (a bad config fails the start just the
-  # same). The package's units with those lines changed; everything else stays Debian's.
+  # sshd starts as soon as the early unit ran (host key, user, key, address in place): not after
+  # sysinit.target/basic.target (which wait for journald's flush, resolved, udev, dbus…), nor
+  # network.target (resolved, networkd; sshd listens on the wildcard address), nor local-fs.target
+  # and systemd-tmpfiles-setup (the root fs is mounted rw by the kernel and is all there is; sshd
+  # makes /run/sshd itself, RuntimeDirectory=, and a login's utmp/wtmp records are best-effort).
+  # systemd-user-sessions (which removes /run/nologin) starts once the early unit ran and
+  # systemd-tmpfiles-setup made /run. sshd also skips the extra `sshd -t` run before the real
+  # one (a bad config fails the start just the same). The package's units with those lines
+  # changed; everything else stays Debian's.
+  local ssh_deps="DefaultDependencies=no\nConflicts=shutdown.target\nBefore=shutdown.target\nAfter=vmctl-seed-early.service"
   local early_deps="DefaultDependencies=no\nConflicts=shutdown.target\nBefore=shutdown.target\nAfter=systemd-tmpfiles-setup.service systemd-sysusers.service local-fs.target vmctl-seed-early.service"
-  sed -e "s/^After=network.target auditd.service$/After=auditd.service\n$early_deps/" \
+  sed -e "s/^After=network.target auditd.service$/After=auditd.service\n$ssh_deps/" \
       -e '/^ExecStartPre=\/usr\/sbin\/sshd -t$/d' \
     "$root/lib/systemd/system/ssh.service" > "$root/etc/systemd/system/ssh.service"
   sed -e "s/^After=remote-fs.target nss-user-lookup.target network.target home.mount$/After=remote-fs.target nss-user-lookup.target home.mount\n$early_deps/" \
     "$root/lib/systemd/system/systemd-user-sessions.service" > "$root/etc/systemd/system/systemd-user-sessions.service"
-  local u
-  for u in ssh.service systemd-user-sessions.service; do
-    grep -q '^After=systemd-tmpfiles-setup.service systemd-sysusers.service local-fs.target vmctl-seed-early.service$' \
-      "$root/etc/systemd/system/$u" || die "$u changed upstream: cannot reorder it after vmctl-seed-early.service"
-  done
+  grep -q '^After=vmctl-seed-early.service$' "$root/etc/systemd/system/ssh.service" \
+    || die "ssh.service changed upstream: cannot reorder it after vmctl-seed-early.service"
+  grep -q '^After=systemd-tmpfiles-setup.service systemd-sysusers.service local-fs.target vmctl-seed-early.service$' \
+    "$root/etc/systemd/system/systemd-user-sessions.service" \
+    || die "systemd-user-sessions.service changed upstream: cannot reorder it after vmctl-seed-early.service"
   # no /run/nologin at boot (systemd's tmpfiles entry, removed again by systemd-user-sessions once
   # it ran): sshd is up from the moment the early unit prepared the login, and a login that reached
   # it before systemd-user-sessions ran was refused by pam_nologin (a whole second handshake, ~1 s;
@@ -142,7 +183,7 @@ EOF
   printf '[Service]\nCPUWeight=1000\n' > "$root/etc/systemd/system/ssh.service.d/90-vmctl.conf"
   # the fallback host-key unit waits for the early unit (cloud-init now runs after sshd)
   # (and, like sshd, does not wait for sysinit.target: sshd is ordered after it)
-  sed -i 's/^After=cloud-init.service$/DefaultDependencies=no\nAfter=vmctl-seed-early.service local-fs.target/' \
+  sed -i 's/^After=cloud-init.service$/DefaultDependencies=no\nAfter=vmctl-seed-early.service/' \
     "$root/etc/systemd/system/vmctl-ssh-hostkeys.service"
   # (resolved keeps Debian's ordering: it is ordered before sysinit.target, so delaying it
   # until after sshd would be an ordering cycle through basic.target)
@@ -179,8 +220,12 @@ networkd.Renderer({}).render_network_state(network_state.parse_net_config_data(c
   # GPT auto-mounts — the disk has no partition table —, hibernation resume, offline updates)
   mkdir -p "$root/etc/systemd/system-generators"
   local gen
+  # (and SysV init scripts — every one in this image has a native unit —, /etc/rc.local — there is
+  # none —, systemd.run= on the command line, and gettys for the console= ttys — serial-getty@ttyS0
+  # is enabled)
   for gen in systemd-cryptsetup-generator systemd-gpt-auto-generator systemd-hibernate-resume-generator \
-             systemd-integritysetup-generator systemd-veritysetup-generator systemd-system-update-generator; do
+             systemd-integritysetup-generator systemd-veritysetup-generator systemd-system-update-generator \
+             systemd-sysv-generator systemd-rc-local-generator systemd-run-generator systemd-getty-generator; do
     ln -sf /dev/null "$root/etc/systemd/system-generators/$gen"
   done
   mkdir -p "$root/etc/systemd/journald.conf.d"

@@ -28,6 +28,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { userNetLease } from '../../src/core/vm/domain-xml.js';
 import { buildSeedDocuments, ensureVmKeys, generateHostKey, hostPatternFor, pinHostKey, writeSeedIso } from '../../src/core/guest/cloudinit.js';
 import { VmctlError } from '../../src/core/errors.js';
 import { connectGuest, guestCapture, guestExec, waitForCloudInit, waitForSsh, type GuestConnection, type SshAttempt } from '../../src/core/guest/ssh.js';
@@ -101,6 +102,8 @@ it('boots the default image with vmctl’s seed and reaches it over strictly ver
     user,
     authorizedKeys: keys.authorizedKeys,
     hostKey: keys.hostKey,
+    // what vmctl create passes for its user-mode NIC (QEMU's first lease, the default MAC)
+    userNetLease: userNetLease([{ type: 'user' }])!,
     runcmd: [['sh', '-c', 'printf "%s\\n" "$1" > /run/vmctl-argv', 'sh', ODD_ARG], "echo 'a: b' > /run/vmctl-runcmd"],
     extraUserData: { write_files: [{ path: '/run/vmctl-odd', content: ODD_FILE, permissions: '0644' }] },
   });
@@ -249,6 +252,23 @@ it('boots the default image with vmctl’s seed and reaches it over strictly ver
       );
       expect(early.stdout).toMatch(/^active\nactive\n/);
       expect(early.stdout).toContain('vmctl-seed-early: applied seed for instance');
+      expect(early.stdout).not.toMatch(/ignoring|could not configure|is not the NIC/);
+      // QEMU's lease was on eth0 before sshd; networkd's DHCP took it over (a lease's lifetime, not
+      // the early 120 s), kept in between by the runtime drop-in; the late half ran and unmounted the
+      // seed; the sudo bridge is gone now that cloud-init wrote the user's rules
+      const after = await guestCapture(
+        conn,
+        'systemctl is-active vmctl-seed-late.service; cat /run/systemd/network/10-cloud-init-eth0.network.d/90-vmctl-early.conf; ' +
+          'ip -4 -o addr show dev eth0; grep -c " /run/vmctl-seed " /proc/mounts || true; sudo -n ls /etc/sudoers.d',
+      );
+      expect(after.stdout).toMatch(/^active\n/);
+      expect(after.stdout).toMatch(/^KeepConfiguration=dhcp$/m);
+      const lft = /inet 10\.0\.2\.15\/24 .*valid_lft (\d+)sec/.exec(after.stdout);
+      expect(lft, after.stdout).not.toBeNull();
+      expect(Number(lft![1])).toBeGreaterThan(120);
+      expect(after.stdout).toMatch(/^0$/m);
+      expect(after.stdout).toContain('90-cloud-init-users');
+      expect(after.stdout).not.toContain('80-vmctl-early');
       const order = await guestCapture(conn, 'systemctl show -p ActiveEnterTimestampMonotonic --value vmctl-seed-early.service ssh.service vmctl-cloud-init.service');
       // (systemctl show prints one value per unit, separated by blank lines)
       const [tEarly, tSshd, tCloudInit] = order.stdout.trim().split(/\s+/).map(Number);

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { buildSeedDocuments, EARLY_DIR, earlySeedFiles, generateHostKey, generateUserKey, type SeedInput, type SshKeyPair } from '../../src/core/guest/cloudinit.js';
+import { userNetLease } from '../../src/core/vm/domain-xml.js';
 
 let host: SshKeyPair;
 let user: SshKeyPair;
@@ -103,5 +104,28 @@ describe('early seed files', () => {
     expect(f.sudo).toBeUndefined();
     const g = byName(earlySeedFiles({ instanceId: 'i', hostname: 'h', user: { name: 'bob', sudo: ['ALL=(ALL) NOPASSWD:/usr/bin/apt', 'ALL=(root) /bin/ls'] }, authorizedKeys: [user.publicKey], hostKey: host }));
     expect(g.sudo).toBe('ALL=(ALL) NOPASSWD:/usr/bin/apt\nALL=(root) /bin/ls\n');
+  });
+
+  it('carry the user-mode lease for eth0 only when network-config is exactly DHCP on eth0', () => {
+    const lease = userNetLease([{ type: 'user' }])!;
+    expect(lease).toEqual({ mac: '52:54:00:12:34:56', address: '10.0.2.15', prefixLength: 24, gateway: '10.0.2.2' });
+    const net = (over: Partial<SeedInput>) => byName(buildSeedDocuments(input({ userNetLease: lease, ...over })).earlyFiles).net;
+    expect(net({})).toBe('eth0 52:54:00:12:34:56 10.0.2.15/24 10.0.2.2\n');
+    // a lab's extra NICs (matched by MAC, renamed to eth1…) leave eth0 as it is
+    expect(net({ extraNetworkConfig: { ethernets: { eth1: { match: { macaddress: '52:54:00:aa:bb:cc' }, 'set-name': 'eth1', dhcp4: false, addresses: ['10.10.0.5/24'] } } } })).toBeDefined();
+    // anything else for eth0 is networkd's business
+    expect(net({ extraNetworkConfig: { ethernets: { eth0: { addresses: ['192.168.1.5/24'] } } } })).toBeUndefined();
+    expect(net({ extraNetworkConfig: { ethernets: { eth0: { dhcp6: true } } } })).toBeUndefined();
+    expect(net({ extraNetworkConfig: { ethernets: { nic: { match: { macaddress: '52:54:00:aa:bb:cc' }, 'set-name': 'eth0' } } } })).toBeUndefined();
+    expect(net({ extraNetworkConfig: { bonds: { bond0: { interfaces: ['eth0'] } } } })).toBeUndefined();
+    expect(net({ userNetLease: undefined })).toBeUndefined();
+  });
+
+  it('know the lease of exactly one user-mode NIC, with its MAC or QEMU\'s first default one', () => {
+    expect(userNetLease([{ type: 'user', mac: '52:54:00:AB:CD:EF' }])?.mac).toBe('52:54:00:ab:cd:ef');
+    expect(userNetLease([{ type: 'network', mac: '52:54:00:00:00:01' }, { type: 'user' }])?.mac).toBe('52:54:00:12:34:56');
+    expect(userNetLease([{ type: 'network' }])).toBeUndefined();
+    expect(userNetLease([{ type: 'user' }, { type: 'user' }])).toBeUndefined();
+    expect(() => earlySeedFiles({ instanceId: 'i', hostname: 'h', user: { name: 'bob' }, authorizedKeys: [user.publicKey], hostKey: host, network: { iface: 'eth0; rm', mac: '52:54:00:12:34:56', address: '10.0.2.15', prefixLength: 24, gateway: '10.0.2.2' } })).toThrow(/invalid early network/);
   });
 });

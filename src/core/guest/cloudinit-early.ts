@@ -15,6 +15,13 @@
  * password, a home directory, an unlocked password…), the user files are left
  * out and cloud-init creates the user as before. Images without the early unit
  * ignore the directory.
+ *
+ * `net` says what QEMU's user-mode network will lease to eth0 (address, gateway,
+ * and the NIC's MAC), when network-config asks for exactly DHCP on eth0: the early
+ * unit puts that address on the NIC before sshd starts, so a login works before
+ * udev and systemd-networkd have processed the NIC (several seconds later under
+ * TCG); networkd's DHCP then gets the same address and takes it over. The guest
+ * applies it only when its eth0 has that MAC.
  */
 import { HOSTNAME_RE, USER_NAME_RE } from '../names.js';
 
@@ -37,6 +44,27 @@ export interface EarlySeedInput {
   readonly authorizedKeys: readonly string[];
   /** exactly what user-data's ssh_keys holds */
   readonly hostKey: { readonly privateKey: string; readonly publicKey: string };
+  /** the lease eth0 will get (only when network-config is DHCP on eth0 and nothing else for it) */
+  readonly network?: EarlyNetwork;
+}
+
+export interface EarlyNetwork {
+  readonly iface: string;
+  readonly mac: string;
+  readonly address: string;
+  readonly prefixLength: number;
+  readonly gateway: string;
+}
+
+const IFACE_RE = /^[a-z][a-z0-9]{0,14}$/;
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const IPV4_RE = /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
+
+function networkFile(n: EarlyNetwork): EarlySeedFile {
+  if (!IFACE_RE.test(n.iface) || !MAC_RE.test(n.mac) || !IPV4_RE.test(n.address) || !IPV4_RE.test(n.gateway) || !Number.isInteger(n.prefixLength) || n.prefixLength < 1 || n.prefixLength > 32) {
+    throw new Error(`invalid early network ${JSON.stringify(n)}`);
+  }
+  return { name: 'net', content: `${n.iface} ${n.mac} ${n.address}/${n.prefixLength} ${n.gateway}\n`, mode: 0o600 };
 }
 
 /** users[0] keys the early script reproduces exactly; any other key leaves the user to cloud-init. */
@@ -91,5 +119,6 @@ export function earlySeedFiles(input: EarlySeedInput): EarlySeedFile[] {
   // the same bytes cloud-init's ssh module writes from ssh_keys later
   files.push({ name: 'ssh_host_ed25519_key', content: input.hostKey.privateKey, mode: 0o600 });
   files.push({ name: 'ssh_host_ed25519_key.pub', content: input.hostKey.publicKey, mode: 0o600 });
+  if (input.network) files.push(networkFile(input.network));
   return files;
 }

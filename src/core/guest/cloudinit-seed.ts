@@ -50,6 +50,11 @@ export interface SeedInput {
   readonly extraNetworkConfig?: Record<string, unknown>;
   /** directory with user-data.yaml, meta-data.yaml, network-config.yaml (default CLOUD_INIT_DIR) */
   readonly baseDir?: string;
+  /**
+   * what QEMU's user-mode network will lease to the VM (domain-xml's userNetLease): the early
+   * files then carry it for eth0, when the final network-config is DHCP (v4 only) on eth0
+   */
+  readonly userNetLease?: { readonly mac: string; readonly address: string; readonly prefixLength: number; readonly gateway: string };
 }
 
 export interface SeedDocuments {
@@ -146,6 +151,16 @@ function checkString(what: string, s: unknown): string {
   return s;
 }
 
+/** network-config v2 whose eth0 entry is exactly `dhcp4: true, dhcp6: false` (vmctl's base), matched by name */
+function isDhcpOnlyEth0(nc: Obj): boolean {
+  const eths = nc.ethernets;
+  if (nc.version !== 2 || !isPlainObject(eths) || 'bonds' in nc || 'bridges' in nc || 'vlans' in nc) return false;
+  const e = eths.eth0;
+  // (no other entry renames a NIC to eth0)
+  const renamed = Object.entries(eths).some(([k, v]) => k !== 'eth0' && (!isPlainObject(v) || v['set-name'] === 'eth0'));
+  return !renamed && isPlainObject(e) && Object.keys(e).length === 2 && e.dhcp4 === true && e.dhcp6 === false;
+}
+
 /** Build the three NoCloud documents for one VM (throws INVALID_INPUT on bad values). */
 export function buildSeedDocuments(input: SeedInput): SeedDocuments {
   const baseDir = input.baseDir ?? CLOUD_INIT_DIR;
@@ -223,6 +238,7 @@ export function buildSeedDocuments(input: SeedInput): SeedDocuments {
     nc = mergeCloudConfig(nc, input.extraNetworkConfig);
   }
 
-  const early = earlySeedFiles({ instanceId: input.instanceId, hostname: input.hostname, user: first, authorizedKeys, hostKey });
+  const lease = input.userNetLease && isDhcpOnlyEth0(nc) ? { iface: 'eth0', ...input.userNetLease } : undefined;
+  const early = earlySeedFiles({ instanceId: input.instanceId, hostname: input.hostname, user: first, authorizedKeys, hostKey, ...(lease ? { network: lease } : {}) });
   return seedDocuments(`#cloud-config\n${toCloudYaml(ud)}`, toCloudYaml(md), toCloudYaml(nc), early);
 }

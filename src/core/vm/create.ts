@@ -22,7 +22,7 @@ import { vmctlVersion } from '../host/version.js';
 import { loadTemplate } from '../template/load.js';
 import type { TemplateOverrides } from '../template/overrides.js';
 import { buildVmSpec, planDiskVolumes, type DiskFormat, type ResolvedTemplate } from '../template/model.js';
-import { buildDomainXml } from './domain-xml.js';
+import { buildDomainXml, userNetLease } from './domain-xml.js';
 import { ensurePool, findPool, poolFreeBytes, VMCTL_POOL } from '../storage/pool.js';
 import { deleteVolumeIfThere, diskVolumeName, seedVolumeName, volumeXml } from '../storage/volume.js';
 import { chooseAccel, type AccelRequest } from '../host/accel.js';
@@ -352,6 +352,7 @@ export async function applyCreate(op: OpContext, plan: CreatePlan): Promise<Crea
         runcmd: spec.cloudInit.runcmd,
         ...(plan.internal.extraUserData ? { extraUserData: plan.internal.extraUserData } : {}),
         ...(plan.internal.extraNetworkConfig ? { extraNetworkConfig: plan.internal.extraNetworkConfig } : {}),
+        ...(userNetLease(spec.nics) ? { userNetLease: userNetLease(spec.nics)! } : {}),
       });
       const iso = join(tmp, 'seed.iso');
       await writeSeedIso(docs, iso);

@@ -399,6 +399,32 @@ export function parseVmctlMetadata(xml: string): VmctlDomainMetadata | null {
 
 /** QEMU's user-mode network hands its first (only) DHCP lease out at this address, and its forwards go there by default. */
 export const USER_NET_GUEST_ADDRESS = '10.0.2.15';
+/** QEMU's user-mode network (vmctl sets none of net=, host=, dhcpstart=): 10.0.2.0/24, the host side (gateway) at .2 */
+export const USER_NET_PREFIX_LENGTH = 24;
+export const USER_NET_GATEWAY = '10.0.2.2';
+/** the MAC QEMU gives the first NIC created without one (vmctl's `-device` NICs; libvirt always passes its NICs' MACs) */
+export const QEMU_FIRST_DEFAULT_MAC = '52:54:00:12:34:56';
+
+/** What QEMU's user-mode DHCP server will lease to a VM's NIC. */
+export interface UserNetLease {
+  readonly mac: string;
+  readonly address: string;
+  readonly prefixLength: number;
+  readonly gateway: string;
+}
+
+/**
+ * The lease of the VM's user-mode NIC, known before it boots: QEMU's DHCP gives its first
+ * (only) client 10.0.2.15/24 with the gateway 10.0.2.2. undefined when the VM has no
+ * user-mode NIC or several (a second one would be another netdev with its own lease and MAC).
+ */
+export function userNetLease(nics: readonly { readonly type: string; readonly mac?: string }[]): UserNetLease | undefined {
+  const user = nics.filter((n) => n.type === 'user');
+  if (user.length !== 1) return undefined;
+  const mac = user[0]!.mac?.toLowerCase() ?? QEMU_FIRST_DEFAULT_MAC;
+  if (!MAC_RE.test(mac)) return undefined;
+  return { mac, address: USER_NET_GUEST_ADDRESS, prefixLength: USER_NET_PREFIX_LENGTH, gateway: USER_NET_GATEWAY };
+}
 const argParser = xmlParserWith((name) => name.endsWith(':arg'));
 
 /**
