@@ -19,6 +19,8 @@ import {
   guestCapture,
   guestExec,
   guestShell,
+  HEDGE_MS,
+  MAX_IN_FLIGHT,
   sshStageOf,
   waitForSsh,
   type GuestConnection,
@@ -268,7 +270,7 @@ describe('waitForSsh', () => {
     }
   });
 
-  it('hedges silent attempts up to 3, and when they all get through at once the first banner makes the others go', async () => {
+  it('hedges silent attempts up to MAX_IN_FLIGHT, and when they all get through at once the first banner makes the others go', async () => {
     // like QEMU's forward before the guest has its address: connections are accepted and stay silent
     // (their SYN towards the guest is lost); once the guest is reachable every pending one gets through
     // at the same moment (each a pre-auth sshd), and closing one earlier would not have taken it back
@@ -296,17 +298,17 @@ describe('waitForSsh', () => {
     const dir = mkdtempSync(join(state, 'wait-hedge-'));
     pinHostKey(dir, hostPatternFor('127.0.0.1', port), sshd.hostKeyPub);
     try {
-      const waiting = waitForSsh({ ...target, port, knownHostsFile: join(dir, 'known_hosts') }, { timeoutMs: 60_000 });
+      const waiting = waitForSsh({ ...target, port, knownHostsFile: join(dir, 'known_hosts') }, { timeoutMs: 60_000, attemptTimeoutMs: 30_000 });
       waiting.catch(() => {});
-      while (made < 3) await new Promise((r) => setTimeout(r, 50));
-      // hedged every 3 s, never more than 3 (each one would reach sshd later)
-      await new Promise((r) => setTimeout(r, 4000));
-      expect(made).toBe(3);
+      while (made < MAX_IN_FLIGHT) await new Promise((r) => setTimeout(r, 50));
+      // hedged every HEDGE_MS, never more than MAX_IN_FLIGHT (each one would reach sshd later)
+      await new Promise((r) => setTimeout(r, HEDGE_MS * 2));
+      expect(made).toBe(MAX_IN_FLIGHT);
       reachable = true;
       for (const x of silent) x.connect();
       const c = await waiting;
       expect(c.hostKey.fingerprint).toBe(conn.hostKey.fingerprint);
-      // the other two were closed once the first had its banner: one connection to sshd is left
+      // the others were closed once the first had its banner: one connection to sshd is left
       const until = Date.now() + 5000;
       while (toSshd.size > 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
       expect(toSshd.size).toBe(1);

@@ -34,9 +34,9 @@ const STAGE_TEXT: Record<SshStage, string> = {
 };
 
 /** attempts in flight at most: one, plus hedges for attempts that saw no SSH banner yet */
-const MAX_IN_FLIGHT = 3;
+export const MAX_IN_FLIGHT = 6;
 /** an attempt without a banner after this long gets a fresh one beside it */
-const HEDGE_MS = 3000;
+export const HEDGE_MS = 2000;
 
 /**
  * Retry connectGuest until the guest's sshd presents the pinned host key and
@@ -51,7 +51,11 @@ const HEDGE_MS = 3000;
  * of them reaches sshd once the guest has its address (a storm of pre-auth
  * sshd processes past MaxStartups was seen when attempts were replaced every
  * 0.5 s during a slow lab boot). An attempt that has seen no SSH banner after
- * 3 s therefore stays and gets a fresh attempt beside it, up to 3 in flight;
+ * 2 s therefore stays and gets a fresh attempt beside it, up to 6 in flight
+ * (QEMU retransmits a SYN 6 s and 18 s after the first one, measured: with 3
+ * attempts 3 s apart nothing reached the guest between 12 s and 18 s, where a
+ * tuned guest's sshd starts; 6 attempts 2 s apart leave no gap over 2 s in the
+ * first 28 s, and 6 pre-auth sshd processes at once stay under MaxStartups);
  * the first attempt to get a banner makes the others go and nothing is hedged
  * beside it (a second handshake would only compete with it for the guest's
  * CPU); should it fail, the next attempt follows after intervalMs.

@@ -13,5 +13,5 @@ export { sshStageOf, type SshStage } from './ssh-errors.js';
 export { checkPinnedHostKey } from './ssh-hostkey.js';
 export { connectGuest, type ConnectGuestOptions, type GuestConnection, type GuestTarget, type GuestTunnel } from './ssh-connect.js';
 export { guestCapture, guestExec, guestShell, type GuestCaptureResult, type GuestExecOptions, type GuestShellOptions } from './ssh-exec.js';
-export { waitForSsh, type SshAttempt, type WaitForSshOptions } from './ssh-wait.js';
+export { HEDGE_MS, MAX_IN_FLIGHT, waitForSsh, type SshAttempt, type WaitForSshOptions } from './ssh-wait.js';
 export { CLOUD_INIT_RESULT_WAIT, parseCloudInitResult, parseCloudInitStatusJson, parseCloudInitStatusText, waitForCloudInit, type CloudInitStatus } from './cloudinit-status.js';
