@@ -64,6 +64,10 @@ describe('vmctl create → ssh → stop/start → delete (TCG)', () => {
     expect(host.stdout).toBe(`${VM}\n`);
     const fail = await vmctl(['ssh', VM, '--', 'sh', '-c', "'echo oops >&2; exit 7'"], { env });
     expect(fail.code).toBe(7);
+    // vmctl create told the tuned image QEMU's lease (vmctl/net on the seed): on eth0 before sshd
+    const early = await vmctl(['ssh', VM, '--', 'sudo', '-n', 'journalctl', '-b', '-o', 'cat', '-u', 'vmctl-seed-early.service'], { env });
+    expect(early.code, early.stderr).toBe(0);
+    expect(early.stdout).toContain("eth0: 10.0.2.15/24 via 10.0.2.2 (QEMU's lease) before sshd");
     expect(fail.stderr).toContain('oops');
     const stdin = await vmctl(['ssh', VM, '--', 'wc', '-c'], { env, input: 'twelve bytes' });
     expect(stdin.stdout.trim()).toBe('12');
@@ -131,8 +135,16 @@ describe('vmctl create → ssh → stop/start → delete (TCG)', () => {
     }
   });
 
-  it('vmctl ip prints the address the guest agent reports', async () => {
-    const r = await vmctl(['ip', VM], { env });
+  it('vmctl ip prints the address the guest agent reports', { timeout: 150_000 }, async () => {
+    // (the tuned image starts the guest agent after sshd: right after the reboot above it may not
+    // answer yet, and vmctl ip says so — exit 3 — until it does)
+    const deadline = Date.now() + 120_000;
+    let r = await vmctl(['ip', VM], { env });
+    while (r.code === 3 && Date.now() < deadline) {
+      expect(r.stderr).toContain('no IP address known');
+      await new Promise((res) => setTimeout(res, 2000));
+      r = await vmctl(['ip', VM], { env });
+    }
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.trim().split('\n')).toContain('10.0.2.15');
   });
