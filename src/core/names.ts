@@ -86,6 +86,11 @@ const SNAPSHOT_NAME: NameRule = {
 
 /** Pool names. */
 export const POOL_NAME_RE = NETWORK_NAME_RE;
+
+/** A dotted-quad IPv4 address (no leading zeros); the source is reused in JSON schemas. */
+export const IPV4_RE = /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
+/** A MAC address as libvirt and the kernel print it (lowercase, colon-separated). */
+export const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const POOL_NAME: NameRule = { ...NETWORK_NAME, what: 'pool name' };
 
 function check(rule: NameRule, value: unknown): string | null {

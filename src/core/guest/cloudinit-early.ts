@@ -23,7 +23,7 @@
  * TCG); networkd's DHCP then gets the same address and takes it over. The guest
  * applies it only when its eth0 has that MAC.
  */
-import { HOSTNAME_RE, USER_NAME_RE } from '../names.js';
+import { HOSTNAME_RE, IPV4_RE, MAC_RE, USER_NAME_RE } from '../names.js';
 
 /** Directory of the early files on the seed volume. */
 export const EARLY_DIR = 'vmctl';
@@ -57,8 +57,6 @@ export interface EarlyNetwork {
 }
 
 const IFACE_RE = /^[a-z][a-z0-9]{0,14}$/;
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
-const IPV4_RE = /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
 
 function networkFile(n: EarlyNetwork): EarlySeedFile {
   if (!IFACE_RE.test(n.iface) || !MAC_RE.test(n.mac) || !IPV4_RE.test(n.address) || !IPV4_RE.test(n.gateway) || !Number.isInteger(n.prefixLength) || n.prefixLength < 1 || n.prefixLength > 32) {

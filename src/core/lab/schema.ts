@@ -7,15 +7,15 @@
  * Cross-field rules (unique names, networks and `after` that exist, no cycles,
  * addresses inside their subnet, limits) are checked in code (load.ts).
  */
-import { IMAGE_NAME_RE, TEMPLATE_NAME_RE } from '../names.js';
+import { IMAGE_NAME_RE, IPV4_RE, TEMPLATE_NAME_RE } from '../names.js';
 
 /** a lab's name, a lab VM's name, a lab network's name: short, so `PREFIX-LAB-VM-N` stays a VM name */
 export const LAB_NAME_RE = /^[a-z][a-z0-9-]{0,19}$/;
 export const LAB_PART_RE = /^[a-z][a-z0-9-]{0,15}$/;
 export const LAB_PREFIX_RE = /^[a-z][a-z0-9-]{0,15}$/;
 export const LANG_RE = /^[a-z]{2}(-[A-Z]{2})?$/;
-const IPV4 = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}';
-export const IPV4_RE = new RegExp(`^${IPV4}$`);
+export { IPV4_RE };
+const IPV4 = IPV4_RE.source.slice(1, -1);
 export const CIDR_RE = new RegExp(`^${IPV4}/(1[6-9]|2[0-9])$`);
 const SIZE = '^([0-9]+(?:\\.[0-9]+)?) ?(?:([MmGgTt])(?:[iI]?[bB])?)?$';
 const TEXT = '^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$';

@@ -342,6 +342,7 @@ export async function applyCreate(op: OpContext, plan: CreatePlan): Promise<Crea
     const seedWork = op.step('seed', async () => {
       const seed = refs.find((r) => r.role === 'seed');
       if (!seed || !spec.cloudInit) return;
+      const lease = userNetLease(spec.nics);
       const docs = buildSeedDocuments({
         hostname: plan.internal.hostname ?? spec.cloudInit.hostname ?? name,
         instanceId: uuid,
@@ -352,7 +353,7 @@ export async function applyCreate(op: OpContext, plan: CreatePlan): Promise<Crea
         runcmd: spec.cloudInit.runcmd,
         ...(plan.internal.extraUserData ? { extraUserData: plan.internal.extraUserData } : {}),
         ...(plan.internal.extraNetworkConfig ? { extraNetworkConfig: plan.internal.extraNetworkConfig } : {}),
-        ...(userNetLease(spec.nics) ? { userNetLease: userNetLease(spec.nics)! } : {}),
+        ...(lease ? { userNetLease: lease } : {}),
       });
       const iso = join(tmp, 'seed.iso');
       await writeSeedIso(docs, iso);

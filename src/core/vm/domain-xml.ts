@@ -32,7 +32,7 @@
 import { XMLBuilder } from 'fast-xml-parser';
 import { metadataElement, xmlParserWith } from '../xml.js';
 import { VmctlError } from '../errors.js';
-import { assertVmName, XML_ILLEGAL_RE } from '../names.js';
+import { assertVmName, MAC_RE, XML_ILLEGAL_RE } from '../names.js';
 import type { DiskSpec, NicModel, NicSpec, PortForward, VmSpec } from '../template/model.js';
 
 export const VMCTL_XMLNS = 'https://vmctl.dev/xmlns/vm/1';
@@ -58,7 +58,6 @@ const QEMU_NIC_DEVICE: Record<NicModel, string> = {
 };
 
 const LOOPBACK_RE = /^127(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 function internal(message: string): VmctlError {
   return new VmctlError('INTERNAL', `domain XML: ${message}`);
