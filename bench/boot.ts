@@ -42,7 +42,7 @@ const repo = fileURLToPath(new URL('..', import.meta.url));
 const vmctlBin = join(repo, 'bin', 'vmctl.js');
 const cache = process.env.VMCTL_CACHE_DIR ?? join(repo, '.cache');
 const env = { ...process.env, VMCTL_CACHE_DIR: cache, LIBVIRT_DEFAULT_URI: 'qemu:///system' };
-const tinySrc = values['tiny-dir'] ?? join(cache, 'images', 'tiny');
+const tinySrc = values['tiny-dir'] ?? process.env.VMCTL_TINY_DIR ?? join(repo, '.cache', 'tiny');
 
 const s1 = (ms: number) => (ms / 1000).toFixed(1);
 

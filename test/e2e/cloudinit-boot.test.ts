@@ -33,6 +33,7 @@ import { buildSeedDocuments, ensureVmKeys, generateHostKey, hostPatternFor, pinH
 import { VmctlError } from '../../src/core/errors.js';
 import { connectGuest, guestCapture, guestExec, waitForCloudInit, waitForSsh, type GuestConnection, type SshAttempt } from '../../src/core/guest/ssh.js';
 import { freePort } from '../_helpers/sshd.js';
+import { SSHD_READY_MARKER } from '../../src/core/guest/console.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const IMAGE_DIR = join(process.env.VMCTL_CACHE_DIR || join(repoRoot, '.cache'), 'images');
@@ -198,6 +199,8 @@ it('boots the default image with vmctl’s seed and reaches it over strictly ver
     const ci = await waitForCloudInit(conn, { timeoutMs: 900_000 });
     const tCi = Date.now() - t0;
     log(`boot → cloud-init done ${(tCi / 1000).toFixed(1)} s (status ${ci.status}, datasource ${ci.datasource ?? '?'})`);
+    // the image said on its serial console that sshd was up (what vmctl create watches for)
+    expect(readFileSync(consoleLog, 'utf8')).toContain(SSHD_READY_MARKER);
     expect(ci.errors).toEqual([]);
     expect(ci.status).toBe('done');
     expect(ci.exitCode).toBe(0);

@@ -47,9 +47,11 @@ describe('vmctl create → ssh → stop/start → delete (TCG)', () => {
   it('creates lab1 and waits until ssh and cloud-init are ready, reporting the phases', { timeout: 20 * 60_000 }, async () => {
     const r = await vmctl(['create', VM, '--wait', 'ssh', '--json'], { env, timeoutMs: 20 * 60_000 });
     expect(r.code, r.stderr).toBe(0);
-    const res = JSON.parse(r.stdout) as { name: string; state: string; domainType: string; ssh: { host: string; port: number }; phases: { phase: string; atMs: number }[] };
+    const res = JSON.parse(r.stdout) as { name: string; state: string; domainType: string; ssh: { host: string; port: number }; phases: { phase: string; atMs: number; detail?: string }[] };
     expect(res).toMatchObject({ name: VM, state: 'running', domainType: 'qemu' });
     expect(res.phases.map((p) => p.phase)).toEqual(['defined', 'started', 'ip', 'sshd', 'cloud-init']);
+    // the image's "sshd ready" line on the serial console made the login attempt (vmctl watched it)
+    expect(res.phases.find((p) => p.phase === 'sshd')?.detail).toMatch(/\(ready line on the console\)$/);
     const times = res.phases.map((p) => p.atMs);
     expect([...times].sort((a, b) => a - b)).toEqual(times);
     // KVM is not usable here: auto must fall back to TCG, loudly

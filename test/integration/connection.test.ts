@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { XMLBuilder } from 'fast-xml-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connection, type DomainLifecycleEvent } from '../../src/libvirt/connection.js';
@@ -18,6 +18,8 @@ import { ensureRig, type RigEnv } from '../_helpers/rig.js';
 import { startSshd, type SshdInstance } from '../_helpers/sshd.js';
 import { startKillProxy, type KillProxy } from '../_helpers/kill-proxy.js';
 import { tinyDomainXml } from '../_helpers/tiny-domain.js';
+import { attachConsole, watchConsoleFor, CONSOLE_ESCAPE } from '../../src/core/guest/console.js';
+import { VmctlError } from '../../src/core/errors.js';
 
 const xml = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: '@_', format: true });
 
@@ -148,7 +150,32 @@ describe.each(TRANSPORTS)('Connection over %s', (kind: Kind) => {
       } finally {
         clearInterval(poke);
       }
-      stream.abort();
+      // one session at a time: a second one is refused naming --force; forced, it takes the console over
+      const second = await attachConsole(dom, { input: new PassThrough(), output: new PassThrough() }).catch((e: unknown) => e);
+      expect(second).toBeInstanceOf(VmctlError);
+      expect((second as VmctlError).message).toBe(`the serial console of ${name} is in use by another session`);
+      expect((second as VmctlError).hint).toContain(`vmctl console ${name} --force`);
+      let firstEnded = false;
+      stream.once('end', () => (firstEnded = true));
+      stream.once('error', () => (firstEnded = true));
+      stream.resume();
+      const input = new PassThrough();
+      const taken = attachConsole(dom, { input, output: new PassThrough() }, { force: true });
+      await waitFor('the first session to end once taken over', () => (firstEnded ? true : undefined), 30_000);
+      input.write(Buffer.from([CONSOLE_ESCAPE]));
+      expect(await taken).toBe('escape');
+      // the watcher create uses: a forced session takes its stream (false); then it sees what the guest
+      // prints (the tiny guest says so on the console when the ACPI power button is pressed)
+      const watching = watchConsoleFor(dom, 'VMCTL-TINY-POWEROFF', new AbortController().signal);
+      await new Promise((r) => setTimeout(r, 500));
+      const again = await dom.openConsole(null, 1);
+      expect(await watching).toBe(false);
+      again.abort();
+      await new Promise((r) => setTimeout(r, 500));
+      const poweroff = watchConsoleFor(dom, 'VMCTL-TINY-POWEROFF', new AbortController().signal);
+      await new Promise((r) => setTimeout(r, 500));
+      await dom.shutdown();
+      expect(await poweroff).toBe(true);
     } finally {
       await dom.destroy().catch(() => undefined);
       await dom.undefine();

@@ -319,6 +319,54 @@ describe('waitForSsh', () => {
     }
   });
 
+  it("tries at once when the guest says sshd is ready (readyHint), beside a silent attempt", async () => {
+    // a silent first attempt (its SYN lost, as before the guest has its address); with the hedge far
+    // away only the hint can make the second attempt, which then gets through
+    const port = await freePort();
+    let reachable = false;
+    let made = 0;
+    const silent: Socket[] = [];
+    const server = createServer((s) => {
+      made++;
+      s.on('error', () => {});
+      if (!reachable) {
+        s.pause();
+        silent.push(s);
+        return;
+      }
+      const up = netConnect(sshd.port, '127.0.0.1');
+      up.on('error', () => s.destroy());
+      s.on('close', () => up.destroy());
+      s.pipe(up).pipe(s);
+    });
+    await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
+    const dir = mkdtempSync(join(state, 'wait-hint-'));
+    pinHostKey(dir, hostPatternFor('127.0.0.1', port), sshd.hostKeyPub);
+    let ready!: (v: boolean) => void;
+    const readyHint = new Promise<boolean>((r) => (ready = r));
+    const attempts: SshAttempt[] = [];
+    try {
+      const waiting = waitForSsh(
+        { ...target, port, knownHostsFile: join(dir, 'known_hosts') },
+        { timeoutMs: 60_000, attemptTimeoutMs: 30_000, hedgeMs: 600_000, readyHint, onAttempt: (a) => attempts.push(a) },
+      );
+      waiting.catch(() => {});
+      while (made < 1) await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(made).toBe(1); // nothing hedged yet
+      reachable = true;
+      ready(true);
+      const c = await waiting;
+      expect(made).toBe(2);
+      expect(attempts.map((a) => [a.attempt, a.stage])).toEqual([[2, 'ready']]);
+      expect(c.hostKey.fingerprint).toBe(conn.hostKey.fingerprint);
+      c.close();
+    } finally {
+      for (const s of silent) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
   it('times out naming the last stage, and honours an abort signal', async () => {
     const port = await freePort();
     const dir = mkdtempSync(join(state, 'wait-timeout-'));

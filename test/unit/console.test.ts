@@ -1,7 +1,9 @@
 /** The console pump (src/core/guest/console.ts) with fake streams: escape handling, ends, raw mode. */
 import { Duplex, PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { attachConsole, pumpConsole, CONSOLE_ESCAPE, type ConsoleStream } from '../../src/core/guest/console.js';
+import { attachConsole, pumpConsole, scanForMarker, watchConsoleFor, CONSOLE_ESCAPE, type ConsoleStream } from '../../src/core/guest/console.js';
+import { LibvirtError } from '../../src/libvirt/errors.js';
+import { VmctlError } from '../../src/core/errors.js';
 
 /** A fake console stream: what vmctl writes lands in `toGuest`, `fromGuest.write()` is what the guest prints. */
 function fakeConsole() {
@@ -113,7 +115,7 @@ describe('console pump', () => {
   it('attachConsole opens the domain console (unless already aborted)', async () => {
     const c = fakeConsole();
     let opened = 0;
-    const dom = { openConsole: async () => (opened++, c.stream as never) };
+    const dom = { name: 'vm1', openConsole: async () => (opened++, c.stream as never) };
     const input = new PassThrough();
     const ended = attachConsole(dom, { input, output: new PassThrough() });
     await tick();
@@ -122,5 +124,64 @@ describe('console pump', () => {
     expect(opened).toBe(1);
     expect(await attachConsole(dom, { input, output: new PassThrough(), signal: AbortSignal.abort() })).toBe('aborted');
     expect(opened).toBe(1);
+  });
+
+  it('attachConsole refuses a console in use elsewhere with the fix, and forces on request', async () => {
+    const c = fakeConsole();
+    const flags: number[] = [];
+    const busy = new LibvirtError('operation failed: Active console session exists for this domain', { kind: 'remote', code: 9 });
+    const dom = {
+      name: 'vm1',
+      openConsole: async (_dev: string | null, f: number) => {
+        flags.push(f);
+        if (f === 0) throw busy;
+        return c.stream as never;
+      },
+    };
+    const input = new PassThrough();
+    const err = await attachConsole(dom, { input, output: new PassThrough() }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VmctlError);
+    expect((err as VmctlError).code).toBe('CONFLICT');
+    expect((err as VmctlError).hint).toContain('vmctl console vm1 --force');
+    let opened = 0;
+    const ended = attachConsole(dom, { input, output: new PassThrough() }, { force: true, onOpen: () => opened++ });
+    await tick();
+    expect(opened).toBe(1);
+    input.write(Buffer.from([CONSOLE_ESCAPE]));
+    expect(await ended).toBe('escape');
+    expect(flags).toEqual([0, 1]);
+  });
+});
+
+describe('watching the console for a marker', () => {
+  it('finds a marker split across chunks, then closes the stream', async () => {
+    const c = fakeConsole();
+    const seen = scanForMarker(c.stream, 'vmctl: sshd ready', new AbortController().signal);
+    c.fromGuest.write('[  3.1] boot noise\r\nvmctl: ss');
+    await tick();
+    c.fromGuest.write('hd re');
+    await tick();
+    c.fromGuest.write('ady\r\nlogin: ');
+    expect(await seen).toBe(true);
+    expect(c.aborted()).toBe(1);
+  });
+
+  it('is false when the stream ends, the signal aborts, or the console cannot be opened', async () => {
+    const a = fakeConsole();
+    const ended = scanForMarker(a.stream, 'READY', new AbortController().signal);
+    a.fromGuest.write('REA');
+    a.fromGuest.end();
+    expect(await ended).toBe(false);
+    const b = fakeConsole();
+    const ac = new AbortController();
+    const stopped = scanForMarker(b.stream, 'READY', ac.signal);
+    ac.abort();
+    expect(await stopped).toBe(false);
+    expect(b.aborted()).toBe(1);
+    const busy = { openConsole: async () => Promise.reject(new Error('Active console session exists for this domain')) };
+    expect(await watchConsoleFor(busy, 'READY', new AbortController().signal)).toBe(false);
+    let opened = 0;
+    expect(await watchConsoleFor({ openConsole: async () => (opened++, a.stream as never) }, 'READY', AbortSignal.abort())).toBe(false);
+    expect(opened).toBe(0);
   });
 });

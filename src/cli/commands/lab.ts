@@ -189,10 +189,13 @@ const sshCommand: Cmd<{ lab: string; vm: string; command?: string[] } & PrefixAr
   },
 };
 
-const consoleCommand: Cmd<{ lab: string; vm: string } & PrefixArgs> = {
+const consoleCommand: Cmd<{ lab: string; vm: string; force?: boolean } & PrefixArgs> = {
   command: 'console <lab> <vm>',
   describe: "a lab VM's serial console (Ctrl-] leaves)",
-  builder: (y) => labArg(y).positional('vm', { type: 'string', demandOption: true }) as never,
+  builder: (y) =>
+    labArg(y)
+      .positional('vm', { type: 'string', demandOption: true })
+      .option('force', { type: 'boolean', describe: 'take the console over from another session' }) as never,
   handler: async (argv) => {
     const ctx = makeContext(argv);
     const { labVmName } = await core();
@@ -201,9 +204,11 @@ const consoleCommand: Cmd<{ lab: string; vm: string } & PrefixArgs> = {
     await ctx.withConnection(async (conn) => {
       const name = await labVmName(conn, id, argv.vm);
       const dom = await findVm(conn, name);
-      ctx.err(`Connected to ${name}'s serial console. Escape character is ^]`);
       try {
-        await (await import('../../core/guest/console.js')).attachConsole(dom, { input: process.stdin, output: process.stdout });
+        await (await import('../../core/guest/console.js')).attachConsole(dom, { input: process.stdin, output: process.stdout }, {
+          force: argv.force === true,
+          onOpen: () => ctx.err(`Connected to ${name}'s serial console. Escape character is ^]`),
+        });
       } finally {
         process.stdin.destroy();
       }

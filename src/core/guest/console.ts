@@ -8,6 +8,8 @@
  */
 import type { Duplex, Readable, Writable } from 'node:stream';
 import type { Domain } from '../../libvirt/connection.js';
+import { LibvirtError } from '../../libvirt/errors.js';
+import { VmctlError } from '../errors.js';
 
 /** Ctrl-] (GS), as in virsh console and telnet */
 export const CONSOLE_ESCAPE = 0x1d;
@@ -28,10 +30,82 @@ export interface ConsoleIo {
 /** A console stream: any Duplex; `abort()` (libvirt streams) is called when the session ends. */
 export type ConsoleStream = Duplex & { abort?: (reason?: Error) => void };
 
-/** Open the domain's serial console and pump it (see the file comment). */
-export async function attachConsole(dom: Pick<Domain, 'openConsole'>, io: ConsoleIo): Promise<ConsoleEnd> {
+/** VIR_DOMAIN_CONSOLE_FORCE: take the console over from another session */
+const CONSOLE_FORCE = 1;
+
+/** The line vmctl's image prints on the serial console once sshd is up (vmctl-seed-late.service). */
+export const SSHD_READY_MARKER = 'vmctl: sshd ready';
+
+/**
+ * Open the domain's serial console and pump it (see the file comment). One session at a time,
+ * as in virsh: a console in use elsewhere is refused with the fix (`force` takes it over).
+ */
+export async function attachConsole(dom: Pick<Domain, 'openConsole' | 'name'>, io: ConsoleIo, opts: { force?: boolean; onOpen?: () => void } = {}): Promise<ConsoleEnd> {
   if (io.signal?.aborted) return 'aborted';
-  return pumpConsole(await dom.openConsole(), io);
+  let stream: ConsoleStream;
+  try {
+    stream = await dom.openConsole(null, opts.force ? CONSOLE_FORCE : 0);
+  } catch (e) {
+    if (e instanceof LibvirtError && /active console session exists/i.test(e.message)) {
+      throw new VmctlError('CONFLICT', `the serial console of ${dom.name} is in use by another session`, {
+        hint: `leave that session (vmctl create and start watch the console until sshd answers, a few seconds), or take it over with vmctl console ${dom.name} --force`,
+        cause: e,
+      });
+    }
+    throw e;
+  }
+  opts.onOpen?.();
+  return pumpConsole(stream, io);
+}
+
+/**
+ * Watch the domain's serial console until `marker` appears in its output: true then, false when
+ * the console cannot be opened (busy, none), ends, fails or `signal` aborts. Never takes the
+ * console from another session and never writes to it; the stream is closed when this settles
+ * (a user's `vmctl console --force` takes it over: false). A pty drops what nobody reads, so
+ * this sees only output from its opening on.
+ */
+export async function watchConsoleFor(dom: Pick<Domain, 'openConsole'>, marker: string, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return false;
+  let stream: ConsoleStream;
+  try {
+    stream = await dom.openConsole(null, 0);
+  } catch {
+    return false;
+  }
+  return scanForMarker(stream, marker, signal);
+}
+
+/** The scan of watchConsoleFor, on an open stream (aborted when it settles). */
+export function scanForMarker(stream: ConsoleStream, marker: string, signal: AbortSignal): Promise<boolean> {
+  const needle = Buffer.from(marker, 'utf8');
+  return new Promise<boolean>((resolve) => {
+    let tail: Buffer = Buffer.alloc(0);
+    let finished = false;
+    const finish = (seen: boolean) => {
+      if (finished) return;
+      finished = true;
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      signal.removeEventListener('abort', onEnd);
+      stream.on('error', () => {}); // whatever the closed stream still reports
+      if (stream.abort) stream.abort();
+      else stream.destroy();
+      resolve(seen);
+    };
+    const onData = (b: Buffer) => {
+      const buf = tail.length > 0 ? Buffer.concat([tail, b]) : b;
+      if (buf.includes(needle)) return finish(true);
+      // a marker split across chunks: keep what could be its start
+      tail = Buffer.from(buf.subarray(Math.max(0, buf.length - needle.length + 1)));
+    };
+    const onEnd = () => finish(false);
+    stream.on('data', onData);
+    stream.once('end', onEnd);
+    stream.once('error', onEnd);
+    signal.addEventListener('abort', onEnd, { once: true });
+    if (signal.aborted) finish(false);
+  });
 }
 
 /** The pump itself, on an already open console stream (which it aborts when done). */

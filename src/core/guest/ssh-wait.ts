@@ -22,6 +22,14 @@ export interface WaitForSshOptions {
   /** deadline of one attempt (default target.timeoutMs, else 20000) */
   readonly attemptTimeoutMs?: number;
   readonly onAttempt?: (a: SshAttempt) => void;
+  /**
+   * Resolves true when the guest says its sshd is ready (vmctl's image prints a line on the serial
+   * console): an attempt is then made at once, beside silent ones, instead of at the next hedge.
+   * Only a hint: the attempt is verified like any other; false or never changes nothing.
+   */
+  readonly readyHint?: Promise<boolean>;
+  /** hedge spacing (default HEDGE_MS) */
+  readonly hedgeMs?: number;
 }
 
 const STAGE_TEXT: Record<SshStage, string> = {
@@ -58,13 +66,16 @@ export const HEDGE_MS = 2000;
  * first 28 s, and 6 pre-auth sshd processes at once stay under MaxStartups);
  * the first attempt to get a banner makes the others go and nothing is hedged
  * beside it (a second handshake would only compete with it for the guest's
- * CPU); should it fail, the next attempt follows after intervalMs.
+ * CPU); should it fail, the next attempt follows after intervalMs. When the
+ * guest says its sshd is ready (`readyHint`), one attempt is made at once: it
+ * reaches a listening sshd directly instead of waiting for a SYN retransmit.
  */
 export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = {}): Promise<GuestConnection> {
   const start = Date.now();
   const timeoutMs = opts.timeoutMs ?? 600_000;
   const deadline = start + timeoutMs;
   const intervalMs = opts.intervalMs ?? 500;
+  const hedgeMs = opts.hedgeMs ?? HEDGE_MS;
   const where = `${target.user}@${target.host}:${target.port}`;
   let last: VmctlError | undefined;
   let lastStage: SshStage | undefined;
@@ -87,6 +98,17 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
   };
   const onAbort = (): void => kick();
   opts.signal?.addEventListener('abort', onAbort, { once: true });
+  // the guest's "sshd ready": one attempt at once (hinted → launched once)
+  const hint: { state: 'none' | 'hinted' | 'launched' } = { state: 'none' };
+  opts.readyHint?.then(
+    (ready) => {
+      if (ready && hint.state === 'none') {
+        hint.state = 'hinted';
+        kick();
+      }
+    },
+    () => {},
+  );
 
   // next launch not before retryAt (intervalMs after the last failure) and, beside an attempt
   // still in flight, not before lastLaunchAt + HEDGE_MS
@@ -153,6 +175,15 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
         });
       }
       let nextAt: number;
+      if (hint.state === 'hinted') {
+        hint.state = 'launched';
+        // unless one already got through (then it is the one the guest is answering); also beside
+        // MAX_IN_FLIGHT silent ones (one more pre-auth sshd, still under MaxStartups)
+        if ([...inFlight].every((a) => !a.banner)) {
+          launch();
+          continue;
+        }
+      }
       if (inFlight.size === 0) {
         if (now >= retryAt) {
           launch();
@@ -161,7 +192,7 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
         nextAt = retryAt;
       } else {
         const hedgeable = inFlight.size < MAX_IN_FLIGHT && [...inFlight].every((a) => !a.banner);
-        const hedgeAt = Math.max(lastLaunchAt + HEDGE_MS, retryAt);
+        const hedgeAt = Math.max(lastLaunchAt + hedgeMs, retryAt);
         if (hedgeable && now >= hedgeAt) {
           launch();
           continue;

@@ -16,6 +16,7 @@ import { VirDomainInterfaceAddressesSource } from '../../libvirt/generated/const
 import { guestCapture, waitForSsh, waitForCloudInit, type GuestConnection, type GuestTarget } from '../guest/ssh.js';
 import type { OpContext } from '../op/context.js';
 import { userForwardGuestAddress } from './domain-xml.js';
+import { SSHD_READY_MARKER, watchConsoleFor } from '../guest/console.js';
 
 export type WaitTarget = 'none' | 'ip' | 'ssh';
 export const PHASES = ['defined', 'started', 'ip', 'sshd', 'cloud-init'] as const;
@@ -112,11 +113,24 @@ export async function waitReady(op: OpContext, dom: Domain, o: WaitOptions): Pro
   const sshStop = new AbortController();
   const stopSsh = () => sshStop.abort(op.signal.reason);
   op.signal.addEventListener('abort', stopSsh, { once: true });
+  // vmctl's image says on the serial console when sshd is up: the wait then tries at once (a hint
+  // only, see waitForSsh; no console, one in use by a user, or another image: the usual schedule)
+  const consoleStop = new AbortController();
+  let markerSeen = false;
+  const readyHint = ssh
+    ? watchConsoleFor(dom, SSHD_READY_MARKER, consoleStop.signal).then((seen) => {
+        markerSeen = seen;
+        if (seen) op.log.debug({ atMs: op.elapsedMs }, 'console: sshd ready');
+        return seen;
+      })
+    : undefined;
   const sshWork = ssh
-    ? waitForSsh(ssh, { timeoutMs: remaining(), signal: sshStop.signal }).then(
-        (guest) => (settled = { guest }),
-        (error: unknown) => (settled = { error }),
-      )
+    ? waitForSsh(ssh, { timeoutMs: remaining(), signal: sshStop.signal, ...(readyHint ? { readyHint } : {}) })
+        .then(
+          (guest) => (settled = { guest }),
+          (error: unknown) => (settled = { error }),
+        )
+        .finally(() => consoleStop.abort())
     : undefined;
   let guest: GuestConnection | undefined;
   let ip: string | undefined;
@@ -169,7 +183,7 @@ export async function waitReady(op: OpContext, dom: Domain, o: WaitOptions): Pro
       throw e;
     }
     guest = done.guest;
-    o.phase('sshd', `${ssh.host}:${ssh.port}`);
+    o.phase('sshd', `${ssh.host}:${ssh.port}${markerSeen ? ' (ready line on the console)' : ''}`);
     last = 'sshd';
   } finally {
     op.signal.removeEventListener('abort', stopSsh);
