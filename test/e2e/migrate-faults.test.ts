@@ -16,7 +16,7 @@ import { repoRoot, waitForFileContains } from '../_helpers/rig.js';
 
 let m: MigRig;
 const base = `vmctl-migf-${process.pid}`;
-const names = { int: `${base}-int`, dst: `${base}-dst`, net: `${base}-net`, kill: `${base}-kill`, cs: `${base}-cs` };
+const names = { int: `${base}-int`, dst: `${base}-dst`, net: `${base}-net`, kill: `${base}-kill`, cs: `${base}-cs`, pool: `${base}-pool` };
 const MID = { VMCTL_FAULT: 'migrate:mid-migration:sleep=200' };
 
 beforeAll(async () => {
@@ -143,6 +143,52 @@ describe('vmctl migrate interrupted (rig mig1 → mig2)', () => {
     expect(after).toEqual(where.mig2 === 'running' ? { mig1: 'none', mig2: 'running' } : { mig1: 'running', mig2: 'none' });
     assertContinuous(await counterAdvances(log, 2));
     await removeGuest(m, name);
+  });
+
+  it("a failed migration with --copy-storage to a host without vmctl's pool removes the pool it made there (undo on a failure, --recover after kill -9)", { timeout: 300_000 }, async () => {
+    const name = names.pool;
+    const dir = '/var/lib/vmctl/images';
+    const vol = `${name}.qcow2`;
+    const hasPool = (uri: string) => virsh(uri, 'pool-info', 'vmctl').then(() => true, () => false);
+    try {
+      await ensureVmctlPool(m.mig1.unixUri);
+      // mig2 as a host vmctl never stored anything on: the rig's hosts are vmctl's own, so an empty
+      // pool is removed first; one still holding volumes is another test's leftover and fails loudly
+      if (await hasPool(m.mig2.unixUri)) {
+        const held = (await virsh(m.mig2.unixUri, 'vol-list', 'vmctl')).split('\n').slice(2).map((l) => l.trim()).filter(Boolean);
+        if (held.length > 0) throw new Error(`rig host mig2's vmctl pool still holds ${held.join(', ')}: an earlier test left them`);
+        await virsh(m.mig2.unixUri, 'pool-destroy', 'vmctl');
+        await virsh(m.mig2.unixUri, 'pool-undefine', 'vmctl');
+      }
+      await virsh(m.mig1.unixUri, 'vol-create-as', 'vmctl', vol, '32M', '--format', 'qcow2');
+      const log = await bootGuest(m, m.mig1, name, { disk: { path: join(dir, vol), format: 'qcow2' } });
+      await waitForFileContains(log, m.rig.tinyMarker, 120_000);
+      await startCounter(m.mig1.unixUri, name, log);
+      const p = p2pArgs(m, name, ['--copy-storage', 'all']);
+      const r = await vmctlRun(m, p.args, { netns: p.netns, env: { VMCTL_FAULT: 'migrate:after-volumes:throw' } });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/made storage pool vmctl on/);
+      expect(r.stderr).toMatch(/injected fault at migrate:after-volumes/);
+      expect(r.stderr).toMatch(/undone +storage pool vmctl on/);
+      expect(await hasPool(m.mig2.unixUri)).toBe(false);
+      expect(await whereIs(m, name)).toEqual({ mig1: 'running', mig2: 'none' });
+      await noMarkerOn(m.mig1.unixUri, name);
+      // killed there instead: --recover removes the volume and then the pool
+      const killed = await vmctlRun(m, p.args, { netns: p.netns, env: { VMCTL_FAULT: 'migrate:after-volumes:kill' } });
+      expect(killed.code).toBe(137);
+      expect(await hasPool(m.mig2.unixUri)).toBe(true);
+      const rec = await vmctlRun(m, [...p.args, '--recover', '--json'], { netns: p.netns });
+      expect(rec.code, rec.stderr).toBe(0);
+      expect((JSON.parse(rec.stdout) as { recovered: { message: string } }).recovered.message).toMatch(/the 1 volume\(s\) it had made there were removed; so was the storage pool vmctl it had made there/);
+      expect(await hasPool(m.mig2.unixUri)).toBe(false);
+      expect(await whereIs(m, name)).toEqual({ mig1: 'running', mig2: 'none' });
+      await noMarkerOn(m.mig1.unixUri, name);
+      assertContinuous(await counterAdvances(log, 2));
+    } finally {
+      await removeGuest(m, name);
+      await virsh(m.mig1.unixUri, 'vol-delete', '--pool', 'vmctl', vol).catch(() => undefined);
+      await ensureVmctlPool(m.mig2.unixUri);
+    }
   });
 
   it('kill -9 around the move with --copy-storage: before it, --recover rolls back and removes the volume made on mig2; after it, --recover finishes the job', { timeout: 300_000 }, async () => {

@@ -64,6 +64,11 @@ describe('migrate facts and rewrites', () => {
   it('reads the journal back from the domain metadata', () => {
     expect(parseJournal(dom)).toEqual({ from: 'qemu:///system', to: 'qemu+tcp://b/system', keepSource: false, snapshots: [{ name: 's1', current: true, xml: '<domainsnapshot><name>s1</name></domainsnapshot>' }] });
     expect(parseJournal('<domain><name>x</name></domain>')).toBeNull();
+    // --copy-storage to a host without vmctl's pool: the journal says vmctl makes it (rolled back with the volumes)
+    const withPool = dom.replace('keepSource="no"', 'keepSource="no" makesPool="yes"');
+    expect(withPool).not.toBe(dom);
+    expect(parseJournal(withPool)?.makesPool).toBe(true);
+    expect(parseJournal(dom)?.makesPool).toBeUndefined();
     const withVolumes = dom.replace(
       '</vmctlmig:migration>',
       '<vmctlmig:volume pool="vmctl" name="web-root.qcow2"/><vmctlmig:volume pool="vmctl" name="web-seed.iso"/><vmctlmig:source-copy path="/a/web.qcow2"/></vmctlmig:migration>',

@@ -21,7 +21,7 @@ import type { OpContext } from '../op/context.js';
 import { clearMarker, newMarker, recordStep } from '../op/journal.js';
 import { findVm, lookupVm } from '../vm/domain.js';
 import { deleteVolumeAtIfThere, deleteVolumeIfThere, volumeXml } from '../storage/volume.js';
-import { ensurePool, VMCTL_POOL } from '../storage/pool.js';
+import { ensurePool, removePoolIfEmpty, VMCTL_POOL } from '../storage/pool.js';
 import { rewriteDomainXml } from './facts.js';
 import { clearJournal, redefineSnapshots, removeSnapshotMetadata, writeJournal } from './snapshots.js';
 import { diskPathMap } from './recover.js';
@@ -77,6 +77,7 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
       snapshots: snaps,
       made: copies.map((d) => ({ pool: d.destPool!, name: d.destVolume! })),
       sourceCopies: opts.keepSource ? [] : copies.filter((d) => d.owned).map((d) => d.sourcePath),
+      ...(copies.some((d) => d.createPool) ? { makesPool: true } : {}),
     },
     true,
   );
@@ -109,7 +110,13 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
     await op.step('volumes', async () => {
       if (copies.some((d) => d.createPool)) {
         const made = await ensurePool(dst);
-        if (made.action === 'created') op.notice(`made storage pool ${VMCTL_POOL} on ${plan.to} (vmctl's, as its first create there would)`);
+        if (made.action === 'created') {
+          op.notice(`made storage pool ${VMCTL_POOL} on ${plan.to} (vmctl's, as its first create there would)`);
+          // undone after the volumes made in it (the undo stack runs last-in first)
+          op.undo.push(`storage pool ${VMCTL_POOL} on ${plan.to}`, async () => {
+            if (!(await guestActiveOn(dst, name, uuid))) await removePoolIfEmpty(dst);
+          });
+        }
       }
       for (const d of copies) {
         const pool = await dst.lookupStoragePool(d.destPool!);

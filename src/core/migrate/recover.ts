@@ -8,6 +8,7 @@
  */
 import { VmctlError } from '../errors.js';
 import { deleteVolumeAtIfThere, deleteVolumeIfThere } from '../storage/volume.js';
+import { removePoolIfEmpty, VMCTL_POOL } from '../storage/pool.js';
 import type { Connection, Domain } from '../../libvirt/connection.js';
 import { clearMarker, markerLiveness, parseOpMarker } from '../op/journal.js';
 import { lookupVm, undefineDomain } from '../vm/domain.js';
@@ -87,10 +88,12 @@ export async function recoverMigration(src: Connection, dst: Connection | undefi
     if (dst && journal.made?.length && !(d && d.active)) {
       for (const v of journal.made) if (await deleteVolumeIfThere(dst, v.pool, v.name)) gone++;
     }
+    // the pool it made there for them, while nothing else is in it
+    const poolGone = dst && journal.makesPool && !(d && d.active) ? await removePoolIfEmpty(dst) : false;
     return {
       runsOn: 'source',
       uri: src.uri.original,
-      message: `the interrupted migration of '${name}' was rolled back: it ${s.active ? 'runs' : 'is'} on ${src.uri.original}, unchanged; snapshots and markers restored${d && !d.active ? '; a leftover definition on the destination was removed' : ''}${gone > 0 ? `; the ${gone} volume(s) it had made there were removed` : ''}`,
+      message: `the interrupted migration of '${name}' was rolled back: it ${s.active ? 'runs' : 'is'} on ${src.uri.original}, unchanged; snapshots and markers restored${d && !d.active ? '; a leftover definition on the destination was removed' : ''}${gone > 0 ? `; the ${gone} volume(s) it had made there were removed` : ''}${poolGone ? `; so was the storage pool ${VMCTL_POOL} it had made there` : ''}`,
     };
   }
   return null;

@@ -24,6 +24,8 @@ export interface MigrationJournal {
   made?: { pool: string; name: string }[];
   /** the source's copies of volumes vmctl made for the VM (removed once the guest runs on the destination) */
   sourceCopies?: string[];
+  /** --copy-storage to a host without vmctl's pool: vmctl makes it (removed there again, while empty, if the move is rolled back) */
+  makesPool?: boolean;
 }
 
 /** The guest's snapshots, parents before children, with their XML. */
@@ -49,6 +51,7 @@ export async function writeJournal(dom: Domain, j: MigrationJournal, running: bo
         '@_from': j.from,
         '@_to': j.to,
         '@_keepSource': j.keepSource ? 'yes' : 'no',
+        ...(j.makesPool ? { '@_makesPool': 'yes' } : {}),
         snapshot: j.snapshots.map((s) => ({ '@_name': s.name, '@_current': s.current ? 'yes' : 'no', '#text': Buffer.from(s.xml).toString('base64') })),
         ...(j.made?.length ? { volume: j.made.map((v) => ({ '@_pool': v.pool, '@_name': v.name })) } : {}),
         ...(j.sourceCopies?.length ? { 'source-copy': j.sourceCopies.map((path) => ({ '@_path': path })) } : {}),
@@ -77,6 +80,7 @@ export function parseJournal(domainXml: string): MigrationJournal | null {
       from: String(node['@_from'] ?? ''),
       to: String(node['@_to'] ?? ''),
       keepSource: node['@_keepSource'] === 'yes',
+      ...(node['@_makesPool'] === 'yes' ? { makesPool: true } : {}),
       snapshots: list('snapshot').map((s) => ({ name: String(s['@_name']), current: s['@_current'] === 'yes', xml: Buffer.from(String(s['#text'] ?? ''), 'base64').toString('utf8') })),
       ...(made.length ? { made } : {}),
       ...(sourceCopies.length ? { sourceCopies } : {}),

@@ -152,6 +152,24 @@ export async function ensurePool(conn: Connection): Promise<EnsurePoolResult> {
   return { pool, path: desc.path ?? poolTargetPath(conn), action };
 }
 
+/**
+ * Undo of an ensurePool() that created the pool: its definition goes again while it holds no
+ * volume (a volume another command made in it meanwhile keeps it). The directory stays: it may
+ * have been there before, and an empty directory is what the next ensurePool() reuses.
+ * True when the pool was removed.
+ */
+export async function removePoolIfEmpty(conn: Connection): Promise<boolean> {
+  const pool = await lookup(conn);
+  if (!pool) return false;
+  if (await pool.isActive()) {
+    await pool.refresh().catch(() => undefined);
+    if ((await pool.listVolumes()).length > 0) return false;
+    await pool.destroy();
+  }
+  await pool.undefine();
+  return true;
+}
+
 export interface PoolSpace {
   capacity: bigint;
   allocation: bigint;
