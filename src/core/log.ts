@@ -1,6 +1,7 @@
 /** Logging: pino to stderr. Results never go through the logger. */
 import { createRequire } from 'node:module';
-import { pino, type Logger, type Level } from 'pino';
+import type { Logger, Level } from 'pino';
+import { lazyLogger, loadPino } from '../libvirt/log.js';
 
 const require = createRequire(import.meta.url);
 
@@ -10,10 +11,15 @@ export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', '
 // fields that may carry secrets never reach a log line
 const REDACT = ['password', 'passphrase', 'privateKey', 'key', '*.password', '*.passphrase', '*.privateKey', 'userData'];
 
+/** pino (and pino-pretty for text) are loaded on the first line actually written: most runs log nothing. */
 export function createLogger(level: Level | 'silent' = 'warn', format: LogFormat = 'text'): Logger {
+  return lazyLogger(level, () => makeLogger(level, format));
+}
+
+function makeLogger(level: Level | 'silent', format: LogFormat): Logger {
+  const pino = loadPino();
   const opts = { level, redact: { paths: REDACT, censor: '[redacted]' }, base: undefined };
   if (format === 'json') return pino(opts, pino.destination({ fd: 2, sync: true }));
-  // pino-pretty is loaded on the first line actually written: most runs log nothing
   let pretty: { write(s: string): unknown } | undefined;
   const lazyPretty = {
     write(line: string) {
