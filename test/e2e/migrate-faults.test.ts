@@ -45,6 +45,15 @@ async function slowMigration(name: string) {
   return { log, v };
 }
 
+/** A counting guest on mig1 whose disk is the volume `vol` of mig1's vmctl pool, and its --copy-storage all migration's arguments. */
+async function copyStorageGuest(name: string, vol: string) {
+  await virsh(m.mig1.unixUri, 'vol-create-as', 'vmctl', vol, '32M', '--format', 'qcow2');
+  const log = await bootGuest(m, m.mig1, name, { disk: { path: join('/var/lib/vmctl/images', vol), format: 'qcow2' } });
+  await waitForFileContains(log, m.rig.tinyMarker, 120_000);
+  await startCounter(m.mig1.unixUri, name, log);
+  return { log, p: p2pArgs(m, name, ['--copy-storage', 'all']) };
+}
+
 async function noMarkerOn(uri: string, name: string): Promise<void> {
   const xml = await virsh(uri, 'dumpxml', name);
   expect(xml).not.toContain('https://vmctl.dev/xmlns/op/1');
@@ -147,7 +156,6 @@ describe('vmctl migrate interrupted (rig mig1 → mig2)', () => {
 
   it("a failed migration with --copy-storage to a host without vmctl's pool removes the pool it made there (undo on a failure, --recover after kill -9)", { timeout: 300_000 }, async () => {
     const name = names.pool;
-    const dir = '/var/lib/vmctl/images';
     const vol = `${name}.qcow2`;
     const hasPool = (uri: string) => virsh(uri, 'pool-info', 'vmctl').then(() => true, () => false);
     try {
@@ -160,11 +168,7 @@ describe('vmctl migrate interrupted (rig mig1 → mig2)', () => {
         await virsh(m.mig2.unixUri, 'pool-destroy', 'vmctl');
         await virsh(m.mig2.unixUri, 'pool-undefine', 'vmctl');
       }
-      await virsh(m.mig1.unixUri, 'vol-create-as', 'vmctl', vol, '32M', '--format', 'qcow2');
-      const log = await bootGuest(m, m.mig1, name, { disk: { path: join(dir, vol), format: 'qcow2' } });
-      await waitForFileContains(log, m.rig.tinyMarker, 120_000);
-      await startCounter(m.mig1.unixUri, name, log);
-      const p = p2pArgs(m, name, ['--copy-storage', 'all']);
+      const { log, p } = await copyStorageGuest(name, vol);
       const r = await vmctlRun(m, p.args, { netns: p.netns, env: { VMCTL_FAULT: 'migrate:after-volumes:throw' } });
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(/made storage pool vmctl on/);
@@ -193,16 +197,11 @@ describe('vmctl migrate interrupted (rig mig1 → mig2)', () => {
 
   it('kill -9 around the move with --copy-storage: before it, --recover rolls back and removes the volume made on mig2; after it, --recover finishes the job', { timeout: 300_000 }, async () => {
     const name = names.cs;
-    const dir = '/var/lib/vmctl/images'; // each rig host's own vmctl pool directory: not shared
-    const vol = `${name}.qcow2`;
+    const vol = `${name}.qcow2`; // in each rig host's own vmctl pool directory: not shared
     const vols = async (uri: string) => virsh(uri, 'vol-list', 'vmctl');
     try {
       for (const h of [m.mig1, m.mig2]) await ensureVmctlPool(h.unixUri);
-      await virsh(m.mig1.unixUri, 'vol-create-as', 'vmctl', vol, '32M', '--format', 'qcow2');
-      const log = await bootGuest(m, m.mig1, name, { disk: { path: join(dir, vol), format: 'qcow2' } });
-      await waitForFileContains(log, m.rig.tinyMarker, 120_000);
-      await startCounter(m.mig1.unixUri, name, log);
-      const p = p2pArgs(m, name, ['--copy-storage', 'all']);
+      const { log, p } = await copyStorageGuest(name, vol);
 
       const before = await vmctlRun(m, p.args, { netns: p.netns, env: { VMCTL_FAULT: 'migrate:after-volumes:kill' } });
       expect(before.code).toBe(137);
