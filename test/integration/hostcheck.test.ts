@@ -86,7 +86,8 @@ function expectNothingLeft(uri: string, probe: AccelProbeResult, before: { doms:
 describe('vmctl host check', () => {
   let rig: RigEnv;
   let cacheHome: string;
-  const env = () => ({ XDG_CACHE_HOME: cacheHome, LIBVIRT_DEFAULT_URI: '' });
+  // (its own host cache: VMCTL_CACHE_DIR in the caller's environment would point the CLI at another)
+  const env = () => ({ XDG_CACHE_HOME: cacheHome, VMCTL_CACHE_DIR: '', LIBVIRT_DEFAULT_URI: '' });
   let first: HostCheckReport;
   let firstMs = 0;
 
