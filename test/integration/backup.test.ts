@@ -1,9 +1,10 @@
 /**
  * vmctl backup / verify / prune / restore against the real libvirtd (TCG), with
  * the tiny busybox guest and a 4 GiB qcow2 data disk holding 150 MiB of data:
- * a running guest backed up through push-mode backups into scratch volumes,
+ * a running guest's full backups pulled from the job's NBD export (and pushed
+ * when pull mode cannot start), incrementals pushed into scratch volumes,
  * sizes, modes, verify refusing a flipped byte and a truncated file, kill -9 and
- * Ctrl-C mid-backup, encryption, prune, disk full, restore as a copy.
+ * Ctrl-C mid-backup in both modes, encryption, prune, disk full, restore as a copy.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -26,6 +27,7 @@ const MiB = 1024 * 1024;
 interface BackupJson {
   point: string;
   kind: string;
+  via: string;
   parent?: string;
   storedBytes: number;
   disks: { target: string; virtualSize: number; dataBytes: number }[];
@@ -38,11 +40,14 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
   let env: NodeJS.ProcessEnv;
   let poolPath: string;
   const set = () => join(work, 'set');
+  // pull-mode backups' socket directories (QEMU's user must reach them: not under the private work dir)
+  const nbdDir = `/run/vmctl/${tag}-nbd`;
+  const sockets = () => (existsSync(nbdDir) ? readdirSync(nbdDir) : []);
 
   beforeAll(() => {
     ensureBuilt();
     work = mkdtempSync(join(tmpdir(), 'vmctl-bak-'));
-    env = { VMCTL_DATA_DIR: join(work, 'data'), VMCTL_CACHE_DIR: join(repoRoot, '.cache'), LIBVIRT_DEFAULT_URI: 'qemu:///system' };
+    env = { VMCTL_DATA_DIR: join(work, 'data'), VMCTL_CACHE_DIR: join(repoRoot, '.cache'), LIBVIRT_DEFAULT_URI: 'qemu:///system', VMCTL_NBD_DIR: nbdDir };
     poolPath = /<path>([^<]+)<\/path>/.exec(virsh('pool-dumpxml', 'vmctl'))![1]!;
     // kernel and initrd as pool volumes (QEMU cannot read the repo's cache); a 4 GiB disk with 150 MiB of data
     const tiny = process.env.VMCTL_TINY_DIR ?? join(repoRoot, '.cache', 'tiny'); // scripts/build-tiny-guest.sh's default
@@ -82,15 +87,19 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     }
     for (const v of volumes().filter((n) => n.startsWith(tag) || n.includes(`-${tag}-`))) virsh('vol-delete', v, '--pool', 'vmctl');
     rmSync(work, { recursive: true, force: true });
+    rmSync(nbdDir, { recursive: true, force: true });
   });
 
   const backup = async (extra: string[] = [], e: NodeJS.ProcessEnv = {}) => vmctl(['backup', VM, '--to', set(), '--json', ...extra], { env: { ...env, ...e }, timeoutMs: 300_000 });
 
-  it('backs up the running guest: as big as its data (not its 4 GiB), 0700/0600, said crash-consistent without an agent', { timeout: 300_000 }, async () => {
+  it('backs up the running guest from its NBD export: as big as its data (not its 4 GiB), 0700/0600, said crash-consistent without an agent', { timeout: 300_000 }, async () => {
     const r = await backup();
     expect(r.code, r.stderr).toBe(0);
     const b = JSON.parse(r.stdout) as BackupJson;
     expect(b.kind).toBe('full');
+    expect(b.via).toBe('pull');
+    expect(sockets()).toEqual([]);
+    expect(virsh('domjobinfo', VM)).toMatch(/Job type:\s+None/);
     expect(b.disks[0]!.virtualSize).toBe(4 * 1024 * MiB);
     expect(Math.abs(b.disks[0]!.dataBytes - 150 * MiB)).toBeLessThan(4 * MiB);
     expect(Math.abs(b.storedBytes - 150 * MiB)).toBeLessThan(40 * MiB); // + kernel and initrd (~9 MiB)
@@ -110,13 +119,14 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     expect(v.stdout).toMatch(/^OK: 1 points/);
   });
 
-  it('through the volume stream (as from a remote host) the disk is stored the same as when read in place', { timeout: 300_000 }, async () => {
-    // a daemon on this machine: the scratch volume is read in place; VMCTL_BACKUP_VIA=stream takes the remote hosts' way
+  it('pushed and downloaded through the volume stream (as from a remote host) the disk is stored the same as when pulled', { timeout: 300_000 }, async () => {
+    // a daemon on this machine: a full backup is pulled; VMCTL_BACKUP_VIA=stream takes the remote hosts' way (push, then the volume stream)
     const other = join(work, 'set-stream');
     const r = await vmctl(['backup', VM, '--to', other, '--json', '--progress', 'json'], { env: { ...env, VMCTL_BACKUP_VIA: 'stream' }, timeoutMs: 300_000 });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/"step":"download vda"/);
     const b = JSON.parse(r.stdout) as BackupJson;
+    expect(b.via).toBe('push');
     try {
       // the guest's data as 64 KiB blocks (offset -> sha256, zero blocks left out): how the pieces fall
       // depends on where the backup job happened to put each cluster in the scratch file
@@ -151,6 +161,7 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     expect(r.code, r.stderr).toBe(0);
     const b = JSON.parse(r.stdout) as BackupJson;
     expect(b.kind).toBe('incremental');
+    expect(b.via).toBe('push');
     expect(b.parent).toMatch(/-full$/);
     expect(b.disks[0]!.dataBytes).toBeLessThan(MiB);
     expect(checkpoints(VM)).toEqual([`vmctl-bak-${b.point.toLowerCase()}`]); // the older checkpoint is gone
@@ -247,6 +258,70 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
     expect(readdirSync(join(set(), 'points')).filter((p) => p.startsWith('.partial-'))).toEqual([]);
     expect(virsh('domstate', VM).trim()).toBe('running');
+  });
+
+  it('kill -9 while a full backup reads the export: the guard ends the job at once and removes checkpoint, scratch volume, socket and partial point; the next backup works', { timeout: 300_000 }, async () => {
+    const before = checkpoints(VM);
+    const r = await backup([], { VMCTL_FAULT: 'backup:mid-download:kill' });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/fault point backup:mid-download/);
+    expect(virsh('domstate', VM).trim()).toBe('running');
+    // a pull-mode job would otherwise run until the next backup: the guard process aborts it once vmctl is gone
+    const t0 = Date.now();
+    const clean = () => /Job type:\s+None/.test(virsh('domjobinfo', VM)) && sockets().length === 0 && !virsh('dumpxml', VM).includes('https://vmctl.dev/xmlns/backup/1');
+    while (!clean() && Date.now() - t0 < 60_000) await new Promise((res) => setTimeout(res, 250));
+    expect(virsh('domjobinfo', VM)).toMatch(/Job type:\s+None/);
+    expect(sockets()).toEqual([]);
+    expect(checkpoints(VM)).toEqual(before);
+    expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
+    expect(readdirSync(join(set(), 'points')).filter((p) => p.startsWith('.partial-'))).toEqual([]);
+    const next = await backup();
+    expect(next.code, next.stderr).toBe(0);
+    const b = JSON.parse(next.stdout) as BackupJson;
+    expect([b.kind, b.via]).toEqual(['full', 'pull']);
+    expect(b.notes.join('\n')).not.toMatch(/interrupted backup/); // nothing was left for it
+    expect(checkpoints(VM)).toEqual([`vmctl-bak-${b.point.toLowerCase()}`]); // a full replaces the set's older ones
+    expect(sockets()).toEqual([]);
+  });
+
+  it('Ctrl-C while a full backup reads the export: exit 130, the job ended, no new checkpoint, scratch volume, socket or partial point', { timeout: 300_000 }, async () => {
+    const before = checkpoints(VM);
+    const child = spawn(process.execPath, [join(repoRoot, 'bin', 'vmctl.js'), 'backup', VM, '--to', set()], {
+      env: { ...process.env, ...env, VMCTL_FAULT: 'backup:mid-download:sleep=3000' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    let sent = false;
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (!sent && /fault point backup:mid-download/.test(stderr)) {
+        sent = true;
+        child.kill('SIGINT');
+      }
+    });
+    const code = await new Promise<number | null>((res) => child.on('close', res));
+    expect(code, stderr).toBe(130);
+    expect(virsh('domjobinfo', VM)).toMatch(/Job type:\s+None/);
+    expect(checkpoints(VM)).toEqual(before);
+    expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
+    expect(sockets()).toEqual([]);
+    expect(readdirSync(join(set(), 'points')).filter((p) => p.startsWith('.partial-'))).toEqual([]);
+    expect(virsh('domstate', VM).trim()).toBe('running');
+  });
+
+  it('when QEMU cannot make the export socket, the backup says so and is pushed instead, leaving nothing behind', { timeout: 300_000 }, async () => {
+    // a socket directory under the 0700 work directory: QEMU's user cannot reach it
+    const hidden = join(work, 'nbd');
+    const r = await backup([], { VMCTL_NBD_DIR: hidden });
+    expect(r.code, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout) as BackupJson;
+    expect([b.kind, b.via]).toEqual(['full', 'push']);
+    expect(r.stderr).toMatch(/pull-mode backup could not start \(.*\): pushing into scratch volumes instead/);
+    expect(readdirSync(hidden)).toEqual([]);
+    expect(virsh('domjobinfo', VM)).toMatch(/Job type:\s+None/);
+    expect(checkpoints(VM)).toEqual([`vmctl-bak-${b.point.toLowerCase()}`]);
+    expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
+    expect((await vmctl(['backup', 'verify', set()], { env })).code).toBe(0);
   });
 
   it('prune --keep-last 1 keeps the chain the newest incremental needs and removes the older chain', { timeout: 300_000 }, async () => {
@@ -379,6 +454,7 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
       expect(virsh('domstate', VM).trim()).toBe('running');
       expect(virsh('domjobinfo', VM)).toMatch(/Job type:\s+None/);
       expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
+      expect(sockets()).toEqual([]);
     } finally {
       execFileSync('umount', [small]);
     }

@@ -1,10 +1,13 @@
 /** `vmctl backup VM --to DIR`, `vmctl backup list|verify|prune DIR`: backup sets (src/core/backup). */
+import { spawn } from 'node:child_process';
+import type { Socket } from 'node:net';
 import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { makeContext, type GlobalArgs } from '../context.js';
 import { withOp } from '../op.js';
 import { VmctlError } from '../../core/errors.js';
 import { formatBytes, formatTable } from '../render.js';
+import type { StartJobGuard } from '../../core/backup/guard.js';
 
 type Cmd<A> = CommandModule<GlobalArgs, GlobalArgs & A>;
 
@@ -38,11 +41,13 @@ const takeCommand: Cmd<TakeArgs> = {
         compress: argv.compress,
         encrypt: argv.encrypt,
         ...(argv['key-file'] ? { keyFile: argv['key-file'] } : {}),
+        guard: startGuard,
       });
       quiet();
       if (ctx.json) return ctx.out.json(r);
+      const via = { pull: 'read from the running guest\'s point-in-time export', push: 'copied by a backup job into scratch volumes', volumes: 'read from the stopped guest\'s volumes' }[r.via];
       ctx.out.line(`${r.vm}: ${r.kind} backup ${r.point}${r.parent ? ` (on ${r.parent})` : ''} in ${r.dir}`);
-      ctx.out.line(`  ${r.disks.map((d) => `${d.target} ${formatBytes(d.dataBytes)} of ${formatBytes(d.virtualSize)}`).join(', ') || 'no disks'}; stored ${formatBytes(r.storedBytes)}`);
+      ctx.out.line(`  ${r.disks.map((d) => `${d.target} ${formatBytes(d.dataBytes)} of ${formatBytes(d.virtualSize)}`).join(', ') || 'no disks'}; stored ${formatBytes(r.storedBytes)}; ${via}`);
       ctx.out.line(`  ${(r.durationMs / 1000).toFixed(1)} s, ${formatBytes(r.bytesPerSecond)}/s of disk data; ${r.consistency.quiesced ? 'consistent: ' : ''}${r.consistency.how}`);
       for (const n of r.notes) ctx.out.line(`  note: ${n}`);
     });
@@ -110,6 +115,37 @@ const pruneCommand: Cmd<{ dir: string; 'keep-last': number; 'dry-run': boolean }
     if (ctx.json) return ctx.out.json(r);
     ctx.out.line(`${argv['dry-run'] ? 'would remove' : 'removed'} ${r.removed.length} point${r.removed.length === 1 ? '' : 's'}${r.removed.length ? `: ${r.removed.join(', ')}` : ''}; kept ${r.kept.length}`);
     if (r.keptForChains.length) ctx.out.line(`  kept for the chains of newer points: ${r.keptForChains.join(', ')}`);
+  },
+};
+
+/**
+ * A pull-mode job's guard (core/backup/guard.ts): this CLI again, detached, `__backup-guard VM OPID`,
+ * its stdin a pipe from this process; 'done' on it, or its closing once this process is gone.
+ */
+const startGuard: StartJobGuard = ({ uri, vm, opId }) => {
+  const entry = process.argv[1];
+  if (!entry) return { release: () => undefined };
+  const child = spawn(process.execPath, [entry, '--connect', uri, '__backup-guard', vm, opId], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+  child.on('error', () => undefined);
+  child.stdin!.on('error', () => undefined);
+  child.unref();
+  (child.stdin as unknown as Socket).unref();
+  return { release: () => child.stdin!.end('done\n') };
+};
+
+export const backupGuardCommand: CommandModule<GlobalArgs, GlobalArgs & { name: string; op: string }> = {
+  command: '__backup-guard <name> <op>',
+  describe: false,
+  builder: (y) => y.positional('name', { type: 'string', demandOption: true }).positional('op', { type: 'string', demandOption: true }) as never,
+  handler: async (argv) => {
+    let input = '';
+    process.stdin.setEncoding('utf8');
+    for await (const d of process.stdin) input += d as string;
+    if (input.includes('done')) return;
+    await withOp(argv, 'backup-guard', async ({ op }) => {
+      const { reapInterruptedBackup } = await import('../../core/backup/guard.js');
+      await reapInterruptedBackup(op, argv.name, argv.op);
+    });
   },
 };
 

@@ -14,7 +14,7 @@ import { consoleCommand } from './console.js';
 import { eventsCommand } from './events.js';
 import { templateCommand } from './template.js';
 import { snapshotCommand } from './snapshot.js';
-import { backupCommand } from './backup.js';
+import { backupCommand, backupGuardCommand } from './backup.js';
 import { restoreCommand } from './restore.js';
 import { migrateCommand } from './migrate.js';
 import { labCommand } from './lab.js';
@@ -39,6 +39,7 @@ export const commands: CommandModule<any, any>[] = [
   eventsCommand,
   snapshotCommand,
   backupCommand,
+  backupGuardCommand,
   restoreCommand,
   migrateCommand,
   labCommand,

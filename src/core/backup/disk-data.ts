@@ -15,6 +15,7 @@ import { CHUNK_SIZE } from './format.js';
 import type { PayloadWriter } from './chunks.js';
 import { SharedBufferPool } from './hasher.js';
 import { imageMap, qemuImg, type MapExtent } from './qemu-img.js';
+import { NbdClient, nbdExtents, type NbdExport } from './nbd.js';
 
 /** Byte progress of one phase as op.progress events: bytes, rate, ETA (at most every 250 ms). */
 export class Meter {
@@ -257,18 +258,24 @@ export function toPieces(segments: Array<{ start: number; end: number; at?: numb
  */
 export async function storeDisk(
   op: OpContext,
-  image: { path: string; format: string },
+  image: { path: string; format: string; nbd?: NbdExport },
   rawPath: string,
   kind: 'full' | 'incremental',
   writer: PayloadWriter,
   virtualSize: number,
   meter: Meter,
 ): Promise<StoredDisk> {
+  // a pull-mode backup's export (full): the guest's point-in-time view, its data extents read once
+  if (image.nbd) {
+    const map = await nbdExtents(image.nbd, op.signal);
+    const segments = map.filter((e) => e.data).map((e) => ({ start: e.start, end: Math.min(e.start + e.length, virtualSize), at: e.start })).filter((x) => x.end > x.start);
+    return storePieces(op, await nbdSource(image.nbd, op.signal), toPieces(segments), kind, writer, meter);
+  }
   // a qcow2 without backing file and without compressed clusters (what a backup job writes): read the
   // guest's data in place, where qemu-img map says each extent is in the file
   if (image.format === 'qcow2') {
     const map = await imageMap(image.path, 'qcow2', op.signal);
-    if (map.every((e) => e.depth === 0 && (!e.data || e.offset !== undefined))) return storePieces(op, image.path, mappedPieces(map, kind), kind, writer, meter);
+    if (map.every((e) => e.depth === 0 && (!e.data || e.offset !== undefined))) return storePieces(op, await fileSource(image.path), mappedPieces(map, kind), kind, writer, meter);
   }
   let changed: Array<[number, number]> | undefined;
   if (kind === 'incremental') {
@@ -279,7 +286,7 @@ export async function storeDisk(
   op.throwIfAborted();
   const ranges = changed ?? mergeRanges((await imageMap(rawPath, 'raw', op.signal)).filter((e) => e.data).map((e) => [e.start, e.start + e.length]));
   const segments = ranges.map(([a, b]) => ({ start: a, end: Math.min(b, virtualSize), at: a })).filter((x) => x.end > x.start);
-  return storePieces(op, rawPath, toPieces(segments), kind, writer, meter);
+  return storePieces(op, await fileSource(rawPath), toPieces(segments), kind, writer, meter);
 }
 
 /** The pieces of a qcow2 whose data extents qemu-img map locates in the file. */
@@ -297,15 +304,30 @@ function mappedPieces(map: MapExtent[], kind: 'full' | 'incremental'): Piece[] {
 /** Pieces read ahead of the one being hashed/written (each at most one 4 MiB chunk). */
 const READ_AHEAD = 3;
 
+/** Where storePieces reads a piece's bytes: a local image file, or an NBD export. */
+interface PieceSource {
+  read(buf: Buffer, at: number): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+async function fileSource(path: string): Promise<PieceSource> {
+  const fh = await open(path, 'r');
+  return { read: (buf, at) => readAt(fh, path, buf, at), close: () => fh.close() };
+}
+
+async function nbdSource(exp: NbdExport, signal: AbortSignal): Promise<PieceSource> {
+  const c = await NbdClient.open(exp, signal);
+  return { read: (buf, at) => c.read(buf, at), close: () => c.close() };
+}
+
 /**
- * Reads each piece from `path` and stores it (all-zero pieces skipped, or explicit in incrementals):
+ * Reads each piece from `src` and stores it (all-zero pieces skipped, or explicit in incrementals):
  * the next reads are already under way while a piece is hashed, and the writer keeps its writes in
  * flight, so reading, hashing and writing overlap. Buffers are shared memory (hasher.ts), reused once
  * the writer is done with them.
  */
-async function storePieces(op: OpContext, path: string, pieces: Piece[], kind: 'full' | 'incremental', writer: PayloadWriter, meter: Meter): Promise<StoredDisk> {
+async function storePieces(op: OpContext, src: PieceSource, pieces: Piece[], kind: 'full' | 'incremental', writer: PayloadWriter, meter: Meter): Promise<StoredDisk> {
   const totals: StoredDisk = { dataBytes: 0, storedBytes: 0 };
-  const fh = await open(path, 'r');
   const buffers = new SharedBufferPool(CHUNK_SIZE);
   const hasData = (p: Piece) => p.parts.some((x) => x.at !== undefined);
   const reads: Array<Promise<Buffer>> = [];
@@ -315,7 +337,7 @@ async function storePieces(op: OpContext, path: string, pieces: Piece[], kind: '
     const p = pieces[next++];
     if (!p) return;
     const buf = buffers.acquire(p.n);
-    const r = Promise.all(p.parts.map((x) => (x.at === undefined ? buf.fill(0, x.off, x.off + x.n) : readAt(fh, path, buf.subarray(x.off, x.off + x.n), x.at)))).then(() => buf);
+    const r = Promise.all(p.parts.map((x) => (x.at === undefined ? buf.fill(0, x.off, x.off + x.n) : src.read(buf.subarray(x.off, x.off + x.n), x.at)))).then(() => buf);
     r.catch(() => undefined); // awaited in order below; never an unhandled rejection if we stop early
     reads.push(r);
   };
@@ -341,7 +363,7 @@ async function storePieces(op: OpContext, path: string, pieces: Piece[], kind: '
     }
   } finally {
     await Promise.allSettled(reads);
-    await fh.close();
+    await src.close();
   }
   return totals;
 }

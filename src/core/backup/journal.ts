@@ -5,8 +5,8 @@
  * own namespace (not the `vmctlop:op` marker: the VM stays complete and usable
  * while it is backed up). A later backup of the same VM that finds a record
  * whose holder is gone removes exactly what it names: aborts the backup job,
- * deletes the checkpoint (unless a finished point of the set uses it) and the
- * scratch volumes, then clears the record.
+ * deletes the checkpoint (unless a finished point of the set uses it), the
+ * scratch volumes and a pull-mode job's socket directory, then clears the record.
  */
 import { xmlBuilder, xmlParserWith } from '../xml.js';
 import type { Connection, Domain } from '../../libvirt/connection.js';
@@ -29,6 +29,8 @@ export interface BackupJobRecord extends Holder {
   pool: string;
   /** scratch volume names in `pool`, comma-separated */
   scratch: string;
+  /** a pull-mode backup's socket directory on the machine running vmctl ('' for push mode) */
+  nbd?: string;
 }
 
 const parser = xmlParserWith(() => false);
@@ -75,6 +77,7 @@ export function parseJobRecord(domainXml: string): BackupJobRecord | null {
       checkpoint: a('checkpoint'),
       pool: a('pool'),
       scratch: a('scratch'),
+      ...(a('nbd') ? { nbd: a('nbd') } : {}),
       user: a('user') || '?',
       host: a('host') || '?',
       pid: Number(a('pid')) || 0,

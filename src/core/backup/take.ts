@@ -1,16 +1,20 @@
 /**
  * `vmctl backup VM --to DIR`: one new point in the backup set.
  *
- * Running VM: push-mode backup (virDomainBackupBegin) of every disk into a
- * scratch qcow2 volume in vmctl's pool on the VM's host — incremental against
- * the set's last point when that point's checkpoint is still on the domain
- * and the disks are qcow2 v3 (dirty bitmaps), with a new checkpoint made in
- * the same call — the guest's filesystems frozen through the guest agent
- * around the start of the job when the agent answers; then each scratch
- * volume is downloaded through a sparse volume stream, made into chunks
- * locally and deleted. A stopped VM's volumes (and their backing chain) are
- * downloaded and flattened locally. Either way only the libvirt connection is
- * used: no shell on the host.
+ * Running VM: a backup job (virDomainBackupBegin) over every disk — incremental
+ * against the set's last point when that point's checkpoint is still on the
+ * domain and the disks are qcow2 v3 (dirty bitmaps), with a new checkpoint made
+ * in the same call — the guest's filesystems frozen through the guest agent
+ * around the start of the job when the agent answers. A full backup next to
+ * the daemon is pulled (pull.ts): QEMU exports each disk's point-in-time view
+ * on a unix socket and vmctl reads its data extents once, straight into the
+ * set, while a thin scratch volume holds only what the guest overwrites
+ * meanwhile. Otherwise (incrementals, a remote host, pull mode refused) it is
+ * pushed: the job copies the data into scratch qcow2 volumes in vmctl's pool,
+ * each read in place or downloaded through a sparse volume stream, made into
+ * chunks and deleted. A stopped VM's volumes (and their backing chain) are
+ * downloaded and flattened locally. Only the libvirt connection is used: no
+ * shell on the host.
  *
  * Faults: the intent (checkpoint, scratch volumes) is on the domain before
  * anything is made (journal.ts); the point is written in a .partial directory
@@ -39,6 +43,9 @@ import {
 } from './format.js';
 import { clearJobRecord, deleteScratch, jobLiveness, newJobRecord, parseJobRecord, writeJobRecord, type BackupJobRecord } from './journal.js';
 import { imageInfo, qemuImg } from './qemu-img.js';
+import type { NbdExport } from './nbd.js';
+import { endPullJob, pullSocket, removeSocketDir } from './pull.js';
+import type { JobGuard, StartJobGuard } from './guard.js';
 
 export interface BackupOptions {
   name: string;
@@ -47,6 +54,8 @@ export interface BackupOptions {
   compress?: boolean;
   encrypt?: boolean;
   keyFile?: string;
+  /** starts the guard that ends a pull-mode job if this process dies (guard.ts); none: the next backup does */
+  guard?: StartJobGuard;
 }
 
 export interface BackupResult {
@@ -56,6 +65,11 @@ export interface BackupResult {
   dir: string;
   vm: string;
   running: boolean;
+  /**
+   * how the disks were read: `pull` (a running VM's point-in-time NBD export, read once), `push` (the
+   * backup job copied them into scratch volumes first), `volumes` (a stopped VM's volumes)
+   */
+  via: 'pull' | 'push' | 'volumes';
   consistency: Manifest['consistency'];
   disks: Array<{ target: string; virtualSize: number; dataBytes: number }>;
   storedBytes: number;
@@ -95,6 +109,7 @@ export async function recoverInterrupted(op: OpContext, dom: Domain, running: bo
     }
   }
   await deleteScratch(dom.conn, rec.pool, rec.scratch ? rec.scratch.split(',') : []);
+  if (rec.nbd) removeSocketDir(dom.conn, rec.nbd);
   if (rec.dir) rmSync(partialDir(rec.dir, rec.pointId), { recursive: true, force: true });
   await clearJobRecord(dom, running);
   return `removed what an interrupted backup (${rec.since}, step ${rec.step}) left: ${[rec.checkpoint && `checkpoint ${rec.checkpoint}`, rec.scratch && `scratch ${rec.scratch}`].filter(Boolean).join(', ') || 'its record'}`;
@@ -245,17 +260,29 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
 
   // 1. each disk as a local image (the guest's view, flattened)
   // `volume`: the image is that scratch volume itself (read in place), deleted once stored, never removed as a local file
-  const localImages: Array<{ disk: DomainDisk; path: string; format: string; capacity: number; volume?: StorageVolume }> = [];
+  // `nbd`: read from the pull-mode job's export (the job ends, then the scratch volumes go, after step 3)
+  const localImages: Array<{ disk: DomainDisk; path: string; format: string; capacity: number; volume?: StorageVolume; nbd?: NbdExport }> = [];
+  let pull: { dir: string; socket: string } | undefined;
+  let scratchVolumes: StorageVolume[] = [];
+  let guard: JobGuard | undefined;
   if (running && disks.length > 0) {
     const { pool, path: poolPath } = await ensurePool(conn);
     const scratch = disks.map((d) => scratchVolumeName(opts.name, d.target, op.id));
     newCheckpoint = caps.some((c) => c.ok) ? checkpointName(pointId) : undefined;
-    const record: BackupJobRecord = newJobRecord({ opId: op.id, step: 'scratch', dir, pointId, checkpoint: newCheckpoint ?? '', pool: pool.name, scratch: scratch.join(',') });
+    // a full backup next to the daemon is pulled (read once from QEMU's export), anything else pushed
+    const pullable = kind === 'full' ? pullSocket(conn, liveXml, op.id) : { why: 'an incremental is pushed (only its changed blocks are copied)' };
+    if ('socket' in pullable) pull = pullable;
+    else op.log.debug({ why: pullable.why }, 'push-mode backup');
+    const record: BackupJobRecord = newJobRecord({ opId: op.id, step: 'scratch', dir, pointId, checkpoint: newCheckpoint ?? '', pool: pool.name, scratch: scratch.join(','), ...(pull ? { nbd: pull.dir } : {}) });
     await writeJobRecord(dom, record, true);
     op.undo.push(`backup job, checkpoint and scratch volumes of ${opts.name}`, async (c) => {
       const d = await c.lookupDomain(opts.name);
       await recoverInterrupted(op, d, (await d.state()).state !== 'shutoff');
     });
+    if (pull) {
+      op.undo.push(`socket directory ${pull.dir}`, () => removeSocketDir(conn, pull!.dir));
+      guard = opts.guard?.({ uri: conn.uri.original, vm: opts.name, opId: op.id });
+    }
     const scratchPaths: string[] = [];
     for (const i of disks.keys()) {
       const vol = await pool.createVolume(
@@ -273,25 +300,29 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
       scratchPaths.push((await vol.path()) || join(poolPath, scratch[i]!));
     }
     await op.fault('after-scratch');
-    const backupDoc = {
+    // push: the job writes each disk's data into its scratch volume; pull: QEMU exports each disk's
+    // view on the socket and keeps in the scratch volume only what the guest overwrites meanwhile
+    const backupDoc = (mode: 'push' | 'pull') => ({
       domainbackup: {
-        '@_mode': 'push',
+        '@_mode': mode,
         ...(parent?.checkpoint ? { incremental: parent.checkpoint } : {}),
+        ...(mode === 'pull' ? { server: { '@_transport': 'unix', '@_socket': pull!.socket } } : {}),
         disks: {
           disk: [
             ...disks.map((d, i) => ({
               '@_name': d.target,
               '@_backup': 'yes',
               '@_type': 'file',
+              ...(mode === 'pull' ? { '@_exportname': d.target } : {}),
               ...(kind === 'incremental' ? { '@_backupmode': 'incremental', '@_incremental': parent!.checkpoint } : { '@_backupmode': 'full' }),
-              target: { '@_file': scratchPaths[i] },
+              ...(mode === 'pull' ? { scratch: { '@_file': scratchPaths[i] } } : { target: { '@_file': scratchPaths[i] } }),
               driver: { '@_type': 'qcow2' },
             })),
             ...files.disks.filter((d) => !disks.includes(d)).map((d) => ({ '@_name': d.target, '@_backup': 'no' })),
           ],
         },
       },
-    };
+    });
     const checkpointDoc = newCheckpoint
       ? {
           domaincheckpoint: {
@@ -310,20 +341,39 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     } catch (e) {
       consistency = { quiesced: false, how: `crash-consistent only: the guest agent did not freeze the filesystems (${(e as Error).message})` };
     }
+    const begin = (mode: 'push' | 'pull') =>
+      dom.backupBegin(xmlBuilder.build(backupDoc(mode)) as string, checkpointDoc ? (xmlBuilder.build(checkpointDoc) as string) : null, VirDomainBackupBeginFlags.VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL);
     try {
-      await dom.backupBegin(xmlBuilder.build(backupDoc) as string, checkpointDoc ? (xmlBuilder.build(checkpointDoc) as string) : null, VirDomainBackupBeginFlags.VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL);
+      if (pull) {
+        try {
+          await begin('pull');
+        } catch (e) {
+          // e.g. QEMU may not make a socket there (AppArmor, another mount namespace): libvirt made nothing; push instead
+          if (!(e instanceof LibvirtError)) throw e;
+          op.notice(`pull-mode backup could not start (${e.message}): pushing into scratch volumes instead`);
+          removeSocketDir(conn, pull.dir);
+          pull = undefined;
+          await begin('push');
+        }
+      } else await begin('push');
     } finally {
       if (frozen) await dom.fsThaw().catch((e: Error) => op.warn(`could not thaw the guest's filesystems: ${e.message}`));
     }
     if (!consistency.quiesced) op.warn(`${opts.name}: ${consistency.how}`);
     await op.fault('after-checkpoint');
-    await op.step('copy', () => waitJob(op, dom, new Meter(op, 'backup job', opts.name, meterTotal)));
+    if (!pull) await op.step('copy', () => waitJob(op, dom, new Meter(op, 'backup job', opts.name, meterTotal)));
     await writeJobRecord(dom, { ...record, step: 'download' }, true);
     // 2. each scratch volume: read in place when it is a file on this machine (a local daemon), else
     // downloaded through a sparse volume stream; deleted once stored (step 3)
     const dl = new Meter(op, 'download', opts.name);
     for (const [i, d] of disks.entries()) {
       const vol = await pool.lookupVolume(scratch[i]!);
+      if (pull) {
+        await op.fault('mid-download');
+        scratchVolumes.push(vol);
+        localImages.push({ disk: d, path: scratchPaths[i]!, format: 'raw', capacity: caps[i]!.capacity, nbd: { socket: pull.socket, name: d.target } });
+        continue;
+      }
       const inPlace = await localVolumeFile(conn, vol, scratch[i]!);
       if (inPlace) {
         await op.fault('mid-download');
@@ -397,7 +447,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
       payload.push(await w.finish('disk', l.capacity));
       rmSync(join(tmp, `${l.disk.target}.raw`), { force: true });
       if (l.volume) await l.volume.delete();
-      else rmSync(l.path, { force: true });
+      else if (!l.nbd) rmSync(l.path, { force: true });
       diskRecords.push({ target: l.disk.target, file: rel, virtualSize: l.capacity, format: l.disk.format, sourcePath: l.disk.source!, bitmap: caps[disks.indexOf(l.disk)]?.ok ?? false, dataBytes: r.dataBytes });
     }
   } catch (e) {
@@ -405,6 +455,13 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     throw e;
   }
   store.finish();
+  if (pull) {
+    // every export read: the job ends, its scratch volumes and socket go
+    await endPullJob(op, dom);
+    for (const v of scratchVolumes) await v.delete();
+    scratchVolumes = [];
+    removeSocketDir(conn, pull.dir);
+  }
 
   // 4. definition, snapshots, seed, boot files, client state
   const small = async (rel: string, role: PayloadFile['role'], data: Buffer) => payload.push(await writeSmallPayload(join(work, rel), rel, fileId(rel), codec, role, data, CHUNK_SIZE, setVersion));
@@ -475,6 +532,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     await clearJobRecord(dom, true);
   }
   op.undo.commit();
+  guard?.release();
   const durationMs = Math.round(performance.now() - t0);
   const dataBytes = diskRecords.reduce((a, d) => a + d.dataBytes, 0);
   return {
@@ -484,6 +542,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     dir,
     vm: opts.name,
     running,
+    via: running && disks.length > 0 ? (pull ? 'pull' : 'push') : 'volumes',
     consistency,
     disks: diskRecords.map((d) => ({ target: d.target, virtualSize: d.virtualSize, dataBytes: d.dataBytes })),
     storedBytes: manifest.storedBytes,
