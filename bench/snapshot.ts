@@ -5,9 +5,10 @@
  * internal snapshot create and revert through vmctl against virsh
  * snapshot-create-as / snapshot-revert (target <= 1.1x), and vmctl's own
  * external revert. Backup section:
- * (a) backup throughput: `vmctl backup` (full, running guest: push-mode backup
- *     job into a scratch volume, read in place on this host, chunks with
- *     SHA-256, fsync) against `qemu-img convert -U -t writeback -O qcow2` of
+ * (a) backup throughput: `vmctl backup` (full, running guest: pull-mode backup
+ *     job, its NBD export read once; chunks with SHA-256, fsync; also the
+ *     push-mode way, VMCTL_BACKUP_VIA=push: the job copies into a scratch
+ *     volume read in place) against `qemu-img convert -U -t writeback -O qcow2` of
  *     the same running disk (which also copies only the data and flushes its
  *     output), with 256 MiB and 1 GiB of data: whole-command times, and each
  *     tool's fixed cost and throughput beyond it (see throughput()), medians of
@@ -89,10 +90,10 @@ function makeGuest(poolPath: string, vm: string, vol: string, mib: number): void
 }
 
 /** Where a `vmctl backup --progress json` run spent its time (ms since the operation began; the process started earlier). */
-function phases(stderr: string): { job: number; store: number; opEnd: number } {
+function phases(stderr: string): { job: number; store: number; sync: number; end: number; opEnd: number } {
   const ev = stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { type: string; step?: string; state?: string; durationMs?: number; atMs?: number });
   const dur = (re: RegExp) => ev.filter((e) => e.type === 'step' && e.state === 'end' && re.test(e.step ?? '')).reduce((a, e) => a + (e.durationMs ?? 0), 0);
-  return { job: dur(/^copy$/), store: dur(/^(download|store) /), opEnd: Math.max(0, ...ev.map((e) => e.atMs ?? 0)) };
+  return { job: dur(/^copy$/), store: dur(/^(download|store) /), sync: dur(/^sync /), end: dur(/^end job$/), opEnd: Math.max(0, ...ev.map((e) => e.atMs ?? 0)) };
 }
 
 /**
@@ -114,7 +115,7 @@ async function throughput(): Promise<void> {
     virsh('vol-upload', v, join(tiny, f), '--pool', 'vmctl');
   }
   for (const g of SIZES) makeGuest(poolPath, g.vm, g.vol, g.mib);
-  const res = SIZES.map(() => ({ unsafe: [] as number[], durable: [] as number[], ours: [] as number[], job: [] as number[], store: [] as number[], inc: [] as number[] }));
+  const res = SIZES.map(() => ({ unsafe: [] as number[], durable: [] as number[], ours: [] as number[], push: [] as number[], job: [] as number[], store: [] as number[], sync: [] as number[], end: [] as number[], inc: [] as number[] }));
   for (let r = 0; r < rounds; r++) {
     for (const [k, g] of SIZES.entries()) {
       const out = join(work, 'convert.qcow2');
@@ -129,6 +130,11 @@ async function throughput(): Promise<void> {
       const p = phases(b.err);
       res[k]!.job.push(p.job);
       res[k]!.store.push(p.store);
+      res[k]!.sync.push(p.sync);
+      res[k]!.end.push(p.end);
+      const pushSet = join(work, `push${r}`);
+      res[k]!.push.push(must(await runTimed(process.execPath, [vmctlBin, 'backup', g.vm, '--to', pushSet, '--json', '--progress', 'none'], { ...env, VMCTL_BACKUP_VIA: 'push' }), 'vmctl backup (push)').ms);
+      rmSync(pushSet, { recursive: true, force: true });
       if (k === 0) res[k]!.inc.push(must(await vmctl('backup', g.vm, '--to', set, '--incremental', '--json', '--progress', 'none'), 'vmctl backup --incremental').ms);
       rmSync(set, { recursive: true, force: true });
     }
@@ -146,9 +152,11 @@ async function throughput(): Promise<void> {
     console.log(`| ${name} | ${m(a).toFixed(0)} | ${rate(S.mib, m(a)).toFixed(0)} | ${m(b).toFixed(0)} | ${rate(L.mib, m(b)).toFixed(0)} | ${fixed(a, b).toFixed(0)} | ${slope(a, b).toFixed(0)} | ${a.map((x) => x.toFixed(0)).join(', ')} / ${b.map((x) => x.toFixed(0)).join(', ')} |`);
   row('qemu-img convert -U -t writeback (anchor: output flushed)', rs.durable, rl.durable);
   row('qemu-img convert -U (default -t unsafe: output left unflushed)', rs.unsafe, rl.unsafe);
-  row('vmctl backup (full)', rs.ours, rl.ours);
+  row('vmctl backup (full; pull mode)', rs.ours, rl.ours);
+  row('vmctl backup (full; push mode, VMCTL_BACKUP_VIA=push)', rs.push, rl.push);
   console.log(`| vmctl backup --incremental (nothing changed) | ${m(rs.inc).toFixed(0)} | - | - | - | - | - | ${rs.inc.map((x) => x.toFixed(0)).join(', ')} |`);
-  console.log(`\nvmctl's phases (medians, ms): backup job ${m(rs.job).toFixed(0)} / ${m(rl.job).toFixed(0)}, storing the data (download if any, chunks, SHA-256, fsync) ${m(rs.store).toFixed(0)} / ${m(rl.store).toFixed(0)}, the rest of the command ${(m(rs.ours) - m(rs.job) - m(rs.store)).toFixed(0)} / ${(m(rl.ours) - m(rl.job) - m(rl.store)).toFixed(0)} (${S.mib} / ${L.mib} MiB)`);
+  const rest = (x: typeof rs) => m(x.ours) - m(x.job) - m(x.store) - m(x.sync) - m(x.end);
+  console.log(`\nvmctl's phases (pull mode, medians, ms): push job's copy ${m(rs.job).toFixed(0)} / ${m(rl.job).toFixed(0)}, storing the data (reads, chunks, SHA-256) ${m(rs.store).toFixed(0)} / ${m(rl.store).toFixed(0)}, fsync ${m(rs.sync).toFixed(0)} / ${m(rl.sync).toFixed(0)}, ending the job ${m(rs.end).toFixed(0)} / ${m(rl.end).toFixed(0)}, the rest of the command ${rest(rs).toFixed(0)} / ${rest(rl).toFixed(0)} (${S.mib} / ${L.mib} MiB)`);
   console.log(`\nratio vmctl / qemu-img convert -t writeback (target ≥ 0.8x): whole command at ${S.mib} MiB **${(m(rs.durable) / m(rs.ours)).toFixed(2)}x**, at ${L.mib} MiB **${(m(rl.durable) / m(rl.ours)).toFixed(2)}x**, throughput beyond the fixed cost **${(slope(rs.ours, rl.ours) / slope(rs.durable, rl.durable)).toFixed(2)}x**`);
   console.log(`(against the unflushed default -t unsafe: ${(m(rs.unsafe) / m(rs.ours)).toFixed(2)}x / ${(m(rl.unsafe) / m(rl.ours)).toFixed(2)}x / ${(slope(rs.ours, rl.ours) / slope(rs.unsafe, rl.unsafe)).toFixed(2)}x)`);
   for (const g of SIZES) virsh('destroy', g.vm);

@@ -2,7 +2,9 @@
  * A minimal NBD client (https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md) for
  * reading a pull-mode backup's export over a unix socket: fixed-newstyle handshake, NBD_OPT_GO,
  * then pipelined NBD_CMD_READs with simple replies (no structured replies are asked for, so a read
- * reply is its 16-byte header and exactly the bytes asked). Read-only; nothing is ever written.
+ * reply is its 16-byte header and exactly the bytes asked): the socket reads into one reused 1 MiB
+ * buffer (net's `onread`), copied at once into the caller's buffers, so no garbage per packet.
+ * Read-only; nothing is ever written.
  * The extents come from `qemu-img map` on the same export (nbdExtents), not from this client.
  */
 import { createConnection, type Socket } from 'node:net';
@@ -24,6 +26,8 @@ const CMD_READ = 0;
 const CMD_DISC = 2;
 /** QEMU's server takes requests of up to 32 MiB; larger reads are split */
 const MAX_REQUEST = 32 * 1024 * 1024;
+/** what one socket read takes at most */
+const READ_BUFFER = 1024 * 1024;
 
 interface Pending {
   buf: Buffer;
@@ -40,13 +44,12 @@ export interface NbdExport {
 export class NbdClient {
   private readonly pending = new Map<bigint, Pending>();
   private nextHandle = 1n;
-  /** bytes received and not yet consumed */
-  private rx: Buffer[] = [];
-  private rxLen = 0;
+  /** the reply header being received */
+  private readonly header = Buffer.alloc(16);
+  private headerFilled = 0;
   /** the reply whose data is arriving: its target and how much of it is filled */
-  private current: { p: Pending; filled: number; error: number } | undefined;
+  private current: { p: Pending; filled: number } | undefined;
   private failure: Error | undefined;
-  private handshake: ((chunk: Buffer) => void) | undefined;
 
   private constructor(
     private readonly sock: Socket,
@@ -56,7 +59,18 @@ export class NbdClient {
 
   static async open(exp: NbdExport, signal?: AbortSignal): Promise<NbdClient> {
     const what = `NBD export ${exp.name} at ${exp.socket}`;
-    const sock = createConnection({ path: exp.socket });
+    // every read lands in one reused buffer (no allocation, no garbage per packet) and is consumed at once
+    let got: (d: Buffer) => void = () => undefined;
+    const sock = createConnection({
+      path: exp.socket,
+      onread: {
+        buffer: Buffer.allocUnsafe(READ_BUFFER),
+        callback: (n: number, buf: Uint8Array) => {
+          got((buf as Buffer).subarray(0, n));
+          return true;
+        },
+      },
+    });
     const onAbort = () => sock.destroy(new Error('aborted'));
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
@@ -65,6 +79,7 @@ export class NbdClient {
         sock.once('error', rej);
       });
       const reader = new HandshakeReader(sock);
+      got = (d) => reader.push(Buffer.from(d));
       const greet = await reader.take(18);
       if (greet.readBigUInt64BE(0) !== NBDMAGIC || greet.readBigUInt64BE(8) !== IHAVEOPT) throw new Error('not a newstyle NBD server');
       const serverFlags = greet.readUInt16BE(16);
@@ -91,10 +106,11 @@ export class NbdClient {
         if (type === REP_ACK) break;
       }
       if (size === undefined) throw new Error('the server gave no export size');
-      const c = new NbdClient(sock, size, what);
-      c.feed(reader.rest());
+      // the server sends nothing more until asked
+      if (reader.rest().length > 0) throw new Error('unexpected data after the handshake');
       reader.stop();
-      sock.on('data', (d: Buffer) => c.feed(d));
+      const c = new NbdClient(sock, size, what);
+      got = (d) => c.received(d);
       sock.on('error', (e) => c.fail(new VmctlError('LIBVIRT', `${what}: ${e.message}`)));
       sock.on('close', () => c.fail(new VmctlError('LIBVIRT', `${what}: the server closed the connection`)));
       return c;
@@ -117,6 +133,7 @@ export class NbdClient {
   private readOne(buf: Buffer, offset: number): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     if (offset + buf.length > this.size) return Promise.reject(new VmctlError('INTERNAL', `${this.what}: read past the end (${offset}+${buf.length} > ${this.size})`));
+    if (buf.length === 0) return Promise.resolve();
     const handle = this.nextHandle++;
     return new Promise<void>((resolve, reject) => {
       this.pending.set(handle, { buf, resolve, reject });
@@ -141,66 +158,53 @@ export class NbdClient {
     this.current = undefined;
   }
 
-  private feed(d: Buffer): void {
-    if (d.length === 0) return;
-    this.rx.push(d);
-    this.rxLen += d.length;
-    for (;;) {
-      if (this.current) {
-        // copy the arriving data straight into the reader's buffer
-        const cur = this.current;
-        while (cur.filled < cur.p.buf.length && this.rxLen > 0) {
-          const head = this.rx[0]!;
-          const n = Math.min(head.length, cur.p.buf.length - cur.filled);
-          head.copy(cur.p.buf, cur.filled, 0, n);
-          cur.filled += n;
-          this.consume(n);
+  /** Bytes from the socket (a view of the reused read buffer: consumed before returning). */
+  private received(d: Buffer): void {
+    let at = 0;
+    while (at < d.length && !this.failure) {
+      const cur = this.current;
+      if (cur) {
+        // data of the reply being received, straight into the caller's buffer
+        const n = Math.min(d.length - at, cur.p.buf.length - cur.filled);
+        d.copy(cur.p.buf, cur.filled, at, at + n);
+        cur.filled += n;
+        at += n;
+        if (cur.filled === cur.p.buf.length) {
+          this.current = undefined;
+          cur.p.resolve();
         }
-        if (cur.filled < cur.p.buf.length) return;
-        this.current = undefined;
-        cur.p.resolve();
         continue;
       }
-      if (this.rxLen < 16) return;
-      const h = this.take(16);
-      if (h.readUInt32BE(0) !== SIMPLE_REPLY_MAGIC) {
-        this.fail(new VmctlError('LIBVIRT', `${this.what}: unexpected reply magic 0x${h.readUInt32BE(0).toString(16)}`));
-        this.sock.destroy();
-        return;
+      const n = Math.min(d.length - at, 16 - this.headerFilled);
+      d.copy(this.header, this.headerFilled, at, at + n);
+      this.headerFilled += n;
+      at += n;
+      if (this.headerFilled === 16) {
+        this.headerFilled = 0;
+        this.onHeader();
       }
-      const error = h.readUInt32BE(4);
-      const handle = h.readBigUInt64BE(8);
-      const p = this.pending.get(handle);
-      if (!p) {
-        this.fail(new VmctlError('LIBVIRT', `${this.what}: a reply to no request (${handle})`));
-        this.sock.destroy();
-        return;
-      }
-      this.pending.delete(handle);
-      // an error reply to a read carries no data
-      if (error !== 0) p.reject(new VmctlError('LIBVIRT', `${this.what}: read failed (NBD error ${error})`));
-      else this.current = { p, filled: 0, error };
     }
   }
 
-  private take(n: number): Buffer {
-    const out = Buffer.allocUnsafe(n);
-    let got = 0;
-    while (got < n) {
-      const head = this.rx[0]!;
-      const k = Math.min(head.length, n - got);
-      head.copy(out, got, 0, k);
-      got += k;
-      this.consume(k);
+  private onHeader(): void {
+    const h = this.header;
+    if (h.readUInt32BE(0) !== SIMPLE_REPLY_MAGIC) {
+      this.fail(new VmctlError('LIBVIRT', `${this.what}: unexpected reply magic 0x${h.readUInt32BE(0).toString(16)}`));
+      this.sock.destroy();
+      return;
     }
-    return out;
-  }
-
-  private consume(n: number): void {
-    this.rxLen -= n;
-    const head = this.rx[0]!;
-    if (n === head.length) this.rx.shift();
-    else this.rx[0] = head.subarray(n);
+    const error = h.readUInt32BE(4);
+    const handle = h.readBigUInt64BE(8);
+    const p = this.pending.get(handle);
+    if (!p) {
+      this.fail(new VmctlError('LIBVIRT', `${this.what}: a reply to no request (${handle})`));
+      this.sock.destroy();
+      return;
+    }
+    this.pending.delete(handle);
+    // an error reply to a read carries no data
+    if (error !== 0) p.reject(new VmctlError('LIBVIRT', `${this.what}: read failed (NBD error ${error})`));
+    else this.current = { p, filled: 0 };
   }
 }
 
@@ -215,21 +219,21 @@ function request(type: number, handle: bigint, offset: number, length: number): 
   return b;
 }
 
-/** The handshake's bytes, taken n at a time as they arrive. */
+/** The handshake's bytes (push()ed as they arrive), taken n at a time. */
 class HandshakeReader {
   private buf = Buffer.alloc(0);
   private want: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined;
-  private readonly onData = (d: Buffer) => {
-    this.buf = Buffer.concat([this.buf, d]);
-    this.serve();
-  };
   private readonly onEnd = () => this.want?.reject(new Error('the server closed the connection during the handshake'));
   private readonly onError = (e: Error) => this.want?.reject(e);
 
   constructor(private readonly sock: Socket) {
-    sock.on('data', this.onData);
     sock.on('close', this.onEnd);
     sock.on('error', this.onError);
+  }
+
+  push(d: Buffer): void {
+    this.buf = Buffer.concat([this.buf, d]);
+    this.serve();
   }
 
   take(n: number): Promise<Buffer> {
@@ -246,7 +250,6 @@ class HandshakeReader {
   }
 
   stop(): void {
-    this.sock.off('data', this.onData);
     this.sock.off('close', this.onEnd);
     this.sock.off('error', this.onError);
   }

@@ -444,7 +444,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
         await w.abort();
         throw e;
       }));
-      payload.push(await w.finish('disk', l.capacity));
+      payload.push(await op.step(`sync ${l.disk.target}`, () => w.finish('disk', l.capacity)));
       rmSync(join(tmp, `${l.disk.target}.raw`), { force: true });
       if (l.volume) await l.volume.delete();
       else if (!l.nbd) rmSync(l.path, { force: true });
@@ -457,7 +457,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
   store.finish();
   if (pull) {
     // every export read: the job ends, its scratch volumes and socket go
-    await endPullJob(op, dom);
+    await op.step('end job', () => endPullJob(op, dom));
     for (const v of scratchVolumes) await v.delete();
     scratchVolumes = [];
     removeSocketDir(conn, pull.dir);
