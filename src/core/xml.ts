@@ -34,7 +34,10 @@ export function metadataElement(metadata: unknown, ns: string, local?: string): 
   return undefined;
 }
 
-/** xmlParser's configuration, with `isArray` deciding which elements are always arrays. */
-export function xmlParserWith(isArray: NonNullable<X2jOptions['isArray']>): XMLParser {
-  return new XMLParser({ ...PARSER_OPTIONS, isArray });
+/**
+ * xmlParser's configuration, with `isArray` deciding which elements are always arrays; `stopNodes`
+ * (paths like 'domainsnapshot.domain') are left unparsed, their content kept as text.
+ */
+export function xmlParserWith(isArray: NonNullable<X2jOptions['isArray']>, stopNodes?: string[]): XMLParser {
+  return new XMLParser({ ...PARSER_OPTIONS, isArray, ...(stopNodes ? { stopNodes } : {}) });
 }

@@ -84,8 +84,8 @@ describe('snapshots: create, revert each kind, delete back to one layer (TCG)', 
 
   it('external disk-only: vmctl reverts it itself (new overlay on the snapshot layer), guest boots back to it', { timeout: 20 * 60_000 }, async () => {
     await ssh('echo v3 > ~/f && sync');
-    const s = await snap('create', VM, 's-ext', '--disk-only', '--quiesce');
-    // the guest agent answers in vmctl's image: filesystems frozen for the disk-only snapshot
+    const s = await snap('create', VM, 's-ext', '--disk-only');
+    // the guest agent answers in vmctl's image: a disk-only snapshot of a running guest freezes its filesystems by default
     expect(s).toMatchObject({ name: 's-ext', kind: 'external', memory: false, quiesced: true });
     expect(String(s.why)).toContain('--disk-only');
     await ssh('echo v4 > ~/f && sync');

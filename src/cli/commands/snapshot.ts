@@ -24,7 +24,7 @@ interface CreateArgs {
   description?: string;
   'disk-only': boolean;
   memory: boolean;
-  quiesce: boolean;
+  quiesce?: boolean;
   keep?: number;
 }
 
@@ -37,7 +37,7 @@ const createCommand: Cmd<CreateArgs> = {
       .option('description', { type: 'string', describe: 'a note kept with the snapshot' })
       .option('disk-only', { type: 'boolean', default: false, describe: 'external, disks only (no memory state)' })
       .option('memory', { type: 'boolean', default: true, describe: '--no-memory: leave the memory state out (a running guest gets an external disk-only snapshot)' })
-      .option('quiesce', { type: 'boolean', default: false, describe: 'freeze guest filesystems through qemu-guest-agent (disk-only snapshots of running guests)' })
+      .option('quiesce', { type: 'boolean', describe: 'freeze guest filesystems through qemu-guest-agent for a disk-only snapshot of a running guest (default: when the agent answers; --no-quiesce: never)' })
       .option('keep', { type: 'number', describe: 'keep at most N snapshots: delete the oldest beyond that' }) as never,
   handler: async (argv) => {
     const { createSnapshot } = await core();
@@ -47,7 +47,7 @@ const createCommand: Cmd<CreateArgs> = {
         ...(argv.description !== undefined ? { description: argv.description } : {}),
         diskOnly: argv['disk-only'],
         noMemory: !argv.memory,
-        quiesce: argv.quiesce,
+        ...(argv.quiesce !== undefined ? { quiesce: argv.quiesce } : {}),
         ...(argv.keep !== undefined ? { keep: argv.keep } : {}),
       });
       quiet();

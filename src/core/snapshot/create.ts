@@ -17,7 +17,7 @@ import { parseVmctlMetadata } from '../vm/domain-xml.js';
 import { findVm } from '../vm/domain.js';
 import { buildSnapshotXml, parseSnapshotFiles, parseSnapshotXml, writeSnapshotFiles, type SnapshotFile, type SnapshotInfo, type SnapshotKind } from './model.js';
 import { domainDisks, snapshotableDisks } from './disks.js';
-import { listSnapshotInfos } from './list.js';
+import { listSnapshotInfos, listSnapshotSummaries } from './list.js';
 import { deleteSnapshotIn } from './remove.js';
 import { refreshPools } from './pools.js';
 import { settleSnapshotState } from './recover.js';
@@ -27,6 +27,10 @@ export interface SnapshotCreateOptions {
   description?: string;
   diskOnly?: boolean;
   noMemory?: boolean;
+  /**
+   * freeze the guest's filesystems for a disk-only snapshot of a running guest: true (asked for:
+   * notices when there is nothing to freeze), false (never), undefined (whenever the agent answers)
+   */
   quiesce?: boolean;
   /** keep at most this many snapshots: the oldest beyond it are deleted */
   keep?: number;
@@ -76,13 +80,14 @@ export async function createSnapshot(op: OpContext, vm: string, opts: SnapshotCr
   const conn = op.conn;
   const dom = await findVm(conn, vm);
   await op.lease(`vm/${vm}`, `VM '${vm}'`);
-  if (!parseVmctlMetadata(await dom.xml())) {
+  const liveXml = await dom.xml();
+  if (!parseVmctlMetadata(liveXml)) {
     throw new VmctlError('CONFLICT', `VM '${vm}' was not created by vmctl; vmctl snapshots only its own VMs`, { hint: `use virsh snapshot-create-as ${vm}` });
   }
-  await settleSnapshotState(op, dom);
+  await settleSnapshotState(op, dom, liveXml);
   const name = assertSnapshotName(opts.name ?? defaultName());
   // independent reads, in flight together (one round trip instead of several)
-  const [xml, existing, { state }] = await Promise.all([dom.xml(VirDomainXMLFlags.VIR_DOMAIN_XML_INACTIVE), listSnapshotInfos(dom), dom.state()]);
+  const [xml, existing, { state }] = await Promise.all([dom.xml(VirDomainXMLFlags.VIR_DOMAIN_XML_INACTIVE), listSnapshotSummaries(dom), dom.state()]);
   if (existing.some((s) => s.name === name)) {
     throw new VmctlError('ALREADY_EXISTS', `VM ${vm} already has a snapshot named '${name}'`, { hint: `choose another name, or vmctl snapshot delete ${vm} ${name}` });
   }
@@ -102,13 +107,15 @@ export async function createSnapshot(op: OpContext, vm: string, opts: SnapshotCr
     op.warn(`the internal snapshots of ${vm} (${existing.filter((s) => s.kind === 'internal').map((s) => s.name).join(', ')}) stay in the layer under this one: reverting to them needs the external snapshots above deleted first`);
   }
 
-  // quiesce: only a disk-only snapshot of a running guest needs it (a memory state is consistent by itself)
+  // quiesce: only a disk-only snapshot of a running guest needs it (a memory state is consistent by
+  // itself), and it gets it by default when the agent answers: without it, files the guest wrote in
+  // the last half minute or so (ext4's delayed allocation) come back empty after a revert
   let quiesce = false;
-  if (opts.quiesce) {
+  if (opts.quiesce === true) {
     if (!running) op.notice(`--quiesce: ${vm} is not running, its disks are already consistent`);
     else if (choice.memory) op.notice('--quiesce: not needed, the snapshot holds the memory state (consistent by itself)');
     else quiesce = true;
-  }
+  } else if (opts.quiesce === undefined) quiesce = running && !choice.memory;
 
   // external: the files it makes, next to each disk; recorded before they exist
   const files: SnapshotFile[] = [];
@@ -154,7 +161,9 @@ export async function createSnapshot(op: OpContext, vm: string, opts: SnapshotCr
       quiesced = quiesce;
     } catch (e) {
       if (!(quiesce && e instanceof LibvirtError && /agent/i.test(e.message))) throw e;
-      op.warn(`qemu-guest-agent in ${vm} did not answer (${e.message}): the snapshot is taken without freezing the filesystems (crash-consistent)`);
+      op.warn(
+        `qemu-guest-agent in ${vm} did not answer (${e.message}): the snapshot is taken without freezing the filesystems (crash-consistent: files written in the last ~30 s may be empty after a revert; run qemu-guest-agent in the guest)`,
+      );
       await dom.createSnapshot(buildSnapshotXml(request), flags);
     }
   });

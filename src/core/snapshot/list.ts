@@ -3,7 +3,7 @@ import { VmctlError } from '../errors.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import type { Connection, Domain, Snapshot } from '../../libvirt/connection.js';
 import { findVm } from '../vm/domain.js';
-import { parseSnapshotXml, type SnapshotInfo } from './model.js';
+import { parseSnapshotSummary, parseSnapshotXml, type SnapshotInfo, type SnapshotKind } from './model.js';
 
 export interface SnapshotEntry extends Omit<SnapshotInfo, 'domainXml'> {
   current: boolean;
@@ -18,6 +18,12 @@ export async function listSnapshotInfos(dom: Domain): Promise<(SnapshotInfo & { 
   const snaps = await dom.listSnapshots();
   const xmls = await Promise.all(snaps.map((s) => s.xml()));
   return snaps.map((snap, i) => ({ ...parseSnapshotXml(xmls[i]!), snap }));
+}
+
+/** Every snapshot's name and kind (parseSnapshotSummary: the domain definitions inside are not parsed). */
+export async function listSnapshotSummaries(dom: Domain): Promise<{ name: string; kind: SnapshotKind }[]> {
+  const snaps = await dom.listSnapshots();
+  return (await Promise.all(snaps.map((s) => s.xml()))).map(parseSnapshotSummary);
 }
 
 export async function findSnapshot(dom: Domain, name: string): Promise<SnapshotInfo & { snap: Snapshot }> {

@@ -96,6 +96,18 @@ export function parseSnapshotXml(xml: string): SnapshotInfo {
   };
 }
 
+// the domain definitions a snapshot carries (and QEMU's cookie) are left unparsed: the summary needs none of them
+const summaryParser = xmlParserWith((name) => name === 'disk', ['domainsnapshot.domain', 'domainsnapshot.inactiveDomain', 'domainsnapshot.cookie']);
+
+/** A snapshot's name and kind only: what create needs of every snapshot, without parsing the domain definitions inside. */
+export function parseSnapshotSummary(xml: string): { name: string; kind: SnapshotKind } {
+  const s = (summaryParser.parse(xml) as { domainsnapshot?: XmlNode }).domainsnapshot;
+  if (!s) throw new VmctlError('LIBVIRT', 'libvirt returned a snapshot without <domainsnapshot>');
+  const disks = asArray((s.disks as XmlNode | undefined)?.disk as XmlNode | XmlNode[] | undefined);
+  const external = disks.some((d) => attr(d, 'snapshot') === 'external') || attr(s.memory as XmlNode | undefined, 'snapshot') === 'external';
+  return { name: text(s.name) ?? '?', kind: external ? 'external' : 'internal' };
+}
+
 export interface SnapshotRequest {
   name: string;
   description?: string;

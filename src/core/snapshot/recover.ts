@@ -24,8 +24,8 @@ import { refreshPools } from './pools.js';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Before a snapshot command: refuse a VM another command left incomplete, or clean up after an interrupted snapshot command. */
-export async function settleSnapshotState(op: OpContext, dom: Domain): Promise<{ recovered?: string }> {
-  const xml = await dom.xml();
+export async function settleSnapshotState(op: OpContext, dom: Domain, liveXml?: string): Promise<{ recovered?: string }> {
+  const xml = liveXml ?? (await dom.xml());
   const marker = parseOpMarker(xml);
   if (!marker) return {};
   if (!marker.op.startsWith('snapshot')) throw incompleteError(dom.name, marker, xml);

@@ -1,7 +1,7 @@
 /** Snapshot XML in and out, the kind vmctl picks, the file record, rewriting disk sources. */
 import { describe, expect, it } from 'vitest';
 import { XMLParser } from 'fast-xml-parser';
-import { buildSnapshotXml, parseSnapshotFiles, parseSnapshotXml, SNAP_XMLNS } from '../../../src/core/snapshot/model.js';
+import { buildSnapshotXml, parseSnapshotFiles, parseSnapshotSummary, parseSnapshotXml, SNAP_XMLNS } from '../../../src/core/snapshot/model.js';
 import { chooseKind } from '../../../src/core/snapshot/create.js';
 import { domainDisks, snapshotableDisks, withDiskSources } from '../../../src/core/snapshot/disks.js';
 
@@ -58,6 +58,13 @@ describe('snapshot XML', () => {
       ],
     });
     expect(s.domainXml?.startsWith('<domain ')).toBe(true);
+    // the summary create reads of every snapshot: the same name and kind, the domains inside left unparsed
+    expect(parseSnapshotSummary(xml)).toEqual({ name: 's2', kind: 'external' });
+    const internal = `<domainsnapshot><name>i1</name><state>running</state><memory snapshot='internal'/><disks><disk name='vda' snapshot='internal'/><disk name='sda' snapshot='no'/></disks>${DOMAIN}<inactiveDomain>${DOMAIN.replace(/^<domain/, '<domain').replace(/<\/domain>$/, '</domain>')}</inactiveDomain><cookie><cpu mode='custom'/></cookie></domainsnapshot>`;
+    expect(parseSnapshotSummary(internal)).toEqual({ name: 'i1', kind: 'internal' });
+    expect(parseSnapshotXml(internal).kind).toBe('internal');
+    // a disk-only snapshot (no memory element) of one external disk
+    expect(parseSnapshotSummary(`<domainsnapshot><name>d</name><disks><disk name='vda' snapshot='external'><source file='/p/x'/></disk></disks>${DOMAIN}</domainsnapshot>`)).toEqual({ name: 'd', kind: 'external' });
     expect(parseSnapshotXml(`<domainsnapshot><name>i</name><memory snapshot='internal'/><disks><disk name='vda' snapshot='internal'/></disks></domainsnapshot>`).kind).toBe('internal');
   });
 });
