@@ -90,6 +90,25 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     rmSync(nbdDir, { recursive: true, force: true });
   });
 
+  /** vmctl backup, Ctrl-C'd (once: a second one quits at once) while it waits at its mid-download fault point */
+  const ctrlCMidDownload = async (extra: string[]) => {
+    const child = spawn(process.execPath, [join(repoRoot, 'bin', 'vmctl.js'), 'backup', VM, '--to', set(), ...extra], {
+      env: { ...process.env, ...env, VMCTL_FAULT: 'backup:mid-download:sleep=3000' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    let sent = false;
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (!sent && /fault point backup:mid-download/.test(stderr)) {
+        sent = true;
+        child.kill('SIGINT');
+      }
+    });
+    const code = await new Promise<number | null>((res) => child.on('close', res));
+    return { code, stderr };
+  };
+
   const backup = async (extra: string[] = [], e: NodeJS.ProcessEnv = {}) => vmctl(['backup', VM, '--to', set(), '--json', ...extra], { env: { ...env, ...e }, timeoutMs: 300_000 });
 
   it('backs up the running guest from its NBD export: as big as its data (not its 4 GiB), 0700/0600, said crash-consistent without an agent', { timeout: 300_000 }, async () => {
@@ -239,20 +258,7 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
 
   it('Ctrl-C during the download undoes it all: exit 130, no new checkpoint, no scratch volume, no partial point', { timeout: 300_000 }, async () => {
     const before = checkpoints(VM);
-    const child = spawn(process.execPath, [join(repoRoot, 'bin', 'vmctl.js'), 'backup', VM, '--to', set(), '--incremental'], {
-      env: { ...process.env, ...env, VMCTL_FAULT: 'backup:mid-download:sleep=3000' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    let sent = false;
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (!sent && /fault point backup:mid-download/.test(stderr)) {
-        sent = true; // once: a second Ctrl-C quits at once
-        child.kill('SIGINT');
-      }
-    });
-    const code = await new Promise<number | null>((res) => child.on('close', res));
+    const { code, stderr } = await ctrlCMidDownload(['--incremental']);
     expect(code, stderr).toBe(130);
     expect(checkpoints(VM)).toEqual(before);
     expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
@@ -286,20 +292,7 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
 
   it('Ctrl-C while a full backup reads the export: exit 130, the job ended, no new checkpoint, scratch volume, socket or partial point', { timeout: 300_000 }, async () => {
     const before = checkpoints(VM);
-    const child = spawn(process.execPath, [join(repoRoot, 'bin', 'vmctl.js'), 'backup', VM, '--to', set()], {
-      env: { ...process.env, ...env, VMCTL_FAULT: 'backup:mid-download:sleep=3000' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    let sent = false;
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (!sent && /fault point backup:mid-download/.test(stderr)) {
-        sent = true;
-        child.kill('SIGINT');
-      }
-    });
-    const code = await new Promise<number | null>((res) => child.on('close', res));
+    const { code, stderr } = await ctrlCMidDownload([]);
     expect(code, stderr).toBe(130);
     expect(virsh('domjobinfo', VM)).toMatch(/Job type:\s+None/);
     expect(checkpoints(VM)).toEqual(before);

@@ -8,7 +8,8 @@ import { decodeChunk, deriveKeys, encodeChunk, newEncryption, openEncryption, wr
 import { toPieces } from '../../src/core/backup/disk-data.js';
 import { chainOf, fileDigest, initSet, pointDir, readManifest, readSetInfo, SET_FORMAT, SET_VERSION, type Manifest } from '../../src/core/backup/format.js';
 import { pruneSet, verifySet } from '../../src/core/backup/verify.js';
-import { rewriteDomainXml, sshForwardPort } from '../../src/core/backup/restore-xml.js';
+import { rewriteDomainXml } from '../../src/core/backup/restore-xml.js';
+import { sshForwardPort, withSshForwardPort } from '../../src/core/vm/domain-xml.js';
 import { parseVmctlMetadata } from '../../src/core/vm/domain-xml.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'vmctl-bak-unit-'));
@@ -115,6 +116,12 @@ describe('restore: the domain definition for another host', () => {
 
   it('renames, gives a fresh identity, points at the flat volumes, moves the SSH forward, rewrites vmctl metadata, drops intent records', () => {
     expect(sshForwardPort(xml)).toBe(20001);
+    // the one parser of vmctl's SSH forward (migration, restore): only that forward's port moves, not another forward's, not a port that merely starts the same
+    expect(withSshForwardPort('user,id=n,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:20001-:22', 20001, 3)).toBe('user,id=n,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:3-:22');
+    expect(withSshForwardPort('user,hostfwd=tcp:127.0.0.1:200011-:22', 20001, 3)).toBe('user,hostfwd=tcp:127.0.0.1:200011-:22');
+    expect(withSshForwardPort('user,hostfwd=tcp::20001-:221', 20001, 3)).toBe('user,hostfwd=tcp::20001-:221');
+    expect(sshForwardPort('user,hostfwd=tcp::20001-:2200')).toBeUndefined();
+    expect(sshForwardPort('user,hostfwd=tcp::8080-:80,hostfwd=tcp::2222-:22')).toBe(2222);
     const out = rewriteDomainXml(xml, { name: 'copy', freshIdentity: true, volumes: vols, network: 'lab', sshPort: { from: 20001, to: 24242 } });
     expect(out).toContain('<name>copy</name>');
     expect(out).not.toContain('<uuid>');

@@ -7,7 +7,7 @@
  * to name the new volumes, and any intent records of the source dropped.
  */
 import { XMLBuilder, XMLParser } from 'fast-xml-parser';
-import { VMCTL_XMLNS } from '../vm/domain-xml.js';
+import { VMCTL_XMLNS, withSshForwardPort } from '../vm/domain-xml.js';
 
 type XmlNode = Record<string, unknown>;
 
@@ -75,7 +75,7 @@ export function rewriteDomainXml(xml: string, o: RewriteOptions): string {
   if (cmd) {
     for (const arg of asArray(cmd['qemu:arg'] as XmlNode[] | undefined)) {
       let v = String(arg['@_value'] ?? '');
-      if (o.sshPort) v = v.replace(new RegExp(`(hostfwd=tcp:[^:,]*:)${o.sshPort.from}(-:22)\\b`), `$1${o.sshPort.to}$2`);
+      if (o.sshPort) v = withSshForwardPort(v, o.sshPort.from, o.sshPort.to);
       if (o.freshIdentity) v = v.replace(/,mac=[0-9a-f:]+/i, '');
       arg['@_value'] = v;
     }
@@ -117,8 +117,3 @@ export function rewriteDomainXml(xml: string, o: RewriteOptions): string {
   return (builder.build(doc) as string).trimEnd() + '\n';
 }
 
-/** The SSH forward's host port in a domain XML's vmctl metadata. */
-export function sshForwardPort(xml: string): number | undefined {
-  const m = /hostfwd=tcp:[^:,]*:(\d+)-:22\b/.exec(xml);
-  return m ? Number(m[1]) : undefined;
-}

@@ -31,7 +31,7 @@ import { diskVolumeName, seedVolumeName, volumeXml } from '../storage/volume.js'
 import { lookupVm } from '../vm/domain.js';
 import { removeDomainIfOurs } from '../vm/create.js';
 import { deleteVolumeIfThere } from '../storage/volume.js';
-import { parseVmctlMetadata } from '../vm/domain-xml.js';
+import { parseVmctlMetadata, sshForwardPort } from '../vm/domain-xml.js';
 import { forwardPortCandidates, pickForwardPort, tunnelFor } from '../vm/forward.js';
 import { phaseRecorder, waitReady, type PhaseEvent } from '../vm/readiness.js';
 import { hostPatternFor, pinHostKey } from '../guest/cloudinit.js';
@@ -39,7 +39,7 @@ import { writePrivateFile, chainOf, pointDir, type Manifest, type PayloadFile } 
 import { openEncryption, PayloadReader, type Codec, type DerivedKeys } from './chunks.js';
 import { Meter } from './disk-data.js';
 import { qemuImg } from './qemu-img.js';
-import { rewriteDomainXml, sshForwardPort, type RestoredVolume } from './restore-xml.js';
+import { rewriteDomainXml, type RestoredVolume } from './restore-xml.js';
 import { loadManifests, verifySet } from './verify.js';
 
 export interface RestoreOptions {

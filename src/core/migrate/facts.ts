@@ -7,7 +7,7 @@
  */
 import { XMLBuilder } from 'fast-xml-parser';
 import { metadataElement, xmlParserWith } from '../xml.js';
-import { parseVmctlMetadata, VMCTL_XMLNS, type VmctlVolumeRecord } from '../vm/domain-xml.js';
+import { parseVmctlMetadata, sshForwardPort, VMCTL_XMLNS, withSshForwardPort, type VmctlVolumeRecord } from '../vm/domain-xml.js';
 
 type XmlNode = Record<string, unknown>;
 const ARRAYS = new Set(['disk', 'interface', 'qemu:arg', 'snapshot']);
@@ -56,8 +56,6 @@ const kib = (v: unknown): number => {
   return Math.round(n * (f[unit] ?? 1));
 };
 
-const SSH_FWD_RE = /hostfwd=tcp:127\.[0-9.]+:(\d{1,5})-:22(?:,|$)/;
-
 /** Facts of a domain XML (or of the domain inside a snapshot's XML). */
 export function guestFacts(domainXml: string): GuestFacts {
   // a domain, or a snapshot's (which carries the domain it was taken of)
@@ -88,7 +86,7 @@ export function guestFacts(domainXml: string): GuestFacts {
   const cpu = d.cpu as XmlNode | undefined;
   const hasModel = cpu && (cpu.model !== undefined || attr(cpu, 'mode') !== undefined);
   const args = ((((d['qemu:commandline'] ?? {}) as XmlNode)['qemu:arg'] as XmlNode[] | undefined) ?? []).map((a) => attr(a, 'value') ?? '');
-  const fwd = args.map((a) => SSH_FWD_RE.exec(a)).find(Boolean);
+  const fwd = args.map(sshForwardPort).find((p) => p !== undefined);
   return {
     name: text(d.name),
     uuid: text(d.uuid),
@@ -99,7 +97,7 @@ export function guestFacts(domainXml: string): GuestFacts {
     disks,
     networks: [...new Set(networks)],
     ...(hasModel ? { cpuXml: builder.build({ cpu }) as string, ...(attr(cpu, 'mode') ? { cpuMode: attr(cpu, 'mode')! } : {}) } : {}),
-    ...(fwd ? { sshPort: Number(fwd[1]) } : {}),
+    ...(fwd !== undefined ? { sshPort: fwd } : {}),
     ...vmctlVolumesOf(domainXml, doc.domain !== undefined),
     ...(text(os.kernel) ? { bootFiles: (['kernel', 'initrd'] as const).filter((w) => text(os[w]) !== '').map((w) => ({ what: w, path: text(os[w]) })) } : {}),
   };
@@ -145,7 +143,7 @@ export function rewriteDomainXml(domainXml: string, r: XmlRewrite): string {
     const cl = d['qemu:commandline'] as XmlNode | undefined;
     for (const a of (cl?.['qemu:arg'] as XmlNode[] | undefined) ?? []) {
       const v = attr(a, 'value');
-      if (v && SSH_FWD_RE.test(v)) a['@_value'] = v.replace(`:${r.sshPort.from}-:22`, `:${r.sshPort.to}-:22`);
+      if (v) a['@_value'] = withSshForwardPort(v, r.sshPort.from, r.sshPort.to);
     }
   }
   return builder.build(doc) as string;

@@ -426,6 +426,20 @@ export function userNetLease(nics: readonly { readonly type: string; readonly ma
 }
 const argParser = xmlParserWith((name) => name.endsWith(':arg'));
 
+/** vmctl's SSH forward in a `-netdev user,…` value (or any text holding one): hostfwd=tcp:ADDR:PORT-:22. */
+const SSH_FORWARD_RE = /(hostfwd=tcp:[0-9.]*:)(\d{1,5})(-:22)\b/;
+
+/** The host port of the first SSH forward in `text` (a netdev value, or a whole domain XML). */
+export function sshForwardPort(text: string): number | undefined {
+  const m = SSH_FORWARD_RE.exec(text);
+  return m ? Number(m[2]) : undefined;
+}
+
+/** `text` with the SSH forward on host port `from` moved to `to` (other forwards untouched). */
+export function withSshForwardPort(text: string, from: number, to: number): string {
+  return text.replace(new RegExp(SSH_FORWARD_RE.source, 'g'), (all: string, head: string, port: string, tail: string) => (Number(port) === from ? `${head}${to}${tail}` : all));
+}
+
 /**
  * The guest address a user-mode forward of `hostPort` (vmctl's `-netdev user,…,hostfwd=tcp:H:PORT-:GP`)
  * delivers to: the forward's own guest address, else QEMU's default one (vmctl sets no `net=`).
