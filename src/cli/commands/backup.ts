@@ -125,7 +125,9 @@ const pruneCommand: Cmd<{ dir: string; 'keep-last': number; 'dry-run': boolean }
 const startGuard: StartJobGuard = ({ uri, vm, opId }) => {
   const entry = process.argv[1];
   if (!entry) return { release: () => undefined };
-  const child = spawn(process.execPath, [entry, '--connect', uri, '__backup-guard', vm, opId], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+  const env = { ...process.env };
+  delete env['VMCTL_FAULT']; // a test's fault point is the backup's, never the guard's
+  const child = spawn(process.execPath, [entry, '--connect', uri, '__backup-guard', vm, opId], { detached: true, stdio: ['pipe', 'ignore', 'ignore'], env });
   child.on('error', () => undefined);
   child.stdin!.on('error', () => undefined);
   child.unref();
