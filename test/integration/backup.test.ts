@@ -332,9 +332,11 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     expect((await vmctl(['backup', 'verify', set()], { env })).code).toBe(0);
   });
 
-  it('restores the newest point as a copy: identical disk, fresh UUID, the boot files as its own volumes', { timeout: 300_000 }, async () => {
-    const r = await vmctl(['restore', set(), '--name', COPY, '--json'], { env, timeoutMs: 300_000 });
+  it('restores the newest point as a copy: identical disk (written in place: the daemon is local), fresh UUID, the boot files as its own volumes', { timeout: 300_000 }, async () => {
+    const r = await vmctl(['restore', set(), '--name', COPY, '--json', '--progress', 'json'], { env, timeoutMs: 300_000 });
     expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`"step":"write ${COPY}-vda.qcow2"`));
+    expect(r.stderr).not.toMatch(new RegExp(`"step":"upload ${COPY}-vda.qcow2"`));
     const res = JSON.parse(r.stdout) as { freshIdentity: boolean; volumes: { name: string }[]; uuid: string };
     expect(res.freshIdentity).toBe(true);
     expect(res.volumes.map((v) => v.name).sort()).toEqual([`${COPY}-boot.initrd`, `${COPY}-boot.vmlinuz`, `${COPY}-vda.qcow2`]);
@@ -348,6 +350,16 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     virsh('start', COPY);
     expect(virsh('domstate', COPY).trim()).toBe('running');
     virsh('destroy', COPY);
+  });
+
+  it('through volume streams (as to a remote host) the restored disk is the same', { timeout: 300_000 }, async () => {
+    const streamed = `${tag}-streamed`;
+    const r = await vmctl(['restore', set(), '--name', streamed, '--json', '--progress', 'json'], { env: { ...env, VMCTL_BACKUP_VIA: 'stream' }, timeoutMs: 300_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`"step":"upload ${streamed}-vda.qcow2"`));
+    execFileSync('qemu-img', ['compare', '-U', join(poolPath, `${tag}-data.qcow2`), join(poolPath, `${streamed}-vda.qcow2`)]);
+    expect((await vmctl(['delete', streamed], { env })).code).toBe(0);
+    expect(volumes().filter((v) => v.startsWith(`${streamed}-`))).toEqual([]);
   });
 
   it('restore killed after the volumes leaves an incomplete VM that list shows and delete removes with exactly its volumes', { timeout: 300_000 }, async () => {

@@ -12,6 +12,7 @@ import { VmctlError } from '../errors.js';
 import { isLocalConnection } from '../host/cache.js';
 import type { OpContext } from '../op/context.js';
 import { CHUNK_SIZE } from './format.js';
+import { xmlParser } from '../xml.js';
 import type { PayloadWriter } from './chunks.js';
 import { SharedBufferPool } from './hasher.js';
 import { imageMap, qemuImg, type MapExtent } from './qemu-img.js';
@@ -91,6 +92,31 @@ export async function localVolumeFile(conn: Connection, vol: StorageVolume, must
     await access(path, constants.R_OK);
     const info = await vol.info();
     return BigInt(st.blocks) * 512n === info.allocation ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The path of a volume just created on a daemon on this machine, when vmctl may write it in place
+ * instead of uploading it through a volume stream: the file there carries the volume's name, is a
+ * writable regular file, and its change time is the one libvirt reports for the volume (to the
+ * nanosecond: the very file the daemon made, not a same-named one in another mount namespace).
+ * VMCTL_BACKUP_VIA=stream forces the stream.
+ */
+export async function writableLocalVolumeFile(conn: Connection, vol: StorageVolume, mustContain: string): Promise<string | undefined> {
+  if (!isLocalConnection(conn) || process.env['VMCTL_BACKUP_VIA'] === 'stream') return undefined;
+  try {
+    const path = await vol.path();
+    if (!basename(path).includes(mustContain)) return undefined;
+    const st = await stat(path, { bigint: true });
+    if (!st.isFile()) return undefined;
+    await access(path, constants.W_OK);
+    const doc = xmlParser.parse(await vol.xml()) as { volume?: { target?: { timestamps?: { ctime?: unknown } } } };
+    const m = /^(\d+)\.(\d{1,9})$/.exec(String(doc.volume?.target?.timestamps?.ctime ?? ''));
+    if (!m) return undefined;
+    const ns = BigInt(m[1]!) * 1_000_000_000n + BigInt(m[2]!.padEnd(9, '0'));
+    return ns === st.ctimeNs ? path : undefined;
   } catch {
     return undefined;
   }

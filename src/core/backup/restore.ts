@@ -6,9 +6,10 @@
  * the chosen one) verified: every chunk's checksum, and with the key every
  * chunk authenticated. Then, like create: the lease on the new name, the
  * domain defined first carrying the intent marker and the names of the
- * volumes it is about to get, volumes uploaded through volume streams (each
- * disk rebuilt locally from the chain, then uploaded as a compact qcow2
- * without backing file), the VM's client-side state (login key, pinned host
+ * volumes it is about to get, each disk rebuilt locally from the chain as a
+ * compact qcow2 without backing file: converted straight into the new
+ * volume's file on a daemon on this machine, else uploaded through a volume
+ * stream (as the seed and boot files are), the VM's client-side state (login key, pinned host
  * key, re-pinned for the SSH forward's new port) under the target connection
  * and the new name, the marker cleared; --verify-boot starts it and waits for
  * SSH with the pinned key. An existing VM is never touched: its name is
@@ -19,7 +20,7 @@ import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Domain } from '../../libvirt/connection.js';
+import type { Domain, StorageVolume } from '../../libvirt/connection.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import { VmctlError } from '../errors.js';
 import { assertVmName } from '../names.js';
@@ -37,7 +38,7 @@ import { phaseRecorder, waitReady, type PhaseEvent } from '../vm/readiness.js';
 import { hostPatternFor, pinHostKey } from '../guest/cloudinit.js';
 import { writePrivateFile, chainOf, pointDir, type Manifest, type PayloadFile } from './format.js';
 import { openEncryption, PayloadReader, type Codec, type DerivedKeys } from './chunks.js';
-import { Meter } from './disk-data.js';
+import { Meter, writableLocalVolumeFile } from './disk-data.js';
 import { qemuImg } from './qemu-img.js';
 import { rewriteDomainXml, type RestoredVolume } from './restore-xml.js';
 import { loadManifests, verifySet } from './verify.js';
@@ -177,11 +178,22 @@ export async function restoreBackup(op: OpContext, opts: RestoreOptions): Promis
   const tmp = mkdtempSync(join(tmpdir(), 'vmctl-restore-'));
   const volumes: RestoreResult['volumes'] = [];
   const up = new Meter(op, 'upload', name);
+  /** a local file into a new volume through a volume stream (a remote daemon, or one whose file vmctl cannot write here) */
+  const uploadInto = async (vol: StorageVolume, name: string, local: string) => {
+    const bytes = statSync(local).size;
+    const counted = async function* () {
+      for await (const c of createReadStream(local, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+        up.add(c.length);
+        yield c;
+      }
+    };
+    await op.step(`upload ${name}`, () => vol.upload(Readable.from(counted(), { objectMode: false }), { length: BigInt(bytes) }));
+    rmSync(local, { force: true });
+    return bytes;
+  };
   try {
     for (const p of planned) {
       op.throwIfAborted();
-      let local: string;
-      let format: 'qcow2' | 'raw';
       if (p.role === 'disk') {
         const raw = join(tmp, `${p.target}.raw`);
         const fh = await open(raw, 'w', 0o600);
@@ -207,28 +219,30 @@ export async function restoreBackup(op: OpContext, opts: RestoreOptions): Promis
           await fh.close();
         }
         rebuild.finish();
-        local = join(tmp, `${p.target}.qcow2`);
+        op.undo.push(`volume ${p.name}`, async (c) => void (await deleteVolumeIfThere(c, p.pool, p.name)));
+        const vol = await pool.createVolume(volumeXml({ name: p.name, capacityBytes: p.size, format: 'qcow2' }));
+        // a daemon on this machine: the rebuilt disk converted straight into the new volume's own file
+        const inPlace = await writableLocalVolumeFile(conn, vol, p.name);
+        if (inPlace) {
+          await op.step(`write ${p.name}`, () => qemuImg(['convert', '-n', '--target-is-zero', '-f', 'raw', '-O', 'qcow2', raw, inPlace], op.signal));
+          rmSync(raw, { force: true });
+          const bytes = Number((await vol.info()).allocation);
+          up.add(bytes);
+          volumes.push({ pool: p.pool, name: p.name, bytes });
+          continue;
+        }
+        const local = join(tmp, `${p.target}.qcow2`);
         await qemuImg(['convert', '-f', 'raw', '-O', 'qcow2', '-o', 'compat=1.1', raw, local], op.signal);
         rmSync(raw, { force: true });
-        format = 'qcow2';
+        volumes.push({ pool: p.pool, name: p.name, bytes: await uploadInto(vol, p.name, local) });
       } else {
-        local = join(tmp, p.role);
+        const local = join(tmp, p.role);
         const data = await readPayload(opts.dir, chain[chain.length - 1]!, p.file, codecOf(point, keys));
         writePrivateFile(local, data);
-        format = 'raw';
+        op.undo.push(`volume ${p.name}`, async (c) => void (await deleteVolumeIfThere(c, p.pool, p.name)));
+        const vol = await pool.createVolume(volumeXml({ name: p.name, capacityBytes: data.length, format: 'raw' }));
+        volumes.push({ pool: p.pool, name: p.name, bytes: await uploadInto(vol, p.name, local) });
       }
-      const bytes = statSync(local).size;
-      op.undo.push(`volume ${p.name}`, async (c) => void (await deleteVolumeIfThere(c, p.pool, p.name)));
-      const vol = await pool.createVolume(volumeXml({ name: p.name, capacityBytes: p.role === 'disk' ? p.size : bytes, format }));
-      const counted = async function* () {
-        for await (const c of createReadStream(local, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
-          up.add(c.length);
-          yield c;
-        }
-      };
-      await op.step(`upload ${p.name}`, () => vol.upload(Readable.from(counted(), { objectMode: false }), { length: BigInt(bytes) }));
-      rmSync(local, { force: true });
-      volumes.push({ pool: p.pool, name: p.name, bytes });
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
