@@ -4,6 +4,7 @@
  * view locally with qemu-img, and stored as chunks of a 4 MiB grid.
  */
 import { constants } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import { access, open, stat, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { Connection, StorageVolume } from '../../libvirt/connection.js';
@@ -83,15 +84,23 @@ export async function lookupVolumeByPath(conn: Connection, path: string): Promis
  * with a same-named file elsewhere fails this). VMCTL_BACKUP_VIA=stream forces the stream.
  */
 export async function localVolumeFile(conn: Connection, vol: StorageVolume, mustContain: string): Promise<string | undefined> {
+  return localVolumePath(conn, vol, mustContain, constants.R_OK, async (st) => st.blocks * 512n === (await vol.info()).allocation);
+}
+
+/**
+ * The path libvirt gives for `vol` when the daemon is on this machine (VMCTL_BACKUP_VIA=stream: never),
+ * the file there carries `mustContain` in its name, is a regular file vmctl may access in `mode`, and
+ * `isIt` says it is the volume's own file; else undefined.
+ */
+async function localVolumePath(conn: Connection, vol: StorageVolume, mustContain: string, mode: number, isIt: (st: BigIntStats) => Promise<boolean>): Promise<string | undefined> {
   if (!isLocalConnection(conn) || process.env['VMCTL_BACKUP_VIA'] === 'stream') return undefined;
   try {
     const path = await vol.path();
     if (!basename(path).includes(mustContain)) return undefined;
-    const st = await stat(path);
+    const st = await stat(path, { bigint: true });
     if (!st.isFile()) return undefined;
-    await access(path, constants.R_OK);
-    const info = await vol.info();
-    return BigInt(st.blocks) * 512n === info.allocation ? path : undefined;
+    await access(path, mode);
+    return (await isIt(st)) ? path : undefined;
   } catch {
     return undefined;
   }
@@ -105,21 +114,11 @@ export async function localVolumeFile(conn: Connection, vol: StorageVolume, must
  * VMCTL_BACKUP_VIA=stream forces the stream.
  */
 export async function writableLocalVolumeFile(conn: Connection, vol: StorageVolume, mustContain: string): Promise<string | undefined> {
-  if (!isLocalConnection(conn) || process.env['VMCTL_BACKUP_VIA'] === 'stream') return undefined;
-  try {
-    const path = await vol.path();
-    if (!basename(path).includes(mustContain)) return undefined;
-    const st = await stat(path, { bigint: true });
-    if (!st.isFile()) return undefined;
-    await access(path, constants.W_OK);
+  return localVolumePath(conn, vol, mustContain, constants.W_OK, async (st) => {
     const doc = xmlParser.parse(await vol.xml()) as { volume?: { target?: { timestamps?: { ctime?: unknown } } } };
     const m = /^(\d+)\.(\d{1,9})$/.exec(String(doc.volume?.target?.timestamps?.ctime ?? ''));
-    if (!m) return undefined;
-    const ns = BigInt(m[1]!) * 1_000_000_000n + BigInt(m[2]!.padEnd(9, '0'));
-    return ns === st.ctimeNs ? path : undefined;
-  } catch {
-    return undefined;
-  }
+    return m !== null && BigInt(m[1]!) * 1_000_000_000n + BigInt(m[2]!.padEnd(9, '0')) === st.ctimeNs;
+  });
 }
 
 const ZEROS = Buffer.alloc(64 * 1024);
@@ -293,9 +292,8 @@ export async function storeDisk(
 ): Promise<StoredDisk> {
   // a pull-mode backup's export (full): the guest's point-in-time view, its data extents read once
   if (image.nbd) {
-    const map = await nbdExtents(image.nbd, op.signal);
-    const segments = map.filter((e) => e.data).map((e) => ({ start: e.start, end: Math.min(e.start + e.length, virtualSize), at: e.start })).filter((x) => x.end > x.start);
-    return storePieces(op, await nbdSource(image.nbd, op.signal), toPieces(segments), kind, writer, meter);
+    const ranges = dataRanges(await nbdExtents(image.nbd, op.signal));
+    return storePieces(op, await nbdSource(image.nbd, op.signal), rangePieces(ranges, virtualSize), kind, writer, meter);
   }
   // a qcow2 without backing file and without compressed clusters (what a backup job writes): read the
   // guest's data in place, where qemu-img map says each extent is in the file
@@ -310,10 +308,16 @@ export async function storeDisk(
   }
   await qemuImg(['convert', '-f', image.format, '-O', 'raw', '-S', '4k', image.path, rawPath], op.signal);
   op.throwIfAborted();
-  const ranges = changed ?? mergeRanges((await imageMap(rawPath, 'raw', op.signal)).filter((e) => e.data).map((e) => [e.start, e.start + e.length]));
-  const segments = ranges.map(([a, b]) => ({ start: a, end: Math.min(b, virtualSize), at: a })).filter((x) => x.end > x.start);
-  return storePieces(op, await fileSource(rawPath), toPieces(segments), kind, writer, meter);
+  const ranges = changed ?? dataRanges(await imageMap(rawPath, 'raw', op.signal));
+  return storePieces(op, await fileSource(rawPath), rangePieces(ranges, virtualSize), kind, writer, meter);
 }
+
+/** The data extents of a map, merged. */
+const dataRanges = (map: MapExtent[]): Array<[number, number]> => mergeRanges(map.filter((e) => e.data).map((e) => [e.start, e.start + e.length]));
+
+/** Pieces reading `ranges` (guest offsets) where they are, cut at the disk's end. */
+const rangePieces = (ranges: Array<[number, number]>, virtualSize: number): Piece[] =>
+  toPieces(ranges.map(([a, b]) => ({ start: a, end: Math.min(b, virtualSize), at: a })).filter((x) => x.end > x.start));
 
 /** The pieces of a qcow2 whose data extents qemu-img map locates in the file. */
 function mappedPieces(map: MapExtent[], kind: 'full' | 'incremental'): Piece[] {

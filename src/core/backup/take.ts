@@ -262,8 +262,8 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
   // `volume`: the image is that scratch volume itself (read in place), deleted once stored, never removed as a local file
   // `nbd`: read from the pull-mode job's export (the job ends, then the scratch volumes go, after step 3)
   const localImages: Array<{ disk: DomainDisk; path: string; format: string; capacity: number; volume?: StorageVolume; nbd?: NbdExport }> = [];
-  let pull: { dir: string; socket: string } | undefined;
-  let scratchVolumes: StorageVolume[] = [];
+  // a pull-mode job's socket, and its scratch volumes (QEMU's until the job ends)
+  let pull: { dir: string; socket: string; pool: string; scratch: string[] } | undefined;
   let guard: JobGuard | undefined;
   if (running && disks.length > 0) {
     const { pool, path: poolPath } = await ensurePool(conn);
@@ -271,7 +271,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     newCheckpoint = caps.some((c) => c.ok) ? checkpointName(pointId) : undefined;
     // a full backup next to the daemon is pulled (read once from QEMU's export), anything else pushed
     const pullable = kind === 'full' ? pullSocket(conn, liveXml, op.id) : { why: 'an incremental is pushed (only its changed blocks are copied)' };
-    if ('socket' in pullable) pull = pullable;
+    if ('socket' in pullable) pull = { ...pullable, pool: pool.name, scratch };
     else op.log.debug({ why: pullable.why }, 'push-mode backup');
     const record: BackupJobRecord = newJobRecord({ opId: op.id, step: 'scratch', dir, pointId, checkpoint: newCheckpoint ?? '', pool: pool.name, scratch: scratch.join(','), ...(pull ? { nbd: pull.dir } : {}) });
     await writeJobRecord(dom, record, true);
@@ -367,13 +367,12 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     // downloaded through a sparse volume stream; deleted once stored (step 3)
     const dl = new Meter(op, 'download', opts.name);
     for (const [i, d] of disks.entries()) {
-      const vol = await pool.lookupVolume(scratch[i]!);
       if (pull) {
         await op.fault('mid-download');
-        scratchVolumes.push(vol);
         localImages.push({ disk: d, path: scratchPaths[i]!, format: 'raw', capacity: caps[i]!.capacity, nbd: { socket: pull.socket, name: d.target } });
         continue;
       }
+      const vol = await pool.lookupVolume(scratch[i]!);
       const inPlace = await localVolumeFile(conn, vol, scratch[i]!);
       if (inPlace) {
         await op.fault('mid-download');
@@ -458,8 +457,7 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
   if (pull) {
     // every export read: the job ends, its scratch volumes and socket go
     await op.step('end job', () => endPullJob(op, dom));
-    for (const v of scratchVolumes) await v.delete();
-    scratchVolumes = [];
+    await deleteScratch(conn, pull.pool, pull.scratch);
     removeSocketDir(conn, pull.dir);
   }
 
