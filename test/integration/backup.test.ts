@@ -266,21 +266,35 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     expect(virsh('domstate', VM).trim()).toBe('running');
   });
 
-  it('kill -9 while a full backup reads the export: the guard ends the job at once and removes checkpoint, scratch volume, socket and partial point; the next backup works', { timeout: 300_000 }, async () => {
+  /**
+   * A full (pull-mode) backup killed at `point`: the guest runs on, and the guard process (a pull job
+   * would otherwise run until the next backup) ends the job and removes checkpoint, scratch volume,
+   * socket, record and partial point once vmctl is gone.
+   */
+  const killedPullLeavesNothing = async (point: string) => {
     const before = checkpoints(VM);
-    const r = await backup([], { VMCTL_FAULT: 'backup:mid-download:kill' });
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/fault point backup:mid-download/);
+    const r = await backup([], { VMCTL_FAULT: `backup:${point}:kill` });
+    expect(r.code, point).not.toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`fault point backup:${point}`));
     expect(virsh('domstate', VM).trim()).toBe('running');
-    // a pull-mode job would otherwise run until the next backup: the guard process aborts it once vmctl is gone
     const t0 = Date.now();
     const clean = () => /Job type:\s+None/.test(virsh('domjobinfo', VM)) && sockets().length === 0 && !virsh('dumpxml', VM).includes('https://vmctl.dev/xmlns/backup/1');
     while (!clean() && Date.now() - t0 < 60_000) await new Promise((res) => setTimeout(res, 250));
-    expect(virsh('domjobinfo', VM)).toMatch(/Job type:\s+None/);
-    expect(sockets()).toEqual([]);
-    expect(checkpoints(VM)).toEqual(before);
-    expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
-    expect(readdirSync(join(set(), 'points')).filter((p) => p.startsWith('.partial-'))).toEqual([]);
+    expect(virsh('domjobinfo', VM), point).toMatch(/Job type:\s+None/);
+    expect(sockets(), point).toEqual([]);
+    expect(virsh('dumpxml', VM), point).not.toContain('https://vmctl.dev/xmlns/backup/1');
+    expect(checkpoints(VM), point).toEqual(before);
+    expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`)), point).toEqual([]);
+    expect(readdirSync(join(set(), 'points')).filter((p) => p.startsWith('.partial-')), point).toEqual([]);
+  };
+
+  it('kill -9 of a full backup after its scratch volume, and after its job began: the guard leaves nothing either time', { timeout: 300_000 }, async () => {
+    await killedPullLeavesNothing('after-scratch');
+    await killedPullLeavesNothing('after-checkpoint');
+  });
+
+  it('kill -9 while a full backup reads the export: the guard ends the job at once and removes checkpoint, scratch volume, socket and partial point; the next backup works', { timeout: 300_000 }, async () => {
+    await killedPullLeavesNothing('mid-download');
     const next = await backup();
     expect(next.code, next.stderr).toBe(0);
     const b = JSON.parse(next.stdout) as BackupJson;
