@@ -32,9 +32,20 @@ export const EXTERNAL = ['ssh2', 'pino', 'pino-pretty', 'thread-stream'];
 
 const ENTRY = `
 import { main } from './src/cli/main.js';
+// A command that has finished must not hang: should a socket, stream or timer be left open by
+// mistake, the process exits anyway once its output is written, and says what was left (a bug).
+const exitSoon = (code) => {
+  const t = setInterval(() => {
+    if (process.stdout.writableLength > 0 || process.stderr.writableLength > 0) return;
+    const left = process.getActiveResourcesInfo().filter((r) => r !== 'Timeout' && r !== 'TTYWrap');
+    console.error(\`vmctl: internal: the command finished but \${left.join(', ') || 'something'} kept it running; exiting\`);
+    process.exit(code);
+  }, 3000);
+  t.unref();
+};
 main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
-  (err) => { console.error(\`vmctl: internal error: \${err?.stack ?? err}\`); process.exitCode = 70; },
+  (code) => { process.exitCode = code; exitSoon(code); },
+  (err) => { console.error(\`vmctl: internal error: \${err?.stack ?? err}\`); process.exitCode = 70; exitSoon(70); },
 );
 `;
 

@@ -53,17 +53,25 @@ describe('labs (TCG)', () => {
   let dataDir: string;
   const run = (args: string[], timeoutMs = 20 * 60_000) => vmctl(args, { env, timeoutMs });
 
-  beforeAll(() => {
+  const OURS = [['trio', 'lt'], ['solo', 'la'], ['solo', 'lb'], ['solo', 'lk']] as const;
+
+  beforeAll(async () => {
     ensureBuilt();
     dataDir = mkdtempSync(join(tmpdir(), 'vmctl-lab-'));
     env = { VMCTL_CACHE_DIR: join(repoRoot, '.cache'), VMCTL_DATA_DIR: dataDir, LIBVIRT_DEFAULT_URI: 'qemu:///system' };
-    for (const id of ['lt-trio', 'la-solo', 'lb-solo', 'lk-solo']) {
-      if (leftovers(id, dataDir).length) throw new Error(`lab ${id} exists on this host; remove it first (vmctl lab down)`);
+    // a run of this file that was killed (CI stopped, the machine reused) leaves its labs up: they
+    // are this file's own (its prefixes), so lab down — the command a user would run — removes them
+    for (const [lab, prefix] of OURS) {
+      const id = `${prefix}-${lab}`;
+      if (leftovers(id, dataDir).length === 0) continue;
+      const down = await run(['lab', 'down', lab, '--prefix', prefix], 5 * 60_000);
+      const left = leftovers(id, dataDir);
+      if (left.length) throw new Error(`lab ${id} of an earlier run is still on this host (${left.join(', ')}); lab down said: ${down.stderr.trim()}`);
     }
   });
 
   afterAll(async () => {
-    for (const [lab, prefix] of [['trio', 'lt'], ['solo', 'la'], ['solo', 'lb'], ['solo', 'lk']] as const) await run(['lab', 'down', lab, '--prefix', prefix]);
+    for (const [lab, prefix] of OURS) await run(['lab', 'down', lab, '--prefix', prefix]);
     rmSync(dataDir, { recursive: true, force: true });
   });
 
@@ -202,12 +210,17 @@ describe('labs (TCG)', () => {
       }
     });
 
-    it('Ctrl-C while the VM boots undoes the whole lab', { timeout: 10 * 60_000 }, async () => {
-      const p = startVmctl(['lab', 'up', SOLO, '--prefix', 'lk', '--progress', 'plain'], env);
-      await p.waitFor('one: started', 5 * 60_000);
-      p.kill('SIGINT');
-      expect(await p.done).toBe(130);
-      expect(leftovers('lk-solo', dataDir)).toEqual([]);
+    it('Ctrl-C while the VM boots, or while it waits for cloud-init, undoes the whole lab at once', { timeout: 10 * 60_000 }, async () => {
+      for (const at of ['one: started', 'one: waiting for cloud-init']) {
+        const p = startVmctl(['lab', 'up', SOLO, '--prefix', 'lk', '--progress', 'plain'], env);
+        await p.waitFor(at, 5 * 60_000);
+        p.kill('SIGINT');
+        expect(await p.done, at).toBe(130);
+        // the wait stopped when interrupted: it did not go on until cloud-init was done
+        expect(p.stderr(), at).not.toMatch(/one: cloud-init\s/);
+        expect(p.stderr(), at).toMatch(/undone\s+domain lk-solo-one/);
+        expect(leftovers('lk-solo', dataDir), at).toEqual([]);
+      }
     });
 
     it('two prefixes run the same lab side by side (the NAT subnet moves); host checks need --trust', { timeout: 20 * 60_000 }, async () => {

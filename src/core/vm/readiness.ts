@@ -50,8 +50,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The guest's addresses: DHCP lease, then guest agent, then ARP. */
 /** The guest's global IPv4/IPv6 addresses as `ip -o addr` prints them, through an ssh connection. */
-export async function addressesOverSsh(guest: GuestConnection): Promise<string[]> {
-  const r = await guestCapture(guest, 'ip -o addr show scope global', { timeoutMs: 30_000 });
+export async function addressesOverSsh(guest: GuestConnection, signal?: AbortSignal): Promise<string[]> {
+  const r = await guestCapture(guest, 'ip -o addr show scope global', { timeoutMs: 30_000, ...(signal ? { signal } : {}) });
   if (r.code !== 0) return [];
   return parseIpAddrLines(r.stdout);
 }
@@ -160,7 +160,7 @@ export async function waitReady(op: OpContext, dom: Domain, o: WaitOptions): Pro
         break;
       }
       if (settled && 'guest' in settled) {
-        const addrs = await addressesOverSsh(settled.guest);
+        const addrs = await addressesOverSsh(settled.guest, op.signal);
         if (addrs.length > 0) {
           ip = addrs[0];
           o.phase('ip', `${ip} (ssh)`);
@@ -198,7 +198,8 @@ export async function waitReady(op: OpContext, dom: Domain, o: WaitOptions): Pro
   // cloud-init done
   op.waiting('cloud-init to finish');
   try {
-    const st = await waitForCloudInit(guest, { timeoutMs: remaining() });
+    // Ctrl-C stops the wait at once (the undo of what was made follows), not when cloud-init ends
+    const st = await waitForCloudInit(guest, { timeoutMs: remaining(), signal: op.signal });
     if (st.status !== 'done') {
       throw new VmctlError('LIBVIRT', `cloud-init on ${dom.name} ended with status '${st.status}'${st.errors.length ? `: ${st.errors.join('; ')}` : ''}`, {
         hint: `inspect with vmctl ssh ${dom.name} -- sudo cloud-init status --long`,
