@@ -113,7 +113,7 @@ function runner(op: OpContext, loaded: LoadedLab, r: LabRecord, o: { reuse: bool
       if (!vm) return { notRun: `no VM '${on}' in lab ${r.id}` };
       let g = guests.get(on);
       if (!g) {
-        g = vmSshTarget(conn, vm.name).then((t) => connectGuest({ ...t, timeoutMs: 30_000 }));
+        g = vmSshTarget(conn, vm.name).then((t) => connectGuest({ ...t, timeoutMs: 30_000, signal: op.signal }));
         guests.set(on, g);
         g.catch(() => guests.delete(on));
       }
