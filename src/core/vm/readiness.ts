@@ -47,6 +47,8 @@ export interface WaitOptions {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** how long one address source may take to answer (see guestAddresses) */
+const AGENT_CALL_MS = 10_000;
 
 /** The guest's addresses: DHCP lease, then guest agent, then ARP. */
 /** The guest's global IPv4/IPv6 addresses as `ip -o addr` prints them, through an ssh connection. */
@@ -67,7 +69,11 @@ export function parseIpAddrLines(text: string): string[] {
   return [...v4, ...v6];
 }
 
-export async function guestAddresses(dom: Domain): Promise<{ source: 'lease' | 'agent' | 'arp'; addrs: string[] } | undefined> {
+/**
+ * Each source is asked for at most AGENT_CALL_MS and given up on Ctrl-C (`signal`): a guest agent
+ * that is connected but does not answer (mid-boot, frozen) would otherwise hold the wait forever.
+ */
+export async function guestAddresses(dom: Domain, signal?: AbortSignal): Promise<{ source: 'lease' | 'agent' | 'arp'; addrs: string[] } | undefined> {
   const S = VirDomainInterfaceAddressesSource;
   const sources: [number, 'lease' | 'agent' | 'arp'][] = [
     [S.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 'lease'],
@@ -76,7 +82,7 @@ export async function guestAddresses(dom: Domain): Promise<{ source: 'lease' | '
   ];
   for (const [src, label] of sources) {
     try {
-      const ifaces = await dom.interfaceAddresses(src);
+      const ifaces = await dom.interfaceAddresses(src, { timeoutMs: AGENT_CALL_MS, ...(signal ? { signal } : {}) });
       const addrs = ifaces
         .filter((i) => i.name !== 'lo')
         .flatMap((i) => i.addrs.map((a) => a.addr))
@@ -152,7 +158,7 @@ export async function waitReady(op: OpContext, dom: Domain, o: WaitOptions): Pro
           break;
         }
       }
-      const a = await guestAddresses(dom);
+      const a = await guestAddresses(dom, op.signal);
       if (a) {
         ip = a.addrs[0];
         o.phase('ip', `${ip} (${a.source})`);

@@ -1,5 +1,5 @@
 /** A domain (VM): state, lifecycle, XML, addresses, metadata, console, snapshots and jobs. */
-import type { RpcStream } from '../rpc/caller.js';
+import type { CallOptions, RpcStream } from '../rpc/caller.js';
 import type { DomainGetInfoRet, DomainInterface, NonnullDomain, RemoteProcedures } from '../generated/remote.gen.js';
 import type { Connection } from '../connection.js';
 import { Snapshot } from './snapshot.js';
@@ -95,8 +95,9 @@ export class Domain {
   }
 
   /** The guest's interfaces and addresses from one source (VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_*). */
-  async interfaceAddresses(source: number): Promise<DomainInterface[]> {
-    return (await this.r.domainInterfaceAddresses({ dom: this.ref, source, flags: 0 })).ifaces;
+  /** `opts`: stop waiting on abort or after timeoutMs (an agent that does not answer holds the call) */
+  async interfaceAddresses(source: number, opts?: CallOptions): Promise<DomainInterface[]> {
+    return (await this.r.domainInterfaceAddresses({ dom: this.ref, source, flags: 0 }, opts)).ifaces;
   }
 
   /** Set (or with null remove) one custom metadata element (VIR_DOMAIN_METADATA_ELEMENT) in namespace `uri`. */
