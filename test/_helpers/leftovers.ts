@@ -58,7 +58,7 @@ export async function sweepLeftovers(repoFixtures: string): Promise<void> {
   const domains = async () => new Set((await json<{ name: string }[]>(['list', '--all'], base))?.map((d) => d.name) ?? []);
 
   for (const l of labs) {
-    const st = await json<{ vmStates: { name: string }[] }>(['lab', 'status', l.id], base);
+    const st = await json<{ vmStates: { name: string }[] }>(['lab', 'status', l.lab, '--prefix', l.prefix], base);
     const dataOf = st?.vmStates.map((v) => staleVms.get(v.name)).find((d) => d !== undefined);
     const fixture = l.file.includes('/test/fixtures/labs/') || l.file.startsWith(repoFixtures);
     if (!dataOf && !fixture) continue;

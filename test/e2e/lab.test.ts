@@ -107,6 +107,12 @@ describe('labs (TCG)', () => {
       expect(r.stdout).toMatch(/is up already: nothing changed/);
       expect(domains().filter((d) => d.startsWith('lt-trio-')).map((d) => virsh('domuuid', d).trim())).toEqual(before);
       for (const d of ['alpha', 'beta', 'gamma']) expect(snapshotsOf(`lt-trio-${d}`)).toEqual(['baseline']);
+      // without its prefix (or by its id) the lab is not found, and the error says how to reach it
+      for (const args of [['trio'], ['lt-trio']]) {
+        const st = await run(['lab', 'status', ...args, '--prefix', 'nobody']);
+        expect(st.code).toBe(3);
+        expect(st.stderr).toMatch(/no lab 'nobody-(lt-)?trio'.*there is lab trio with --prefix lt: give the lab's name and that --prefix/);
+      }
     });
 
     it('lab check fails before the exercise is done and passes after it', { timeout: 10 * 60_000 }, async () => {

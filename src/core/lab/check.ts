@@ -15,7 +15,7 @@ import type { Connection } from '../../libvirt/connection.js';
 import { vmSshTarget } from '../vm/info.js';
 import { connectGuest, guestCapture, type GuestConnection } from '../guest/ssh.js';
 import { loadLab, localize, type LabExerciseSpec, type LoadedLab } from './load.js';
-import { readLabRecord, type LabRecord } from './record.js';
+import { mustReadLabRecord, type LabRecord } from './record.js';
 
 export interface CheckResult {
   exercise: string;
@@ -143,8 +143,7 @@ function runner(op: OpContext, loaded: LoadedLab, r: LabRecord, o: { reuse: bool
 }
 
 async function context(op: OpContext, id: string): Promise<{ r: LabRecord; loaded: LoadedLab }> {
-  const found = await readLabRecord(op.conn, id);
-  if (!found) throw new VmctlError('NOT_FOUND', `no lab '${id}' on ${op.conn.uri.original}`, { hint: 'vmctl lab list shows the labs there (and their prefixes)' });
+  const found = await mustReadLabRecord(op.conn, id);
   const r = found.record;
   if (r.state !== 'ready') throw new VmctlError('CONFLICT', `lab ${id} is not up (${r.state})`, { hint: `vmctl lab down ${r.lab} --prefix ${r.prefix}, then lab up` });
   return { r, loaded: loadLab(r.file) };

@@ -5,12 +5,11 @@
  * The record says `removing` first, so an interrupted down is finished by
  * running it again (or by the next `lab up`).
  */
-import { VmctlError } from '../errors.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import type { OpContext } from '../op/context.js';
 import { lookupVm } from '../vm/domain.js';
 import { deleteVm } from '../vm/remove.js';
-import { findOnPeers, opStamp, readLabRecord, removeLabRecord, writeLabRecord, type LabRecord } from './record.js';
+import { findOnPeers, opStamp, mustReadLabRecord, readLabRecord, removeLabRecord, writeLabRecord, type LabRecord } from './record.js';
 
 const notFound = (e: unknown) => e instanceof LibvirtError && e.isNotFound();
 
@@ -74,8 +73,7 @@ export async function teardownLab(op: OpContext, record: LabRecord): Promise<Lab
 }
 
 export async function labDown(op: OpContext, id: string): Promise<LabDownResult> {
-  const r = await readLabRecord(op.conn, id);
-  if (!r) throw new VmctlError('NOT_FOUND', `no lab '${id}' on ${op.conn.uri.original}`, { hint: 'vmctl lab list shows the labs there (and their prefixes)' });
+  const r = await mustReadLabRecord(op.conn, id);
   await op.lease(`lab/${id}`, `lab '${id}'`);
   return teardownLab(op, r.record);
 }

@@ -9,6 +9,7 @@
  * exactly what it made — a network or VM vmctl did not record is never touched.
  */
 import type { Connection, Domain, Secret } from '../../libvirt/connection.js';
+import { VmctlError } from '../errors.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import { VirSecretUsageType } from '../../libvirt/generated/constants.gen.js';
 import { xmlParser } from '../xml.js';
@@ -84,6 +85,19 @@ export async function readLabRecord(conn: Connection, id: string): Promise<{ rec
   }
   const record = parseLabRecord(await secret.xml());
   return record ? { record, secret } : undefined;
+}
+
+/**
+ * The record of lab `id`, or NOT_FOUND naming the fix: when a lab of that name is there under
+ * another prefix (or the name given was an id, prefix included), the command that reaches it.
+ */
+export async function mustReadLabRecord(conn: Connection, id: string): Promise<{ record: LabRecord; secret: Secret }> {
+  const found = await readLabRecord(conn, id);
+  if (found) return found;
+  const near = (await listLabRecords(conn)).filter((r) => id.endsWith(`-${r.lab}`));
+  throw new VmctlError('NOT_FOUND', `no lab '${id}' on ${conn.uri.original}`, {
+    hint: near.length > 0 ? `there is ${near.map((r) => `lab ${r.lab} with --prefix ${r.prefix}`).join(', and ')}: give the lab's name and that --prefix` : 'vmctl lab list shows the labs there (and their prefixes)',
+  });
 }
 
 /** Write (create or replace) the record; durable on the host when this returns. */

@@ -14,7 +14,7 @@ import { createSnapshot } from '../snapshot/create.js';
 import { deleteSnapshot } from '../snapshot/remove.js';
 import { revertSnapshot } from '../snapshot/revert.js';
 import { listSnapshotInfos } from '../snapshot/list.js';
-import { opStamp, readLabRecord, writeLabRecord, type LabRecord } from './record.js';
+import { opStamp, mustReadLabRecord, readLabRecord, writeLabRecord, type LabRecord } from './record.js';
 
 async function save(op: OpContext, r: LabRecord): Promise<LabRecord> {
   const cur = await readLabRecord(op.conn, r.id);
@@ -113,8 +113,7 @@ export async function takeLabSnapshot(op: OpContext, record: LabRecord, name: st
 }
 
 async function readyRecord(op: OpContext, id: string): Promise<LabRecord> {
-  const found = await readLabRecord(op.conn, id);
-  if (!found) throw new VmctlError('NOT_FOUND', `no lab '${id}' on ${op.conn.uri.original}`, { hint: 'vmctl lab list shows the labs there (and their prefixes)' });
+  const found = await mustReadLabRecord(op.conn, id);
   await op.lease(`lab/${id}`, `lab '${id}'`);
   let r = found.record;
   if (r.state !== 'ready') throw new VmctlError('CONFLICT', `lab ${id} is not up (an interrupted vmctl ${r.op.kind} left it ${r.state})`, { hint: `vmctl lab down ${r.lab} --prefix ${r.prefix} removes what it made` });

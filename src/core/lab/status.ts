@@ -4,7 +4,7 @@ import type { Connection } from '../../libvirt/connection.js';
 import { LibvirtError } from '../../libvirt/errors.js';
 import { lookupVm } from '../vm/domain.js';
 import { vmSshTarget } from '../vm/info.js';
-import { findOnPeers, listLabRecords, readLabRecord, recordLiveness, type LabRecord } from './record.js';
+import { findOnPeers, listLabRecords, mustReadLabRecord, recordLiveness, type LabRecord } from './record.js';
 
 export interface LabSummary {
   id: string;
@@ -46,8 +46,7 @@ export interface LabStatus extends LabSummary {
 
 /** `open`: a connection to one of the lab's peers (to find VMs migrated there by their UUID); unreachable peers are skipped. */
 export async function labStatus(conn: Connection, id: string, open?: (uri: string) => Promise<Connection>): Promise<LabStatus> {
-  const found = await readLabRecord(conn, id);
-  if (!found) throw new VmctlError('NOT_FOUND', `no lab '${id}' on ${conn.uri.original}`, { hint: 'vmctl lab list shows the labs there (and their prefixes)' });
+  const found = await mustReadLabRecord(conn, id);
   const r = found.record;
   const peers = new Map<string, Promise<Connection | undefined>>();
   const peer = (uri: string) => {
@@ -93,8 +92,7 @@ export async function labStatus(conn: Connection, id: string, open?: (uri: strin
 
 /** The libvirt name of lab VM `key`. */
 export async function labVmName(conn: Connection, id: string, key: string): Promise<string> {
-  const found = await readLabRecord(conn, id);
-  if (!found) throw new VmctlError('NOT_FOUND', `no lab '${id}' on ${conn.uri.original}`, { hint: 'vmctl lab list shows the labs there (and their prefixes)' });
+  const found = await mustReadLabRecord(conn, id);
   const v = found.record.vms.find((x) => x.key === key);
   if (!v) throw new VmctlError('NOT_FOUND', `lab ${id} has no VM '${key}'`, { hint: `its VMs: ${found.record.vms.map((x) => x.key).join(', ')}` });
   return v.name;
