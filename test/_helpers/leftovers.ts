@@ -8,7 +8,7 @@
  * suite's fixtures. They are removed with vmctl's own commands (lab down, delete), as a user
  * would, each named on stderr; a VM vmctl did not make is refused by delete and left alone.
  */
-import { createHash } from 'node:crypto';
+import { connectionId } from '../../src/core/paths.js';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +16,6 @@ import { vmctl } from './vmctl.js';
 
 const URI = 'qemu:///system';
 const say = (m: string) => process.stderr.write(`[leftovers] ${m}\n`);
-const connectionId = (uri: string) => createHash('sha256').update(uri).digest('hex').slice(0, 12);
 const isDir = (p: string) => {
   try {
     return statSync(p).isDirectory();
