@@ -4,9 +4,15 @@
 # /var/log/libvirt bind-mounted from .cache/rig/hosts/NAME) and a private cgroup namespace, so the
 # main libvirtd (/run/libvirt/libvirt-sock) is neither reconfigured nor disturbed.
 #
-# Usage: scripts/test-rig.sh up|down|status|env|clean
+# Usage: scripts/test-rig.sh up|down|status|env|clean|restart-libvirtd NAME|restart NAME
 #   up      create the PKI (once) and start the rig host(s); idempotent, fast when already up
 #   down    destroy the rig hosts' running guests, stop their daemons; keeps .cache/rig
+#   restart-libvirtd NAME
+#           stop host NAME's libvirtd (SIGTERM) and start it again in the host's namespaces and
+#           cgroups, the way `systemctl restart libvirtd` does on a real host: its guests (QEMU),
+#           virtlogd and sshd run on (for tests of a daemon restarting under a command)
+#   restart NAME
+#           host NAME as after a reboot: its guests destroyed, its daemons stopped and started again
 #   status  print the state of each rig host; exit 1 if any is not running
 #   env     print KEY='value' lines (shell-style, single-quoted) describing the rig
 #   clean   down, then delete .cache/rig (PKI, host state, defined domains)
@@ -425,6 +431,39 @@ stop_libvirt_host() { # NAME [quiet]
   fi
   rm -f "$d/libvirtd.pid" "$d/virtlogd.pid"
   cgroup_remove "$name"
+}
+
+# restart_libvirtd NAME: only libvirtd, back in the namespaces virtlogd still holds (same mount,
+# cgroup, network and UTS namespaces, same cgroups); QEMU processes are not touched.
+restart_libvirtd() {
+  local name=$1 d pid vl i
+  d=$(host_dir "$name")
+  host_ready "$name" || die "rig host $name is not running; run '$self up'"
+  pid=$(read_pid "$d/libvirtd.pid"); vl=$(read_pid "$d/virtlogd.pid")
+  log "host $name: restarting libvirtd ($pid); its guests run on"
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && die "libvirtd ($pid) of rig host $name did not stop within 10 s"
+  rm -f "$d/libvirtd.pid"
+  (
+    cgroup_enter "$name" "$BASHPID"
+    exec nsenter -t "$vl" -m -C -n -u -- libvirtd -d --listen -p "$d/libvirtd.pid"
+  ) </dev/null >>"$d/log/launch.log" 2>&1 9>&- || die "libvirtd of rig host $name failed to start; see $d/log/launch.log"
+  wait_host_ready "$name" || die "libvirtd of rig host $name did not come back; see $d/log/libvirtd.log"
+}
+
+# restart_host NAME: down and up again, that host only (its guests are gone, as after a reboot)
+restart_host() {
+  local h found=
+  for h in "${RIG_HOSTS[@]}"; do
+    [ "$(host_name "$h")" = "$1" ] || continue
+    found=1
+    stop_host_ssh "$1"
+    stop_libvirt_host "$1"
+    start_libvirt_host "$1" "$(host_netns "$h")"
+    [ -z "$(host_netns "$h")" ] || { ensure_host_ssh "$1" "$(host_netns "$h")"; write_known_hosts; }
+  done
+  [ -n "$found" ] || die "no rig host $1 (hosts: ${RIG_HOSTS[*]})"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -850,6 +889,12 @@ case "${1:-}" in
   status) rc=0; rig_status || rc=$?; exit "$rc" ;;
   env) rig_env ;;
   clean) [ -d "$RIG_DIR" ] || exit 0; with_lock rig_clean ;;
+  restart-libvirtd)
+    [ $# -eq 2 ] || die "usage: $0 restart-libvirtd NAME"
+    with_lock restart_libvirtd "$2" ;;
+  restart)
+    [ $# -eq 2 ] || die "usage: $0 restart NAME"
+    with_lock restart_host "$2" ;;
   exec)
     [ $# -ge 3 ] || die "usage: $0 exec NAME CMD..."
     name=$2; shift 2

@@ -4,6 +4,7 @@
  * statuses in exactly one place (src/cli/exit.ts).
  */
 import { LibvirtError } from '../libvirt/errors.js';
+import { DAEMON_CLOSED } from '../libvirt/rpc/client.js';
 import { TransportError, type TransportErrorCode } from '../libvirt/transport/errors.js';
 import { VirErrorNumber } from '../libvirt/generated/constants.gen.js';
 
@@ -114,7 +115,10 @@ const LIBVIRT_HINTS: Partial<Record<number, string>> = {
 function fromLibvirtError(err: LibvirtError): VmctlError {
   const hint = LIBVIRT_HINTS[err.code];
   const opts = { cause: err, details: { libvirtCode: err.code, libvirtDomain: err.domain }, ...(hint ? { hint } : {}) };
-  if (err.kind === 'transport') return new VmctlError('CONNECTION', err.message, opts);
+  if (err.kind === 'transport') {
+    const closed = err.message.endsWith(DAEMON_CLOSED) ? { hint: 'libvirtd stopped or restarted under the command: check it runs (virsh version), then run the command again' } : {};
+    return new VmctlError('CONNECTION', err.message, { ...opts, ...closed });
+  }
   if (err.kind === 'auth') return new VmctlError('AUTH', err.message, opts);
   if (err.kind === 'timeout') return new VmctlError('TIMEOUT', err.message, opts);
   if (err.isNotFound()) return new VmctlError('NOT_FOUND', err.message, opts);

@@ -90,6 +90,25 @@ describe('undo stack', () => {
     expect(failed).toEqual(['b']);
     expect(u.size).toBe(0);
   });
+  it('a step without a connection parameter runs while the daemon is unreachable; one with it gets the connection', async () => {
+    const u = new UndoStack();
+    const done: string[] = [];
+    u.push('local dir', () => void done.push('local'));
+    u.push('volume', (c) => void done.push(`volume via ${(c as unknown as { id: string }).id}`));
+    let asked = 0;
+    const down = async () => {
+      asked++;
+      throw new Error('cannot connect to libvirt');
+    };
+    const reports: string[] = [];
+    expect(await u.unwind(down, (what, ok) => reports.push(`${what}:${ok}`))).toEqual(['volume']);
+    expect(reports).toEqual(['volume:false', 'local dir:true']);
+    expect(done).toEqual(['local']);
+    expect(asked).toBe(1);
+    u.push('volume', (c) => void done.push(`volume via ${(c as unknown as { id: string }).id}`));
+    await u.unwind(async () => ({ id: 'c1' }) as never, () => undefined);
+    expect(done).toEqual(['local', 'volume via c1']);
+  });
   it('an interruption is ABORTED, exit 130, naming what could not be undone', () => {
     expect(exitCodeFor(abortError('create').code)).toBe(130);
     expect(abortError('create').oneLine()).toBe('create interrupted (nothing it made was left behind)');

@@ -41,6 +41,19 @@ export interface NbdExport {
   name: string;
 }
 
+/**
+ * The export went away under the backup: QEMU closed or never opened the socket. libvirt ends a pull
+ * job's export when the VM stops; a libvirtd restart that takes QEMU with it does the same.
+ */
+export function exportGone(exp: NbdExport, detail: string, cause?: unknown): VmctlError {
+  return new VmctlError('CONNECTION', `the backup job's export of disk ${exp.name} went away (${detail}): the VM stopped or its libvirtd restarted`, {
+    hint: 'see vmctl list --all, then run the backup again',
+    ...(cause ? { cause } : {}),
+  });
+}
+
+const GONE = /ECONNREFUSED|ENOENT|ECONNRESET|EPIPE|Connection refused|No such file or directory|Connection reset|Broken pipe/i;
+
 export class NbdClient {
   private readonly pending = new Map<bigint, Pending>();
   private nextHandle = 1n;
@@ -111,13 +124,15 @@ export class NbdClient {
       reader.stop();
       const c = new NbdClient(sock, size, what);
       got = (d) => c.received(d);
-      sock.on('error', (e) => c.fail(new VmctlError('LIBVIRT', `${what}: ${e.message}`)));
-      sock.on('close', () => c.fail(new VmctlError('LIBVIRT', `${what}: the server closed the connection`)));
+      sock.on('error', (e) => c.fail(exportGone(exp, e.message, e)));
+      sock.on('close', () => c.fail(exportGone(exp, 'the server closed the connection')));
       return c;
     } catch (e) {
       sock.destroy();
       if (e instanceof VmctlError) throw e;
-      throw new VmctlError('LIBVIRT', `${what}: ${(e as Error).message}`, { cause: e });
+      const err = e as NodeJS.ErrnoException;
+      if (err.message !== 'aborted' && GONE.test(`${err.code ?? ''} ${err.message}`)) throw exportGone(exp, err.message, e);
+      throw new VmctlError('LIBVIRT', `${what}: ${err.message}`, { cause: e });
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -267,5 +282,9 @@ class HandshakeReader {
 /** The export's extents (data or zero/hole), from qemu-img's NBD client (block status). */
 export async function nbdExtents(exp: NbdExport, signal?: AbortSignal): Promise<MapExtent[]> {
   const opts = `driver=nbd,server.type=unix,server.path=${exp.socket.replace(/,/g, ',,')},export=${exp.name.replace(/,/g, ',,')}`;
-  return JSON.parse(await qemuImg(['map', '--output=json', '--image-opts', opts], signal)) as MapExtent[];
+  const out = await qemuImg(['map', '--output=json', '--image-opts', opts], signal).catch((e: Error) => {
+    const m = GONE.exec(e.message);
+    throw m && !signal?.aborted ? exportGone(exp, `qemu-img map: ${m[0]}`, e) : e;
+  });
+  return JSON.parse(out) as MapExtent[];
 }

@@ -22,10 +22,10 @@
  * the next backup of the VM does (recoverInterrupted).
  */
 import { readdirSync, readFileSync, renameSync, rmSync, statSync, existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Domain, StorageVolume } from '../../libvirt/connection.js';
 import { LibvirtError } from '../../libvirt/errors.js';
-import { VirDomainBackupBeginFlags, VirDomainXMLFlags } from '../../libvirt/generated/constants.gen.js';
+import { VirDomainBackupBeginFlags, VirDomainCheckpointDeleteFlags, VirDomainXMLFlags } from '../../libvirt/generated/constants.gen.js';
 import { VmctlError } from '../errors.js';
 import { vmStateDir } from '../paths.js';
 import { xmlBuilder, xmlParser } from '../xml.js';
@@ -101,11 +101,7 @@ export async function recoverInterrupted(op: OpContext, dom: Domain, running: bo
   if (rec.checkpoint) {
     const usedBySet = rec.dir && existsSync(join(pointDir(rec.dir, rec.pointId), 'manifest.json'));
     if (!usedBySet) {
-      try {
-        await (await dom.lookupCheckpoint(rec.checkpoint)).delete();
-      } catch (e) {
-        if (!(e instanceof LibvirtError && e.isNotFound())) throw e;
-      }
+      await deleteCheckpoint(op, dom, rec.checkpoint, running);
     }
   }
   await deleteScratch(dom.conn, rec.pool, rec.scratch ? rec.scratch.split(',') : []);
@@ -113,6 +109,44 @@ export async function recoverInterrupted(op: OpContext, dom: Domain, running: bo
   if (rec.dir) rmSync(partialDir(rec.dir, rec.pointId), { recursive: true, force: true });
   await clearJobRecord(dom, running);
   return `removed what an interrupted backup (${rec.since}, step ${rec.step}) left: ${[rec.checkpoint && `checkpoint ${rec.checkpoint}`, rec.scratch && `scratch ${rec.scratch}`].filter(Boolean).join(', ') || 'its record'}`;
+}
+
+/**
+ * Delete a checkpoint an interrupted backup made. A running VM's goes with its dirty bitmaps. libvirt
+ * 9.0 deletes a stopped VM's checkpoint only as metadata (the VM may have stopped under the backup:
+ * its QEMU died, or its host restarted): then the bitmaps are removed from the disk files themselves
+ * where vmctl can reach them (a daemon on this machine), else the warning names file and bitmap.
+ */
+async function deleteCheckpoint(op: OpContext, dom: Domain, name: string, running: boolean): Promise<void> {
+  let cp;
+  try {
+    cp = await dom.lookupCheckpoint(name);
+  } catch (e) {
+    if (e instanceof LibvirtError && e.isNotFound()) return;
+    throw e;
+  }
+  if (running) return cp.delete();
+  const doc = xmlParser.parse(await cp.xml()) as { domaincheckpoint?: { disks?: { disk?: unknown } } };
+  const listed = doc.domaincheckpoint?.disks?.disk;
+  const bitmaps = (Array.isArray(listed) ? listed : listed ? [listed] : [])
+    .map((d) => d as Record<string, unknown>)
+    .filter((d) => d['@_checkpoint'] === 'bitmap')
+    .map((d) => ({ target: String(d['@_name']), bitmap: String(d['@_bitmap'] ?? name) }));
+  await cp.delete(VirDomainCheckpointDeleteFlags.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY);
+  const files = domainFiles(await dom.xml(VirDomainXMLFlags.VIR_DOMAIN_XML_INACTIVE));
+  for (const b of bitmaps) {
+    const source = files.disks.find((d) => d.target === b.target)?.source;
+    if (!source) continue;
+    const vol = await lookupVolumeByPath(dom.conn, source);
+    const local = vol ? await localVolumeFile(dom.conn, vol, basename(source)) : undefined;
+    const removed = local
+      ? await qemuImg(['bitmap', '--remove', '-f', 'qcow2', local, b.bitmap]).then(
+          () => true,
+          (e: Error) => /not found/i.test(e.message),
+        )
+      : false;
+    if (!removed) op.warn(`${dom.name} is stopped: checkpoint ${name} is gone from libvirt, but its dirty bitmap stays in ${source} on ${dom.conn.uri.original} (remove it there while the VM is stopped: qemu-img bitmap --remove ${source} ${b.bitmap})`);
+  }
 }
 
 function snapshotLocation(xml: string): SnapshotRecord['location'] {

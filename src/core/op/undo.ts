@@ -2,7 +2,9 @@
  * The undo stack of an operation: each change registers how to take it back,
  * and a failed or interrupted operation runs them in reverse. Undo steps get the
  * connection to use, so they still work after the operation reconnected (e.g.
- * libvirtd was restarted in the middle).
+ * libvirtd was restarted in the middle). A step declared without that parameter
+ * (`() => rmSync(dir)`, or one that uses another host's connection) needs no
+ * connection to the operation's daemon and runs even while it is down.
  */
 import type { Connection } from '../../libvirt/connection.js';
 
@@ -37,7 +39,8 @@ export class UndoStack {
     this.steps = [];
     for (const s of steps) {
       try {
-        await s.undo(await conn());
+        // a step that takes no connection does not wait for the daemon (e.g. a local directory)
+        await s.undo(s.undo.length === 0 ? (undefined as unknown as Connection) : await conn());
         report(s.what, true);
       } catch (err) {
         failed.push(s.what);

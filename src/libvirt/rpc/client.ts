@@ -120,6 +120,9 @@ export interface RpcClientEvents {
   close: [err: LibvirtError];
 }
 
+/** The end of the message of a call cut off because the daemon closed the connection (it stopped or restarted). */
+export const DAEMON_CLOSED = 'the daemon closed the connection';
+
 export class RpcClient extends EventEmitter<RpcClientEvents> implements RpcCaller {
   readonly description: string;
   private readonly socket: Duplex;
@@ -600,7 +603,7 @@ export class RpcClient extends EventEmitter<RpcClientEvents> implements RpcCalle
     this.fail(
       this.closing
         ? LibvirtError.transport(`connection to ${this.description} closed by the client`)
-        : LibvirtError.transport(`connection to ${this.description} closed: the daemon closed the connection`),
+        : LibvirtError.transport(`connection to ${this.description} closed: ${DAEMON_CLOSED}`),
     );
   };
 
