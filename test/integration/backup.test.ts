@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoRoot } from '../_helpers/rig.js';
 import { tinyDomainXml } from '../_helpers/tiny-domain.js';
-import { ensureBuilt, vmctl } from '../_helpers/vmctl.js';
+import { ensureBuilt, startVmctl, vmctl } from '../_helpers/vmctl.js';
 
 const tag = `tbak-${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
 const VM = `${tag}-vm`;
@@ -441,6 +441,32 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     expect(res.snapshots.notRestored).toEqual([{ name: 'before-upgrade', why: expect.stringMatching(/external snapshot: its backing files were merged/) }]);
     execFileSync('qemu-img', ['compare', '-U', join(poolPath, `${tag}-snap.qcow2`), join(poolPath, `${copy}-vda.qcow2`)]);
     expect((await vmctl(['delete', copy], { env })).code).toBe(0);
+  });
+
+  it('the VM stops under a full backup: one line naming the export that went away, its checkpoint gone with its bitmap from the stopped disk, nothing left', { timeout: 300_000 }, async () => {
+    const diskFile = join(poolPath, `${tag}-data.qcow2`);
+    const bitmaps = () => ((JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', diskFile], { encoding: 'utf8' })) as { 'format-specific'?: { data?: { bitmaps?: { name: string }[] } } })['format-specific']?.data?.bitmaps ?? []).map((b) => b.name).sort();
+    const before = checkpoints(VM);
+    const bitmapsBefore = bitmaps();
+    const child = startVmctl(['backup', VM, '--to', set(), '--progress', 'plain'], { ...env, VMCTL_FAULT: 'backup:mid-download:sleep=3000' });
+    try {
+      await child.waitFor('fault point backup:mid-download', 120_000);
+      expect(checkpoints(VM)).toHaveLength(before.length + 1);
+      virsh('destroy', VM); // the guest goes (powered off, crashed) while vmctl is about to read its export
+      const code = await child.done;
+      const err = child.stderr();
+      expect(code, err).toBe(5); // CONNECTION
+      expect(err.trim().split('\n').at(-1), err).toMatch(/^vmctl: the backup job's export of disk vda went away \(.*\): the VM stopped or its libvirtd restarted \(see vmctl list --all, then run the backup again\)$/);
+      expect(err).not.toMatch(/could not undo|WARNING: .*bitmap stays/);
+      // its checkpoint is gone, from libvirt and (the daemon is local) from the disk file as well
+      expect(checkpoints(VM)).toEqual(before);
+      expect(bitmaps()).toEqual(bitmapsBefore);
+      expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
+      expect(sockets()).toEqual([]);
+      expect(readdirSync(join(set(), 'points')).filter((p) => p.startsWith('.partial-'))).toEqual([]);
+    } finally {
+      if (virsh('domstate', VM).trim() !== 'running') virsh('start', VM);
+    }
   });
 
   it('a stopped VM: its volume downloaded (sparse) and flattened locally; --incremental says why it is full; the restore is identical', { timeout: 300_000 }, async () => {
