@@ -7,13 +7,13 @@
  * and the next backup works.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureRig, repoRoot, type RigEnv } from '../_helpers/rig.js';
 import { ensureVmctlPool } from '../_helpers/migrate-rig.js';
-import { tinyDomainXml } from '../_helpers/tiny-domain.js';
+import { defineTinyDataGuest } from '../_helpers/tiny-data-guest.js';
 import { ensureBuilt, startVmctl, vmctl } from '../_helpers/vmctl.js';
 
 const tag = `tbr-${process.pid.toString(36)}`;
@@ -38,26 +38,7 @@ describe('libvirtd restarted during a backup (rig host1, tiny guest)', () => {
     await ensureVmctlPool(uri);
     work = mkdtempSync(join(tmpdir(), 'vmctl-bakrestart-'));
     env = { VMCTL_DATA_DIR: join(work, 'data'), VMCTL_CACHE_DIR: join(repoRoot, '.cache'), LIBVIRT_DEFAULT_URI: uri, VMCTL_NBD_DIR: nbdDir };
-    const poolPath = /<path>([^<]+)<\/path>/.exec(virsh('pool-dumpxml', 'vmctl'))![1]!;
-    const tiny = process.env.VMCTL_TINY_DIR ?? join(repoRoot, '.cache', 'tiny');
-    for (const [f, v] of [['vmlinuz', `${tag}-k.vmlinuz`], ['initrd.img', `${tag}-k.initrd`]] as const) {
-      virsh('vol-create-as', 'vmctl', v, String(statSync(join(tiny, f)).size), '--format', 'raw');
-      virsh('vol-upload', v, join(tiny, f), '--pool', 'vmctl');
-    }
-    const disk = join(work, 'disk.qcow2');
-    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=1.1', disk, '4G']);
-    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 0 64M', disk], { stdio: 'ignore' });
-    writeFileSync(join(work, 'vol.xml'), `<volume><name>${tag}-data.qcow2</name><capacity>${4 * 1024 * MiB}</capacity><allocation>0</allocation><target><format type='qcow2'/><compat>1.1</compat><permissions><mode>0600</mode></permissions></target></volume>`);
-    virsh('vol-create', 'vmctl', join(work, 'vol.xml'));
-    virsh('vol-upload', `${tag}-data.qcow2`, disk, '--pool', 'vmctl');
-    rmSync(disk);
-    const xml = tinyDomainXml({ name: VM, kernel: join(poolPath, `${tag}-k.vmlinuz`), initrd: join(poolPath, `${tag}-k.initrd`) }).replace(
-      '<devices>',
-      `<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${join(poolPath, `${tag}-data.qcow2`)}'/><target dev='vda' bus='virtio'/></disk>`,
-    );
-    writeFileSync(join(work, 'dom.xml'), xml);
-    virsh('define', join(work, 'dom.xml'));
-    virsh('start', VM);
+    defineTinyDataGuest(virsh, { tag, vm: VM, work, writes: ['write -P 0x33 0 64M'] });
   }, 300_000);
 
   afterAll(() => {

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoRoot } from '../_helpers/rig.js';
-import { tinyDomainXml } from '../_helpers/tiny-domain.js';
+import { defineTinyDataGuest } from '../_helpers/tiny-data-guest.js';
 import { ensureBuilt, startVmctl, vmctl } from '../_helpers/vmctl.js';
 
 const tag = `tbak-${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
@@ -48,28 +48,7 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     ensureBuilt();
     work = mkdtempSync(join(tmpdir(), 'vmctl-bak-'));
     env = { VMCTL_DATA_DIR: join(work, 'data'), VMCTL_CACHE_DIR: join(repoRoot, '.cache'), LIBVIRT_DEFAULT_URI: 'qemu:///system', VMCTL_NBD_DIR: nbdDir };
-    poolPath = /<path>([^<]+)<\/path>/.exec(virsh('pool-dumpxml', 'vmctl'))![1]!;
-    // kernel and initrd as pool volumes (QEMU cannot read the repo's cache); a 4 GiB disk with 150 MiB of data
-    const tiny = process.env.VMCTL_TINY_DIR ?? join(repoRoot, '.cache', 'tiny'); // scripts/build-tiny-guest.sh's default
-    for (const [f, v] of [['vmlinuz', `${tag}-k.vmlinuz`], ['initrd.img', `${tag}-k.initrd`]] as const) {
-      const size = statSync(join(tiny, f)).size;
-      virsh('vol-create-as', 'vmctl', v, String(size), '--format', 'raw');
-      virsh('vol-upload', v, join(tiny, f), '--pool', 'vmctl');
-    }
-    const disk = join(work, 'disk.qcow2');
-    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=1.1', disk, '4G']);
-    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 100M', '-c', 'write -P 0x22 2G 50M', disk], { stdio: 'ignore' });
-    writeFileSync(join(work, 'vol.xml'), `<volume><name>${tag}-data.qcow2</name><capacity>${4 * 1024 * MiB}</capacity><allocation>0</allocation><target><format type='qcow2'/><compat>1.1</compat><permissions><mode>0600</mode></permissions></target></volume>`);
-    virsh('vol-create', 'vmctl', join(work, 'vol.xml'));
-    virsh('vol-upload', `${tag}-data.qcow2`, disk, '--pool', 'vmctl');
-    rmSync(disk);
-    const xml = tinyDomainXml({ name: VM, kernel: join(poolPath, `${tag}-k.vmlinuz`), initrd: join(poolPath, `${tag}-k.initrd`) }).replace(
-      '<devices>',
-      `<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${join(poolPath, `${tag}-data.qcow2`)}'/><target dev='vda' bus='virtio'/></disk>`,
-    );
-    writeFileSync(join(work, 'dom.xml'), xml);
-    virsh('define', join(work, 'dom.xml'));
-    virsh('start', VM);
+    poolPath = defineTinyDataGuest(virsh, { tag, vm: VM, work, writes: ['write -P 0x11 0 100M', 'write -P 0x22 2G 50M'] }).poolPath;
   });
 
   afterAll(() => {
