@@ -16,6 +16,7 @@ import { generateHostKey, generateUserKey, hostPatternFor, pinHostKey } from '..
 import { VmctlError } from '../../src/core/errors.js';
 import {
   connectGuest,
+  connectRunningGuest,
   guestCapture,
   guestExec,
   guestShell,
@@ -380,5 +381,54 @@ describe('waitForSsh', () => {
     const aborted = await refused(waitForSsh(t, { timeoutMs: 30_000, signal: ac.signal }));
     expect(aborted.details?.aborted).toBe(true);
     expect(aborted.code).toBe('ABORTED');
+  });
+});
+
+describe('connectRunningGuest (vmctl ssh, lab checks)', () => {
+  it('gets past a connection the forward accepted that never reaches sshd; fails at once on a refused port or login', async () => {
+    // QEMU's forward after a migration or with the guest's CPU starved: the first connection is
+    // accepted and stays silent (its SYN towards the guest lost), the next ones get through
+    const port = await freePort();
+    const silent: Socket[] = [];
+    let made = 0;
+    const server = createServer((s) => {
+      made++;
+      s.on('error', () => {});
+      if (made === 1) {
+        s.pause();
+        silent.push(s);
+        return;
+      }
+      const up = netConnect(sshd.port, '127.0.0.1');
+      up.on('error', () => s.destroy());
+      s.on('close', () => up.destroy());
+      s.pipe(up).pipe(s);
+    });
+    await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
+    const dir = mkdtempSync(join(state, 'running-'));
+    pinHostKey(dir, hostPatternFor('127.0.0.1', port), sshd.hostKeyPub);
+    const t = { ...target, port, knownHostsFile: join(dir, 'known_hosts') };
+    try {
+      const started = Date.now();
+      const c = await connectRunningGuest(t, { timeoutMs: 20_000 });
+      expect(made).toBe(2);
+      expect(Date.now() - started).toBeLessThan(HEDGE_MS + 5000); // the hedge, not the silent one's timeout
+      expect((await guestCapture(c, 'echo hedged')).stdout).toBe('hedged\n');
+      c.close();
+      // a refused login is the answer at once (not retried until the deadline)
+      const t0 = Date.now();
+      const auth = await refused(connectRunningGuest({ ...t, privateKey: generateUserKey('stranger').privateKey }, { timeoutMs: 20_000 }));
+      expect(sshStageOf(auth)).toBe('auth');
+      expect(Date.now() - t0).toBeLessThan(10_000);
+    } finally {
+      for (const s of silent) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+    // nothing listening (the VM is off): at once, as connection refused
+    const t1 = Date.now();
+    const closed = await refused(connectRunningGuest(t, { timeoutMs: 20_000 }));
+    expect(sshStageOf(closed)).toBe('port-closed');
+    expect(closed.message).toMatch(/connection refused/);
+    expect(Date.now() - t1).toBeLessThan(5000);
   });
 });

@@ -1,9 +1,10 @@
 /** The operation layer's pure parts: fault knob, holders, leases' staleness, intent markers, undo order, event rendering. */
 import { PassThrough } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { parseFaults, faultAt } from '../../src/core/op/fault.js';
 import { currentHolder, holderLiveness, processStartTicks } from '../../src/core/op/holder.js';
-import { isStale, parseLeaseRecord, type LeaseRecord } from '../../src/core/op/lease.js';
+import { isStale, Lease, parseLeaseRecord, type LeaseRecord } from '../../src/core/op/lease.js';
+import type { Connection } from '../../src/libvirt/connection.js';
 import { markerMetadata, newMarker, parseOpMarker, OP_XMLNS } from '../../src/core/op/journal.js';
 import { UndoStack } from '../../src/core/op/undo.js';
 import { abortError } from '../../src/core/op/context.js';
@@ -58,6 +59,38 @@ describe('leases', () => {
     expect(parseLeaseRecord(xml)).toEqual(r);
     expect(parseLeaseRecord('<secret><description>not json</description></secret>')).toBeNull();
     expect(parseLeaseRecord('<secret/>')).toBeNull();
+  });
+  it('reports a renewal failing once per streak, and when it works again', async () => {
+    vi.useFakeTimers();
+    try {
+      // a stand-in for the host: renewals (defineSecret) fail while `down`, as they do while libvirtd restarts
+      let down = false;
+      const secret = { uuidString: 'u-1', xml: async () => '<secret/>', undefine: async () => undefined };
+      const conn = {
+        defineSecret: async () => {
+          if (down) throw new Error('connection to qemu:///system closed: the daemon closed the connection');
+          return secret;
+        },
+        lookupSecretByUsage: async () => secret,
+      } as unknown as Connection;
+      const failed: string[] = [];
+      let renewed = 0;
+      const lease = await Lease.acquire(() => conn, 'vm/a', { kind: 'backup', id: 'op-1', what: 'VM a' }, (e) => failed.push(e.message), () => renewed++);
+      await vi.advanceTimersByTimeAsync(25_000); // two renewals that work
+      expect([failed.length, renewed]).toEqual([0, 0]);
+      down = true;
+      await vi.advanceTimersByTimeAsync(60_000); // six that fail: said once
+      expect(failed).toEqual(['connection to qemu:///system closed: the daemon closed the connection']);
+      down = false;
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(renewed).toBe(1);
+      down = true;
+      await vi.advanceTimersByTimeAsync(20_000); // a new streak: said again
+      expect([failed.length, renewed]).toEqual([2, 1]);
+      await lease.release();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 

@@ -12,8 +12,8 @@ export function commandWords(argv: { command?: string[] }): string[] {
 
 /** A shell (no words) or the command, on this terminal; resolves to the exit code. */
 export async function runInGuest(target: GuestTarget, words: readonly string[]): Promise<number> {
-  const { connectGuest, guestExec, guestShell } = await ssh();
-  const guest = await connectGuest({ ...target, timeoutMs: 30_000 });
+  const { connectRunningGuest, guestExec, guestShell } = await ssh();
+  const guest = await connectRunningGuest(target);
   try {
     if (words.length === 0) return await guestShell(guest, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
     return await guestExec(guest, words.join(' '), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });

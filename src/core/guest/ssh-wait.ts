@@ -30,6 +30,8 @@ export interface WaitForSshOptions {
   readonly readyHint?: Promise<boolean>;
   /** hedge spacing (default HEDGE_MS) */
   readonly hedgeMs?: number;
+  /** which failures are tried again (default: all but a host key mismatch); any other is thrown at once */
+  readonly retry?: (stage: SshStage) => boolean;
 }
 
 const STAGE_TEXT: Record<SshStage, string> = {
@@ -151,7 +153,7 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
           last = err;
           lastStage = stage;
           opts.onAttempt?.({ attempt, stage, elapsedMs: Date.now() - start, error: err });
-          if (stage === 'host-key') fatal ??= err;
+          if (stage === 'host-key' || (opts.retry && !opts.retry(stage))) fatal ??= err;
         },
       )
       .finally(() => {
@@ -212,4 +214,20 @@ export async function waitForSsh(target: GuestTarget, opts: WaitForSshOptions = 
     opts.signal?.removeEventListener('abort', onAbort);
     stopAll();
   }
+}
+
+/**
+ * A guest that should be up (`vmctl ssh`, lab checks): one connection, its failure the answer at
+ * once (nothing listening, a refused login, a host key mismatch), like OpenSSH's — except an
+ * attempt that QEMU's user-mode forward accepted but that saw no SSH banner: its SYN to the
+ * guest may only be retransmitted seconds later (after a migration, or with the guest's CPU
+ * starved), so it gets fresh attempts beside it as in waitForSsh, until `timeoutMs`.
+ */
+export function connectRunningGuest(target: GuestTarget, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<GuestConnection> {
+  return waitForSsh(target, {
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    timeoutMs: opts.timeoutMs ?? 60_000,
+    attemptTimeoutMs: 30_000,
+    retry: (stage) => stage === 'no-banner',
+  });
 }

@@ -13,7 +13,7 @@ import { packagePath } from '../package-root.js';
 import type { OpContext } from '../op/context.js';
 import type { Connection } from '../../libvirt/connection.js';
 import { vmSshTarget } from '../vm/info.js';
-import { connectGuest, guestCapture, type GuestConnection } from '../guest/ssh.js';
+import { connectRunningGuest, guestCapture, type GuestConnection } from '../guest/ssh.js';
 import { loadLab, localize, type LabExerciseSpec, type LoadedLab } from './load.js';
 import { mustReadLabRecord, type LabRecord } from './record.js';
 
@@ -113,7 +113,7 @@ function runner(op: OpContext, loaded: LoadedLab, r: LabRecord, o: { reuse: bool
       if (!vm) return { notRun: `no VM '${on}' in lab ${r.id}` };
       let g = guests.get(on);
       if (!g) {
-        g = vmSshTarget(conn, vm.name).then((t) => connectGuest({ ...t, timeoutMs: 30_000, signal: op.signal }));
+        g = vmSshTarget(conn, vm.name).then((t) => connectRunningGuest(t, { signal: op.signal }));
         guests.set(on, g);
         g.catch(() => guests.delete(on));
       }

@@ -219,20 +219,24 @@ export class OpContext {
     // re-entrant: a step of this operation may ask again for what the operation holds
     const held = this.s.leases.find((l) => l.resource === resource);
     if (held) return held;
-    const lease = await Lease.acquire(() => this.conn, resource, { kind: this.kind, id: this.id, what }, (err) =>
-      this.log.warn({ err: err.message, resource }, 'could not renew lease'),
-    );
+    const lease = await Lease.acquire(() => this.conn, resource, { kind: this.kind, id: this.id, what }, ...this.renewReports(resource));
     this.s.leases.push(lease);
     return lease;
   }
 
   /** A lease on another host of the operation (a connection from op.connection). */
   async leaseOn(conn: Connection, resource: string, what: string): Promise<Lease> {
-    const lease = await Lease.acquire(() => conn, resource, { kind: this.kind, id: this.id, what }, (err) =>
-      this.log.warn({ err: err.message, resource }, 'could not renew lease'),
-    );
+    const lease = await Lease.acquire(() => conn, resource, { kind: this.kind, id: this.id, what }, ...this.renewReports(resource));
     this.s.leases.push(lease);
     return lease;
+  }
+
+  /** a lease's renewal failing (logged once until it works again) and working again */
+  private renewReports(resource: string): [(err: Error) => void, () => void] {
+    return [
+      (err) => this.log.warn({ err: err.message, resource }, 'could not renew lease (retrying every 10 s; said again only once it works)'),
+      () => this.log.info({ resource }, 'lease renewed again'),
+    ];
   }
 
   /** @internal */

@@ -84,7 +84,10 @@ export class Lease {
     private secret: Secret,
     private record: LeaseRecord,
     private readonly onRenewError: (err: Error) => void,
+    private readonly onRenewed: () => void,
   ) {}
+  /** the last renewal failed: the next failures of the streak are not reported again */
+  private failing = false;
 
   /**
    * Take the lease on `resource` ('vm/NAME') or fail with CONFLICT naming the
@@ -95,6 +98,7 @@ export class Lease {
     resource: string,
     op: { kind: string; id: string; what: string },
     onRenewError: (err: Error) => void = () => undefined,
+    onRenewed: () => void = () => undefined,
   ): Promise<Lease> {
     const now = Date.now();
     const record: LeaseRecord = {
@@ -107,7 +111,7 @@ export class Lease {
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
         const secret = await conn().defineSecret(secretXml(resource, record));
-        const lease = new Lease(conn, resource, secret, record, onRenewError);
+        const lease = new Lease(conn, resource, secret, record, onRenewError, onRenewed);
         lease.timer = setInterval(() => void lease.renew(), RENEW_EVERY_MS);
         lease.timer.unref();
         return lease;
@@ -142,8 +146,16 @@ export class Lease {
     try {
       this.secret = await this.conn().defineSecret(secretXml(this.resource, record, this.secret.uuidString));
       this.record = record;
+      if (this.failing) {
+        this.failing = false;
+        this.onRenewed();
+      }
     } catch (e) {
-      this.onRenewError(e as Error);
+      // once per streak (the daemon down for a while would repeat it every RENEW_EVERY_MS)
+      if (!this.failing) {
+        this.failing = true;
+        this.onRenewError(e as Error);
+      }
     }
   }
 
