@@ -2,7 +2,7 @@
  * vmctl backup / verify / prune / restore against the real libvirtd (TCG), with
  * the tiny busybox guest and a 4 GiB qcow2 data disk holding 150 MiB of data:
  * a running guest's full backups pulled from the job's NBD export (and pushed
- * when pull mode cannot start), incrementals pushed into scratch volumes,
+ * when pull mode cannot start), incrementals pulled through the export's dirty bitmap,
  * sizes, modes, verify refusing a flipped byte and a truncated file, kill -9 and
  * Ctrl-C mid-backup in both modes, encryption, prune, disk full, restore as a copy.
  */
@@ -159,7 +159,7 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     expect(r.code, r.stderr).toBe(0);
     const b = JSON.parse(r.stdout) as BackupJson;
     expect(b.kind).toBe('incremental');
-    expect(b.via).toBe('push');
+    expect(b.via).toBe('pull');
     expect(b.parent).toMatch(/-full$/);
     expect(b.disks[0]!.dataBytes).toBeLessThan(MiB);
     expect(checkpoints(VM)).toEqual([`vmctl-bak-${b.point.toLowerCase()}`]); // the older checkpoint is gone
@@ -167,6 +167,31 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     const points = (JSON.parse(l.stdout) as { points: { id: string; kind: string; chain: string[] }[] }).points;
     expect(points.map((p) => p.kind)).toEqual(['full', 'incremental']);
     expect(points[1]!.chain).toEqual([points[0]!.id, points[1]!.id]);
+  });
+
+  it('an incremental of a disk written meanwhile is pulled through the export\'s dirty bitmap: only those blocks (zeroed ones as zeros); restored at that point it reads back what was written', { timeout: 300_000 }, async () => {
+    // the guest's own writes, through QEMU (the tiny guest does not write to vda): 8 MiB over data that
+    // was there, 1 MiB zeroed; flushed, so the file read from outside (-U) shows them too
+    const io = (cmd: string) => virsh('qemu-monitor-command', VM, '--hmp', `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "${cmd}"`);
+    for (const w of ['write -P 0x44 8M 8M', 'write -z 0 1M', 'flush']) expect(io(w).trim()).toBe('');
+    const r = await backup(['--incremental']);
+    expect(r.code, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout) as BackupJson;
+    expect([b.kind, b.via]).toEqual(['incremental', 'pull']);
+    expect(b.disks[0]!.dataBytes).toBe(8 * MiB);
+    expect(sockets()).toEqual([]);
+    expect(virsh('domjobinfo', VM)).toMatch(/Job type:\s+None/);
+    expect(checkpoints(VM)).toEqual([`vmctl-bak-${b.point.toLowerCase()}`]);
+    expect(volumes().filter((v) => v.startsWith(`vmctl-bak-${VM}-`))).toEqual([]);
+    const at = `${tag}-at`;
+    const rr = await vmctl(['restore', set(), '--at', b.point, '--name', at], { env, timeoutMs: 300_000 });
+    expect(rr.code, rr.stderr).toBe(0);
+    const file = join(poolPath, `${at}-vda.qcow2`);
+    for (const check of ['read -P 0 0 1M', 'read -P 0x11 1M 7M', 'read -P 0x44 8M 8M', 'read -P 0x11 16M 84M', 'read -P 0 100M 1M', 'read -P 0x22 2G 50M']) {
+      const out = execFileSync('qemu-io', ['-r', '-f', 'qcow2', '-c', check, file], { encoding: 'utf8' });
+      expect(out, check).not.toMatch(/Pattern verification failed/);
+    }
+    expect((await vmctl(['delete', at], { env })).code).toBe(0);
   });
 
   it('verify refuses a flipped byte and a truncated disk file, naming file and offset; restore refuses before creating anything', { timeout: 300_000 }, async () => {
@@ -204,8 +229,9 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     expect(problems[0]!.offset).toBe(2048 * MiB); // the first chunk not (wholly) there: the 50 MiB at 2 GiB
   });
 
-  it('kill -9 mid-download: the guest runs on, no block job; the next backup removes the stray checkpoint and scratch volume and works', { timeout: 300_000 }, async () => {
-    const r = await backup(['--incremental'], { VMCTL_FAULT: 'backup:mid-download:kill' });
+  it('kill -9 mid-download (push mode): the guest runs on, no block job; the next backup removes the stray checkpoint and scratch volume and works', { timeout: 300_000 }, async () => {
+    // push mode: no guard process cleans up after it (a pull-mode kill: below), the next backup does
+    const r = await backup(['--incremental'], { VMCTL_FAULT: 'backup:mid-download:kill', VMCTL_BACKUP_VIA: 'push' });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/fault point backup:mid-download/);
     expect(virsh('domstate', VM).trim()).toBe('running');
@@ -223,8 +249,8 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     expect(readdirSync(join(set(), 'points')).filter((p) => p.startsWith('.partial-'))).toEqual([]);
   });
 
-  it('kill -9 right after the checkpoint was made: the same', { timeout: 300_000 }, async () => {
-    const r = await backup(['--incremental'], { VMCTL_FAULT: 'backup:after-checkpoint:kill' });
+  it('kill -9 right after the checkpoint was made (push mode): the same', { timeout: 300_000 }, async () => {
+    const r = await backup(['--incremental'], { VMCTL_FAULT: 'backup:after-checkpoint:kill', VMCTL_BACKUP_VIA: 'push' });
     expect(r.code).not.toBe(0);
     expect(virsh('domstate', VM).trim()).toBe('running');
     const next = await backup(['--incremental']);
@@ -250,9 +276,9 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
    * would otherwise run until the next backup) ends the job and removes checkpoint, scratch volume,
    * socket, record and partial point once vmctl is gone.
    */
-  const killedPullLeavesNothing = async (point: string) => {
+  const killedPullLeavesNothing = async (point: string, extra: string[] = []) => {
     const before = checkpoints(VM);
-    const r = await backup([], { VMCTL_FAULT: `backup:${point}:kill` });
+    const r = await backup(extra, { VMCTL_FAULT: `backup:${point}:kill` });
     expect(r.code, point).not.toBe(0);
     expect(r.stderr).toMatch(new RegExp(`fault point backup:${point}`));
     expect(virsh('domstate', VM).trim()).toBe('running');
@@ -280,6 +306,16 @@ describe('vmctl backup and restore (tiny guest, TCG)', () => {
     expect([b.kind, b.via]).toEqual(['full', 'pull']);
     expect(b.notes.join('\n')).not.toMatch(/interrupted backup/); // nothing was left for it
     expect(checkpoints(VM)).toEqual([`vmctl-bak-${b.point.toLowerCase()}`]); // a full replaces the set's older ones
+    expect(sockets()).toEqual([]);
+  });
+
+  it('kill -9 while an incremental reads the export: the guard leaves nothing either; the next incremental works', { timeout: 300_000 }, async () => {
+    await killedPullLeavesNothing('mid-download', ['--incremental']);
+    const next = await backup(['--incremental']);
+    expect(next.code, next.stderr).toBe(0);
+    const b = JSON.parse(next.stdout) as BackupJson;
+    expect([b.kind, b.via]).toEqual(['incremental', 'pull']);
+    expect(checkpoints(VM)).toEqual([`vmctl-bak-${b.point.toLowerCase()}`]);
     expect(sockets()).toEqual([]);
   });
 

@@ -17,7 +17,7 @@ import { xmlParser } from '../xml.js';
 import type { PayloadWriter } from './chunks.js';
 import { SharedBufferPool } from './hasher.js';
 import { imageMap, qemuImg, type MapExtent } from './qemu-img.js';
-import { NbdClient, nbdExtents, type NbdExport } from './nbd.js';
+import { NbdClient, nbdDirtyRanges, nbdExtents, type NbdExport } from './nbd.js';
 
 /** Byte progress of one phase as op.progress events: bytes, rate, ETA (at most every 250 ms). */
 export class Meter {
@@ -290,9 +290,10 @@ export async function storeDisk(
   virtualSize: number,
   meter: Meter,
 ): Promise<StoredDisk> {
-  // a pull-mode backup's export (full): the guest's point-in-time view, its data extents read once
+  // a pull-mode backup's export: the guest's point-in-time view, read once — a full: its data extents;
+  // an incremental: what its dirty bitmap marks (zeros there stored as explicit zero chunks)
   if (image.nbd) {
-    const ranges = dataRanges(await nbdExtents(image.nbd, op.signal));
+    const ranges = kind === 'incremental' ? await nbdDirtyRanges(image.nbd, op.signal) : dataRanges(await nbdExtents(image.nbd, op.signal));
     return storePieces(op, await nbdSource(image.nbd, op.signal), rangePieces(ranges, virtualSize), kind, writer, meter);
   }
   // a qcow2 without backing file and without compressed clusters (what a backup job writes): read the

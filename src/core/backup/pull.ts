@@ -4,8 +4,9 @@
  * overwrites meanwhile into a thin scratch volume first; vmctl reads the data extents once, straight
  * into the backup set. Against push mode (the job copies every data block into a scratch volume,
  * which vmctl reads again) that is half the writes on the host and no scratch space the size of the
- * data. Used for full backups of a running VM when vmctl runs as root next to the daemon (the socket
- * dir is made for QEMU's user); incrementals, remote hosts and everything else use push mode.
+ * data. Used for backups of a running VM when vmctl runs as root next to the daemon (the socket
+ * dir is made for QEMU's user): fulls read the data extents, incrementals the blocks the export's
+ * dirty bitmap marks; remote hosts and everything else use push mode.
  */
 import { mkdirSync, chownSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -71,4 +72,18 @@ export async function endPullJob(op: OpContext, dom: Domain): Promise<void> {
   await dom.abortJob();
   for (let i = 0; i < 200 && (await dom.jobStats()).type !== 'none'; i++) await sleep(25);
   if ((await dom.jobStats()).type !== 'none') op.warn(`${dom.name}: the backup job is still ending`);
+}
+
+const backupParser = xmlParserWith((name) => name === 'disk');
+
+/** Each disk's dirty bitmap in a pull-mode incremental's export (target → name), from the job's backup XML. */
+export function exportBitmaps(backupXml: string): Map<string, string> {
+  const doc = backupParser.parse(backupXml) as { domainbackup?: { disks?: { disk?: Array<Record<string, unknown>> } } };
+  const out = new Map<string, string>();
+  for (const d of doc.domainbackup?.disks?.disk ?? []) {
+    const name = d['@_name'];
+    const bitmap = d['@_exportbitmap'];
+    if (typeof name === 'string' && typeof bitmap === 'string' && bitmap) out.set(name, bitmap);
+  }
+  return out;
 }

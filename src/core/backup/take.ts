@@ -5,12 +5,12 @@
  * against the set's last point when that point's checkpoint is still on the
  * domain and the disks are qcow2 v3 (dirty bitmaps), with a new checkpoint made
  * in the same call — the guest's filesystems frozen through the guest agent
- * around the start of the job when the agent answers. A full backup next to
- * the daemon is pulled (pull.ts): QEMU exports each disk's point-in-time view
- * on a unix socket and vmctl reads its data extents once, straight into the
- * set, while a thin scratch volume holds only what the guest overwrites
- * meanwhile. Otherwise (incrementals, a remote host, pull mode refused) it is
- * pushed: the job copies the data into scratch qcow2 volumes in vmctl's pool,
+ * around the start of the job when the agent answers. A backup next to the
+ * daemon is pulled (pull.ts): QEMU exports each disk's point-in-time view on a
+ * unix socket and vmctl reads its data extents (a full) or the blocks its dirty
+ * bitmap marks (an incremental) once, straight into the set, while a thin
+ * scratch volume holds only what the guest overwrites meanwhile. Otherwise (a
+ * remote host, pull mode refused) it is pushed: the job copies the data into scratch qcow2 volumes in vmctl's pool,
  * each read in place or downloaded through a sparse volume stream, made into
  * chunks and deleted. A stopped VM's volumes (and their backing chain) are
  * downloaded and flattened locally. Only the libvirt connection is used: no
@@ -44,7 +44,7 @@ import {
 import { clearJobRecord, deleteScratch, jobLiveness, newJobRecord, parseJobRecord, writeJobRecord, type BackupJobRecord } from './journal.js';
 import { imageInfo, qemuImg } from './qemu-img.js';
 import type { NbdExport } from './nbd.js';
-import { endPullJob, pullSocket, removeSocketDir } from './pull.js';
+import { endPullJob, exportBitmaps, pullSocket, removeSocketDir } from './pull.js';
 import type { JobGuard, StartJobGuard } from './guard.js';
 
 export interface BackupOptions {
@@ -303,8 +303,9 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     const { pool, path: poolPath } = await ensurePool(conn);
     const scratch = disks.map((d) => scratchVolumeName(opts.name, d.target, op.id));
     newCheckpoint = caps.some((c) => c.ok) ? checkpointName(pointId) : undefined;
-    // a full backup next to the daemon is pulled (read once from QEMU's export), anything else pushed
-    const pullable = kind === 'full' ? pullSocket(conn, liveXml, op.id) : { why: 'an incremental is pushed (only its changed blocks are copied)' };
+    // a backup next to the daemon is pulled (read once from QEMU's export: a full's data, an
+    // incremental's dirty blocks), one from a remote host pushed
+    const pullable = pullSocket(conn, liveXml, op.id);
     if ('socket' in pullable) pull = { ...pullable, pool: pool.name, scratch };
     else op.log.debug({ why: pullable.why }, 'push-mode backup');
     const record: BackupJobRecord = newJobRecord({ opId: op.id, step: 'scratch', dir, pointId, checkpoint: newCheckpoint ?? '', pool: pool.name, scratch: scratch.join(','), ...(pull ? { nbd: pull.dir } : {}) });
@@ -400,10 +401,14 @@ export async function takeBackup(op: OpContext, opts: BackupOptions): Promise<Ba
     // 2. each scratch volume: read in place when it is a file on this machine (a local daemon), else
     // downloaded through a sparse volume stream; deleted once stored (step 3)
     const dl = new Meter(op, 'download', opts.name);
+    // an incremental's export exposes the blocks changed since the parent's checkpoint as a dirty bitmap
+    // (libvirt names it, by default `backup-TARGET`)
+    const bitmaps = pull && kind === 'incremental' ? exportBitmaps(await dom.backupXml()) : undefined;
     for (const [i, d] of disks.entries()) {
       if (pull) {
         await op.fault('mid-download');
-        localImages.push({ disk: d, path: scratchPaths[i]!, format: 'raw', capacity: caps[i]!.capacity, nbd: { socket: pull.socket, name: d.target } });
+        const bitmap = bitmaps?.get(d.target) ?? (kind === 'incremental' ? `backup-${d.target}` : undefined);
+        localImages.push({ disk: d, path: scratchPaths[i]!, format: 'raw', capacity: caps[i]!.capacity, nbd: { socket: pull.socket, name: d.target, ...(bitmap ? { bitmap } : {}) } });
         continue;
       }
       const vol = await pool.lookupVolume(scratch[i]!);
