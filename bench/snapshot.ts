@@ -12,7 +12,9 @@
  *     the same running disk (which also copies only the data and flushes its
  *     output), with 256 MiB and 1 GiB of data: whole-command times, and each
  *     tool's fixed cost and throughput beyond it (see throughput()), medians of
- *     alternating rounds. Target: ratio ≥ 0.8.
+ *     alternating rounds. Target: ratio ≥ 0.8. Also incrementals: nothing
+ *     changed, and 128 MiB written by the guest (through QEMU) since the last
+ *     point, pulled and pushed.
  * (b) restore → SSH ready: `vmctl restore --verify-boot` of a backed-up
  *     Debian guest (rebuild + upload + start + sshd with the pinned host key)
  *     next to `vmctl create --wait ssh` of the same template (the anchor: a
@@ -44,6 +46,8 @@ const must = <T extends { code: number; err: string }>(r: T, what: string): T =>
 const vmctl = (...a: string[]) => run(process.execPath, [vmctlBin, ...a]);
 
 const TINY = 'tbak-bench-tiny';
+/** what the guest writes between two incrementals (bench rows "MiB changed") */
+const CHANGED_MIB = 128;
 const DATA_VOL = 'tbak-bench-data.qcow2';
 /** The two guests of the throughput rows: the same 4 GiB disk holding this much incompressible data. */
 const SIZES = [
@@ -115,7 +119,11 @@ async function throughput(): Promise<void> {
     virsh('vol-upload', v, join(tiny, f), '--pool', 'vmctl');
   }
   for (const g of SIZES) makeGuest(poolPath, g.vm, g.vol, g.mib);
-  const res = SIZES.map(() => ({ unsafe: [] as number[], durable: [] as number[], ours: [] as number[], push: [] as number[], job: [] as number[], store: [] as number[], sync: [] as number[], end: [] as number[], inc: [] as number[] }));
+  const res = SIZES.map(() => ({ unsafe: [] as number[], durable: [] as number[], ours: [] as number[], push: [] as number[], job: [] as number[], store: [] as number[], sync: [] as number[], end: [] as number[], inc: [] as number[], incPull: [] as number[], incPush: [] as number[] }));
+  // the guest's writes between points, through QEMU (the tiny guest does not write to vda), flushed
+  const guestWrites = (vm: string, round: number) => {
+    for (const c of [`write -P 0x${(0x40 + round).toString(16)} 64M ${CHANGED_MIB}M`, 'flush']) virsh('qemu-monitor-command', vm, '--hmp', `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "${c}"`);
+  };
   for (let r = 0; r < rounds; r++) {
     for (const [k, g] of SIZES.entries()) {
       const out = join(work, 'convert.qcow2');
@@ -135,7 +143,14 @@ async function throughput(): Promise<void> {
       const pushSet = join(work, `push${r}`);
       res[k]!.push.push(must(await runTimed(process.execPath, [vmctlBin, 'backup', g.vm, '--to', pushSet, '--json', '--progress', 'none'], { ...env, VMCTL_BACKUP_VIA: 'push' }), 'vmctl backup (push)').ms);
       rmSync(pushSet, { recursive: true, force: true });
-      if (k === 0) res[k]!.inc.push(must(await vmctl('backup', g.vm, '--to', set, '--incremental', '--json', '--progress', 'none'), 'vmctl backup --incremental').ms);
+      if (k === 0) {
+        res[k]!.inc.push(must(await vmctl('backup', g.vm, '--to', set, '--incremental', '--json', '--progress', 'none'), 'vmctl backup --incremental').ms);
+        // CHANGED_MIB written since the last point: pulled through the export's dirty bitmap, and pushed
+        guestWrites(g.vm, 2 * r);
+        res[k]!.incPull.push(must(await vmctl('backup', g.vm, '--to', set, '--incremental', '--json', '--progress', 'none'), 'vmctl backup --incremental (changed)').ms);
+        guestWrites(g.vm, 2 * r + 1);
+        res[k]!.incPush.push(must(await runTimed(process.execPath, [vmctlBin, 'backup', g.vm, '--to', set, '--incremental', '--json', '--progress', 'none'], { ...env, VMCTL_BACKUP_VIA: 'push' }), 'vmctl backup --incremental (changed, push)').ms);
+      }
       rmSync(set, { recursive: true, force: true });
     }
   }
@@ -155,6 +170,8 @@ async function throughput(): Promise<void> {
   row('vmctl backup (full; pull mode)', rs.ours, rl.ours);
   row('vmctl backup (full; push mode, VMCTL_BACKUP_VIA=push)', rs.push, rl.push);
   console.log(`| vmctl backup --incremental (nothing changed) | ${m(rs.inc).toFixed(0)} | - | - | - | - | - | ${rs.inc.map((x) => x.toFixed(0)).join(', ')} |`);
+  console.log(`| vmctl backup --incremental (${CHANGED_MIB} MiB changed; pull) | ${m(rs.incPull).toFixed(0)} | - | - | - | - | - | ${rs.incPull.map((x) => x.toFixed(0)).join(', ')} |`);
+  console.log(`| vmctl backup --incremental (${CHANGED_MIB} MiB changed; push, VMCTL_BACKUP_VIA=push) | ${m(rs.incPush).toFixed(0)} | - | - | - | - | - | ${rs.incPush.map((x) => x.toFixed(0)).join(', ')} |`);
   const rest = (x: typeof rs) => m(x.ours) - m(x.job) - m(x.store) - m(x.sync) - m(x.end);
   console.log(`\nvmctl's phases (pull mode, medians, ms): push job's copy ${m(rs.job).toFixed(0)} / ${m(rl.job).toFixed(0)}, storing the data (reads, chunks, SHA-256) ${m(rs.store).toFixed(0)} / ${m(rl.store).toFixed(0)}, fsync ${m(rs.sync).toFixed(0)} / ${m(rl.sync).toFixed(0)}, ending the job ${m(rs.end).toFixed(0)} / ${m(rl.end).toFixed(0)}, the rest of the command ${rest(rs).toFixed(0)} / ${rest(rl).toFixed(0)} (${S.mib} / ${L.mib} MiB)`);
   console.log(`\nratio vmctl / qemu-img convert -t writeback (target ≥ 0.8x): whole command at ${S.mib} MiB **${(m(rs.durable) / m(rs.ours)).toFixed(2)}x**, at ${L.mib} MiB **${(m(rl.durable) / m(rl.ours)).toFixed(2)}x**, throughput beyond the fixed cost **${(slope(rs.ours, rl.ours) / slope(rs.durable, rl.durable)).toFixed(2)}x**`);

@@ -1,7 +1,7 @@
 /** The operation layer's pure parts: fault knob, holders, leases' staleness, intent markers, undo order, event rendering. */
 import { PassThrough } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
-import { parseFaults, faultAt } from '../../src/core/op/fault.js';
+import { parseFaults, faultAt, performFault } from '../../src/core/op/fault.js';
 import { currentHolder, holderLiveness, processStartTicks } from '../../src/core/op/holder.js';
 import { isStale, Lease, parseLeaseRecord, type LeaseRecord } from '../../src/core/op/lease.js';
 import type { Connection } from '../../src/libvirt/connection.js';
@@ -23,6 +23,16 @@ describe('VMCTL_FAULT', () => {
     expect(faultAt('create', 'after-volumes', { VMCTL_FAULT: 'create:after-volumes:kill' })).toEqual({ kind: 'kill' });
     expect(faultAt('create', 'after-keys', { VMCTL_FAULT: 'create:after-volumes:kill' })).toBeUndefined();
     expect(faultAt('create', 'after-keys', {})).toBeUndefined();
+  });
+  it('a sleep point ends early when the operation is aborted (Ctrl-C)', async () => {
+    const ac = new AbortController();
+    const t0 = Date.now();
+    setTimeout(() => ac.abort(), 50);
+    await performFault('backup:mid-download', { kind: 'sleep', ms: 10_000 }, ac.signal);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    const t1 = Date.now();
+    await performFault('backup:mid-download', { kind: 'sleep', ms: 10_000 }, ac.signal); // aborted already: at once
+    expect(Date.now() - t1).toBeLessThan(100);
   });
   it('refuses a malformed knob with the expected form', () => {
     expect(() => parseFaults('create:after-volumes')).toThrow(/OP:POINT:kill\|throw\|sleep=MS/);

@@ -211,7 +211,8 @@ export class OpContext {
     if (!action) return;
     const name = `${this.kind}:${point}`;
     this.emit({ type: 'fault', point: name, action: action.kind === 'sleep' ? `sleep=${action.ms}` : action.kind });
-    await performFault(name, action);
+    await performFault(name, action, this.signal);
+    this.throwIfAborted();
   }
 
   /** Take the lease on `resource` for the rest of the operation (released at its end). */

@@ -41,8 +41,8 @@ export function faultAt(op: string, point: string, env: NodeJS.ProcessEnv = proc
   return parsed.faults.get(`${op}:${point}`);
 }
 
-/** Carry out a fault action (after it was announced). */
-export async function performFault(point: string, action: FaultAction): Promise<void> {
+/** Carry out a fault action (after it was announced); a sleep ends early when `signal` aborts (Ctrl-C). */
+export async function performFault(point: string, action: FaultAction, signal?: AbortSignal): Promise<void> {
   switch (action.kind) {
     case 'kill':
       process.kill(process.pid, 'SIGKILL');
@@ -52,7 +52,16 @@ export async function performFault(point: string, action: FaultAction): Promise<
     case 'throw':
       throw new VmctlError('INTERNAL', `injected fault at ${point} (VMCTL_FAULT)`);
     case 'sleep':
-      await new Promise((r) => setTimeout(r, action.ms));
+      await new Promise<void>((r) => {
+        if (signal?.aborted) return r();
+        const done = () => {
+          clearTimeout(t);
+          signal?.removeEventListener('abort', done);
+          r();
+        };
+        const t = setTimeout(done, action.ms);
+        signal?.addEventListener('abort', done, { once: true });
+      });
       return;
   }
 }
