@@ -6,6 +6,7 @@ import { exitCodeFor, EXIT_OK } from './exit.js';
 import { toJson, type GlobalArgs } from './context.js';
 import { commands } from './commands/index.js';
 import { PROGRESS_MODES } from './events.js';
+import { packageVersion } from '../core/package-root.js';
 
 /** When stdout is not a terminal and $COLUMNS says nothing usable. */
 export const DEFAULT_HELP_WIDTH = 100;
@@ -51,7 +52,9 @@ export function buildParser(args: string[]): Argv<GlobalArgs> {
     .completion('completion', 'print a bash/zsh completion script (add `source <(vmctl completion)` to ~/.bashrc or ~/.zshrc)')
     .help()
     .alias('help', 'h')
-    .version(false)
+    // handled in main() before parsing (no connection); declared here for --help and strict mode
+    .version('version', "print vmctl's version and exit (vmctl version: libvirt's and the hypervisor's too)", packageVersion())
+    .alias('version', 'V')
     .wrap(helpWidth())
     .exitProcess(false)
     .fail((msg, err) => {
@@ -73,6 +76,12 @@ function exitQuietlyOnEpipe(): void {
 export async function main(args: string[]): Promise<number> {
   exitQuietlyOnEpipe();
   const wantsJson = args.includes('--json');
+  // `vmctl --version` / `-V` anywhere before `--`: the client's version, no connection (like virsh --version)
+  const beforeDashes = args.includes('--') ? args.slice(0, args.indexOf('--')) : args;
+  if (beforeDashes.some((a) => a === '--version' || a === '-V')) {
+    process.stdout.write(wantsJson ? toJson({ vmctl: packageVersion() }) + '\n' : `vmctl ${packageVersion()}\n`);
+    return EXIT_OK;
+  }
   try {
     await buildParser(args).parseAsync();
     return process.exitCode === undefined ? EXIT_OK : Number(process.exitCode);

@@ -6,7 +6,7 @@
  * sourcing it, completes `vmctl te` to `template`.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -118,5 +118,23 @@ describe('vmctl completion', () => {
         .filter((l) => l !== '');
     expect(complete('vmctl te')).toEqual(['template']);
     expect(complete('vmctl template s')).toEqual(['show']);
+  });
+});
+
+describe('vmctl --version', () => {
+  it("prints the client's version without a daemon (-V too, --json as JSON), anywhere before --, exit 0", async () => {
+    const version = (JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
+    // no daemon is asked: an unreachable URI changes nothing
+    const env = { LIBVIRT_DEFAULT_URI: 'qemu+tcp://127.0.0.1:1/system' };
+    for (const args of [['--version'], ['-V'], ['list', '--version']]) {
+      const r = await vmctl(args, { env });
+      expect([r.code, r.stdout, r.stderr], args.join(' ')).toEqual([0, `vmctl ${version}\n`, '']);
+    }
+    const j = await vmctl(['--version', '--json'], { env });
+    expect(JSON.parse(j.stdout)).toEqual({ vmctl: version });
+    // after --, it is the guest command's: vmctl ssh x -- --version looks for VM x
+    const ssh = await vmctl(['ssh', 'x', '--', '--version'], { env });
+    expect(ssh.code).not.toBe(0);
+    expect(ssh.stdout).not.toContain('vmctl ');
   });
 });
