@@ -58,6 +58,38 @@ async function refused(p: Promise<unknown>): Promise<VmctlError> {
   return err as VmctlError;
 }
 
+/**
+ * A forward in front of sshd, as QEMU's user-mode hostfwd: connection n (1-based) for which
+ * `silent(n)` holds is accepted and stays silent (its SYN towards the guest lost); the others reach sshd.
+ */
+async function silentForward(silent: (n: number) => boolean): Promise<{ port: number; made: () => number; close: () => Promise<void> }> {
+  const port = await freePort();
+  const held: Socket[] = [];
+  let made = 0;
+  const server = createServer((s) => {
+    made++;
+    s.on('error', () => {});
+    if (silent(made)) {
+      s.pause();
+      held.push(s);
+      return;
+    }
+    const up = netConnect(sshd.port, '127.0.0.1');
+    up.on('error', () => s.destroy());
+    s.on('close', () => up.destroy());
+    s.pipe(up).pipe(s);
+  });
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
+  return {
+    port,
+    made: () => made,
+    close: async () => {
+      for (const s of held) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
 beforeAll(async () => {
   sshd = await startSshd({ extraConfig: ['PermitTTY yes'] });
   state = mkdtempSync(join(tmpdir(), 'vmctl-ssh-core-test-'));
@@ -323,24 +355,9 @@ describe('waitForSsh', () => {
   it("tries at once when the guest says sshd is ready (readyHint), beside a silent attempt", async () => {
     // a silent first attempt (its SYN lost, as before the guest has its address); with the hedge far
     // away only the hint can make the second attempt, which then gets through
-    const port = await freePort();
     let reachable = false;
-    let made = 0;
-    const silent: Socket[] = [];
-    const server = createServer((s) => {
-      made++;
-      s.on('error', () => {});
-      if (!reachable) {
-        s.pause();
-        silent.push(s);
-        return;
-      }
-      const up = netConnect(sshd.port, '127.0.0.1');
-      up.on('error', () => s.destroy());
-      s.on('close', () => up.destroy());
-      s.pipe(up).pipe(s);
-    });
-    await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
+    const fwd = await silentForward(() => !reachable);
+    const { port } = fwd;
     const dir = mkdtempSync(join(state, 'wait-hint-'));
     pinHostKey(dir, hostPatternFor('127.0.0.1', port), sshd.hostKeyPub);
     let ready!: (v: boolean) => void;
@@ -352,19 +369,18 @@ describe('waitForSsh', () => {
         { timeoutMs: 60_000, attemptTimeoutMs: 30_000, hedgeMs: 600_000, readyHint, onAttempt: (a) => attempts.push(a) },
       );
       waiting.catch(() => {});
-      while (made < 1) await new Promise((r) => setTimeout(r, 50));
+      while (fwd.made() < 1) await new Promise((r) => setTimeout(r, 50));
       await new Promise((r) => setTimeout(r, 300));
-      expect(made).toBe(1); // nothing hedged yet
+      expect(fwd.made()).toBe(1); // nothing hedged yet
       reachable = true;
       ready(true);
       const c = await waiting;
-      expect(made).toBe(2);
+      expect(fwd.made()).toBe(2);
       expect(attempts.map((a) => [a.attempt, a.stage])).toEqual([[2, 'ready']]);
       expect(c.hostKey.fingerprint).toBe(conn.hostKey.fingerprint);
       c.close();
     } finally {
-      for (const s of silent) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
+      await fwd.close();
     }
   });
 
@@ -388,30 +404,15 @@ describe('connectRunningGuest (vmctl ssh, lab checks)', () => {
   it('gets past a connection the forward accepted that never reaches sshd; fails at once on a refused port or login', async () => {
     // QEMU's forward after a migration or with the guest's CPU starved: the first connection is
     // accepted and stays silent (its SYN towards the guest lost), the next ones get through
-    const port = await freePort();
-    const silent: Socket[] = [];
-    let made = 0;
-    const server = createServer((s) => {
-      made++;
-      s.on('error', () => {});
-      if (made === 1) {
-        s.pause();
-        silent.push(s);
-        return;
-      }
-      const up = netConnect(sshd.port, '127.0.0.1');
-      up.on('error', () => s.destroy());
-      s.on('close', () => up.destroy());
-      s.pipe(up).pipe(s);
-    });
-    await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
+    const fwd = await silentForward((n) => n === 1);
+    const { port } = fwd;
     const dir = mkdtempSync(join(state, 'running-'));
     pinHostKey(dir, hostPatternFor('127.0.0.1', port), sshd.hostKeyPub);
     const t = { ...target, port, knownHostsFile: join(dir, 'known_hosts') };
     try {
       const started = Date.now();
       const c = await connectRunningGuest(t, { timeoutMs: 20_000 });
-      expect(made).toBe(2);
+      expect(fwd.made()).toBe(2);
       expect(Date.now() - started).toBeLessThan(HEDGE_MS + 5000); // the hedge, not the silent one's timeout
       expect((await guestCapture(c, 'echo hedged')).stdout).toBe('hedged\n');
       c.close();
@@ -421,8 +422,7 @@ describe('connectRunningGuest (vmctl ssh, lab checks)', () => {
       expect(sshStageOf(auth)).toBe('auth');
       expect(Date.now() - t0).toBeLessThan(10_000);
     } finally {
-      for (const s of silent) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
+      await fwd.close();
     }
     // nothing listening (the VM is off): at once, as connection refused
     const t1 = Date.now();
