@@ -10,9 +10,9 @@
  * unix socket and vmctl reads its data extents (a full) or the blocks its dirty
  * bitmap marks (an incremental) once, straight into the set, while a thin
  * scratch volume holds only what the guest overwrites meanwhile. Otherwise (a
- * remote host, pull mode refused) it is pushed: the job copies the data into scratch qcow2 volumes in vmctl's pool,
- * each read in place or downloaded through a sparse volume stream, made into
- * chunks and deleted. A stopped VM's volumes (and their backing chain) are
+ * remote host, pull mode refused) it is pushed: the job copies the data into
+ * scratch qcow2 volumes in vmctl's pool, each read in place or downloaded
+ * through a sparse volume stream, made into chunks and deleted. A stopped VM's volumes (and their backing chain) are
  * downloaded and flattened locally. Only the libvirt connection is used: no
  * shell on the host.
  *
