@@ -183,6 +183,8 @@ export async function applyMigrate(op: OpContext, plan: MigratePlan): Promise<Mi
       abortJob(why);
     },
   });
+  // awaited below, after the migration settles: a failure of the watch before then is not unhandled
+  watching.catch(() => undefined);
   let dstDom: Domain;
   try {
     dstDom = await migrating;
