@@ -44,6 +44,8 @@ function leftovers(id: string, dataDir: string): string[] {
     ...networks().filter((n) => n.startsWith(`vmctl-${id}-`)).map((n) => `network:${n}`),
     ...volumes().filter((v) => v.startsWith(`${id}-`)).map((v) => `volume:${v}`),
     ...labSecrets().filter((s) => s.includes(`vmctl-lab/${id} `) || s.endsWith(`vmctl-lab/${id}`)).map((s) => `record:${s}`),
+    // leases a killed command held: on the lab, and on its VMs (gone with them, so never taken over)
+    ...lines(virsh('secret-list')).filter((l) => l.includes(`vmctl-lease/vm/${id}-`) || l.endsWith(`vmctl-lease/lab/${id}`)).map((s) => `lease:${s}`),
     ...state.filter((s) => s.startsWith(`state:${id}-`)),
   ];
 }

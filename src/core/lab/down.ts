@@ -9,6 +9,7 @@ import { LibvirtError } from '../../libvirt/errors.js';
 import type { OpContext } from '../op/context.js';
 import { lookupVm } from '../vm/domain.js';
 import { deleteVm } from '../vm/remove.js';
+import { removeStaleLease } from '../op/lease.js';
 import { findOnPeers, opStamp, mustReadLabRecord, readLabRecord, removeLabRecord, writeLabRecord, type LabRecord } from './record.js';
 
 const notFound = (e: unknown) => e instanceof LibvirtError && e.isNotFound();
@@ -40,7 +41,11 @@ export async function teardownLab(op: OpContext, record: LabRecord): Promise<Lab
             return undefined;
           }),
         );
-        if (!there) return void out.missing.push(v.name);
+        if (!there) {
+          // removed by an earlier, killed lab down: so may its dead holder's lease on the VM be
+          if (await removeStaleLease(conn, `vm/${v.name}`).catch(() => false)) op.log.debug({ vm: v.name }, 'removed a stale lease');
+          return void out.missing.push(v.name);
+        }
         await deleteVm(op.scoped(v.key), v.name, there.conn);
         out.removedVms.push(`${v.name} (on ${there.peer})`);
         op.phase('removed', `${v.key} on ${there.peer}`);

@@ -175,6 +175,22 @@ export class Lease {
   }
 }
 
+/**
+ * Remove the lease on `resource` when it is stale (its holder died: kill -9 after it removed the
+ * object, so no later command takes that lease over); a held one is left alone. True when removed.
+ */
+export async function removeStaleLease(conn: Connection, resource: string): Promise<boolean> {
+  try {
+    const s = await conn.lookupSecretByUsage(USAGE, `${LEASE_PREFIX}${resource}`);
+    if (!isStale(parseLeaseRecord(await s.xml()))) return false;
+    await s.undefine();
+    return true;
+  } catch (e) {
+    if (notFound(e)) return false;
+    throw e;
+  }
+}
+
 /** Every vmctl lease on a host (for `host check`). */
 export async function listLeases(conn: Connection): Promise<LeaseInfo[]> {
   const out: LeaseInfo[] = [];

@@ -12,6 +12,7 @@ import { LibvirtError } from '../../libvirt/errors.js';
 import type { Connection } from '../../libvirt/connection.js';
 import type { OpContext } from '../op/context.js';
 import { parseOpMarker, recordStep, newMarker } from '../op/journal.js';
+import { removeStaleLease } from '../op/lease.js';
 import { parseVmctlMetadata } from './domain-xml.js';
 import { findVm, undefineDomain } from './domain.js';
 import { parseSnapshotFiles } from '../snapshot/model.js';
@@ -24,7 +25,11 @@ export interface DeleteResult {
 
 /** `conn`: another host of the operation (op.connection), e.g. where a lab's VM was migrated to. */
 export async function deleteVm(op: OpContext, name: string, conn: Connection = op.conn): Promise<DeleteResult> {
-  const dom = await findVm(conn, name);
+  const dom = await findVm(conn, name).catch(async (e: unknown) => {
+    // gone already (a delete killed after the undefine): its dead holder's lease goes too
+    if (e instanceof VmctlError && e.code === 'NOT_FOUND') await removeStaleLease(conn, `vm/${name}`).catch(() => false);
+    throw e;
+  });
   if (conn === op.conn) await op.lease(`vm/${name}`, `VM '${name}'`);
   else await op.leaseOn(conn, `vm/${name}`, `VM '${name}' on ${conn.uri.original}`);
   const xml = await dom.xml();
