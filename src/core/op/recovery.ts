@@ -40,7 +40,9 @@ export function checkInterrupted(found: InterruptedOps): CheckResult {
     ...base,
     status: 'WARN',
     finding: parts.join('; '),
-    fix: vms.length ? vms.map((v) => `vmctl delete ${v.name}`).join('; ') : 'nothing to do: the next vmctl command on that VM takes a stale lock over',
+    fix: vms.length
+      ? vms.map((v) => `vmctl delete ${v.name}`).join('; ')
+      : 'nothing to do: the next vmctl command on that VM takes a stale lock over (of a VM that is gone, vmctl delete NAME removes it)',
     data: { vms: found.vms.map((v) => ({ name: v.name, ...v.marker, running: v.running })), staleLeases: found.staleLeases },
   };
 }
