@@ -17,7 +17,7 @@ import { xmlParser } from '../xml.js';
 import type { PayloadWriter } from './chunks.js';
 import { SharedBufferPool } from './hasher.js';
 import { imageMap, qemuImg, type MapExtent } from './qemu-img.js';
-import { NbdClient, nbdDirtyRanges, nbdExtents, type NbdExport } from './nbd.js';
+import { NbdClient, nbdExtents, type NbdExport } from './nbd.js';
 
 /** Byte progress of one phase as op.progress events: bytes, rate, ETA (at most every 250 ms). */
 export class Meter {
@@ -293,7 +293,7 @@ export async function storeDisk(
   // a pull-mode backup's export: the guest's point-in-time view, read once — a full: its data extents;
   // an incremental: what its dirty bitmap marks (zeros there stored as explicit zero chunks)
   if (image.nbd) {
-    const ranges = kind === 'incremental' ? await nbdDirtyRanges(image.nbd, op.signal) : dataRanges(await nbdExtents(image.nbd, op.signal));
+    const ranges = kind === 'incremental' ? dirtyRanges(await nbdExtents(image.nbd, op.signal, dirtyContext(image.nbd))) : dataRanges(await nbdExtents(image.nbd, op.signal));
     return storePieces(op, await nbdSource(image.nbd, op.signal), rangePieces(ranges, virtualSize), kind, writer, meter);
   }
   // a qcow2 without backing file and without compressed clusters (what a backup job writes): read the
@@ -312,6 +312,15 @@ export async function storeDisk(
   const ranges = changed ?? dataRanges(await imageMap(rawPath, 'raw', op.signal));
   return storePieces(op, await fileSource(rawPath), rangePieces(ranges, virtualSize), kind, writer, meter);
 }
+
+/** An incremental's export: its dirty bitmap's NBD meta context. */
+function dirtyContext(exp: NbdExport): string {
+  if (!exp.bitmap) throw new VmctlError('INTERNAL', `the export of disk ${exp.name} has no dirty bitmap`);
+  return `qemu:dirty-bitmap:${exp.bitmap}`;
+}
+
+/** The dirty extents of a dirty-bitmap map (qemu-img reports them as not data), merged. */
+const dirtyRanges = (map: MapExtent[]): Array<[number, number]> => mergeRanges(map.filter((e) => !e.data).map((e) => [e.start, e.start + e.length]));
 
 /** The data extents of a map, merged. */
 const dataRanges = (map: MapExtent[]): Array<[number, number]> => mergeRanges(map.filter((e) => e.data).map((e) => [e.start, e.start + e.length]));

@@ -5,7 +5,7 @@
  * reply is its 16-byte header and exactly the bytes asked): the socket reads into one reused 1 MiB
  * buffer (net's `onread`), copied at once into the caller's buffers, so no garbage per packet.
  * Read-only; nothing is ever written.
- * The extents come from `qemu-img map` on the same export (nbdExtents, nbdDirtyRanges), not from this client.
+ * The extents come from `qemu-img map` on the same export (nbdExtents), not from this client.
  */
 import { createConnection, type Socket } from 'node:net';
 import { VmctlError } from '../errors.js';
@@ -281,7 +281,11 @@ class HandshakeReader {
   }
 }
 
-/** The export's extents (data or zero/hole), from qemu-img's NBD client (block status). */
+/**
+ * The export's extents (data or zero/hole), from qemu-img's NBD client (block status); with
+ * `metaContext` (e.g. `qemu:dirty-bitmap:backup-vda`) that context's instead of the allocation —
+ * qemu-img then reports a dirty extent as `"data": false`, a clean one as `"data": true`.
+ */
 export async function nbdExtents(exp: NbdExport, signal?: AbortSignal, metaContext?: string): Promise<MapExtent[]> {
   const esc = (v: string) => v.replace(/,/g, ',,');
   const opts = `driver=nbd,server.type=unix,server.path=${esc(exp.socket)},export=${esc(exp.name)}${metaContext ? `,x-dirty-bitmap=${esc(metaContext)}` : ''}`;
@@ -290,22 +294,4 @@ export async function nbdExtents(exp: NbdExport, signal?: AbortSignal, metaConte
     throw m && !signal?.aborted ? exportGone(exp, `qemu-img map: ${m[0]}`, e) : e;
   });
   return JSON.parse(out) as MapExtent[];
-}
-
-/**
- * What changed since the parent point: the ranges [start, end) of an incremental's export that its
- * dirty bitmap marks (the `qemu:dirty-bitmap:NAME` context, read by qemu-img's NBD client in place of
- * the allocation; it reports a dirty extent as `"data": false`, a clean one as `"data": true`).
- */
-export async function nbdDirtyRanges(exp: NbdExport, signal?: AbortSignal): Promise<Array<[number, number]>> {
-  if (!exp.bitmap) throw new VmctlError('INTERNAL', `the export of disk ${exp.name} has no dirty bitmap`);
-  const map = await nbdExtents(exp, signal, `qemu:dirty-bitmap:${exp.bitmap}`);
-  const out: Array<[number, number]> = [];
-  for (const e of [...map].sort((a, b) => a.start - b.start)) {
-    if (e.data) continue;
-    const last = out[out.length - 1];
-    if (last && last[1] === e.start) last[1] = e.start + e.length;
-    else out.push([e.start, e.start + e.length]);
-  }
-  return out;
 }
